@@ -1,0 +1,163 @@
+//! Compaction: logical (index) and physical (backend records).
+//!
+//! `Store::compact(rev)` records the compaction revision in the backend and
+//! compacts the key index at once, under the index lock: from then on no
+//! read below `rev` is served and the index holds exactly the revisions a
+//! legal read can reach. Physical removal runs on a background thread: it
+//! walks the records with `main ≤ rev` in steps of `compaction_batch`,
+//! deleting each record whose revision its key's index no longer holds, and
+//! pauses between steps so writes are never stalled for long. When done it
+//! records `compact_finished`. A crash midway is harmless: opening compacts
+//! the rebuilt index again and the worker resumes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, WriteBatch};
+use crate::error::{Error, Result};
+use crate::key_index::KeyIndex;
+use crate::record::{self, Meta, Record};
+use crate::store::Inner;
+
+/// Progress of physical compaction.
+#[derive(Debug)]
+pub(crate) struct CompactionStatus {
+    /// Latest compaction revision asked for.
+    pub(crate) target: i64,
+    /// Latest compaction revision physically done.
+    pub(crate) finished: i64,
+    /// Set when the store is dropped.
+    pub(crate) stop: bool,
+}
+
+/// Compacts every key's index at `rev`, dropping keys left with nothing.
+pub(crate) fn compact_index(index: &mut BTreeMap<Bytes, KeyIndex>, rev: i64) {
+    index.retain(|_, ki| {
+        ki.compact(rev);
+        !ki.is_empty()
+    });
+}
+
+pub(crate) fn schedule<B>(inner: &Inner<B>, rev: i64) {
+    if let Ok(mut st) = inner.compaction.lock() {
+        st.target = st.target.max(rev);
+        inner.compaction_cv.notify_all();
+    }
+}
+
+pub(crate) fn stop<B>(inner: &Inner<B>) {
+    if let Ok(mut st) = inner.compaction.lock() {
+        st.stop = true;
+        inner.compaction_cv.notify_all();
+    }
+}
+
+pub(crate) fn wait<B: Backend>(inner: &Inner<B>) -> Result<()> {
+    let mut st = inner.compaction.lock().map_err(|_| Error::Poisoned)?;
+    loop {
+        inner.check()?;
+        if st.finished >= st.target || st.stop {
+            return Ok(());
+        }
+        st = inner
+            .compaction_cv
+            .wait_timeout(st, std::time::Duration::from_millis(50))
+            .map_err(|_| Error::Poisoned)?
+            .0;
+    }
+}
+
+/// The background worker's loop.
+pub(crate) fn run<B: Backend>(inner: Arc<Inner<B>>) {
+    loop {
+        let target = {
+            let Ok(mut st) = inner.compaction.lock() else {
+                return;
+            };
+            loop {
+                if st.stop {
+                    return;
+                }
+                if st.target > st.finished {
+                    break st.target;
+                }
+                st = match inner.compaction_cv.wait(st) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+            }
+        };
+        // Wait out reads that picked their revisions before this compaction.
+        drop(inner.read_barrier.write());
+        match remove_garbage(&inner, target) {
+            Ok(true) => {
+                let mut batch = WriteBatch::new();
+                batch.put(Meta::CompactFinished.key(), record::encode_i64(target));
+                if inner
+                    .guard(inner.backend.write(batch).map_err(Error::Backend))
+                    .is_err()
+                {
+                    return;
+                }
+                if let Ok(mut st) = inner.compaction.lock() {
+                    st.finished = st.finished.max(target);
+                    inner.compaction_cv.notify_all();
+                }
+            }
+            Ok(false) => return, // stopped
+            Err(_) => {
+                inner
+                    .poisoned
+                    .store(true, std::sync::atomic::Ordering::Release);
+                inner.compaction_cv.notify_all();
+                return;
+            }
+        }
+    }
+}
+
+/// Deletes unreachable records with `main <= target`. Returns false if the
+/// store is being dropped before it finished.
+fn remove_garbage<B: Backend>(inner: &Inner<B>, target: i64) -> Result<bool> {
+    let end = record::records_end_after(target);
+    let mut start = record::records_start().to_vec();
+    loop {
+        if inner.compaction.lock().map(|s| s.stop).unwrap_or(true) {
+            return Ok(false);
+        }
+        inner.check()?;
+        let mut batch = WriteBatch::new();
+        let mut seen = 0usize;
+        let mut last: Option<Bytes> = None;
+        {
+            let st = inner.read_state()?;
+            for item in inner
+                .backend
+                .scan(&start, &end)
+                .take(inner.options.compaction_batch)
+            {
+                let (k, v) = item.map_err(Error::Backend)?;
+                let rev = record::revision_of(&k)?;
+                let rec = Record::decode(rev, &v)?;
+                let reachable = st.index.get(rec.key()).is_some_and(|ki| ki.contains(rev));
+                if !reachable {
+                    batch.delete(k.clone());
+                }
+                last = Some(k);
+                seen += 1;
+            }
+        }
+        if !batch.is_empty() {
+            inner.backend.write(batch).map_err(Error::Backend)?;
+        }
+        let Some(last) = last else { return Ok(true) };
+        if seen < inner.options.compaction_batch {
+            return Ok(true);
+        }
+        start = last.to_vec();
+        start.push(0);
+        std::thread::sleep(inner.options.compaction_pause);
+    }
+}

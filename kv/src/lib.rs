@@ -1,0 +1,44 @@
+//! `cairn-kv`: Cairn's MVCC key-value store, with etcd's revision model.
+//!
+//! Every write produces a new store revision; every key's history is kept
+//! until compaction, so reads can be served at any revision at or above the
+//! compaction point, and every write returns the watch events it produced.
+//!
+//! Modules, one idea each:
+//! - [`revision`]: `Revision { main, sub }` and its ordered byte encoding.
+//! - [`key_index`]: key → generations of revisions, rebuilt on open.
+//! - [`range`]: which records a range reads; filters, sort and limit.
+//! - [`txn`]: request validation (etcd's rules) and the write transaction.
+//! - [`compact`]: logical and physical (background, bounded-step) compaction.
+//! - [`hash`]: consistency hashes.
+//! - [`backend`]: the narrow [`Backend`] trait and its sled implementation.
+//! - [`record`]: the on-disk layout of records and metadata.
+//! - [`store`]: the [`Store`]: open, read, write, flush; crash behaviour.
+//! - [`request`]: request/response types shaped like etcd's messages.
+//! - [`error`]: the one [`Error`] enum.
+//!
+//! The store knows nothing about Raft or gRPC: the caller passes an opaque
+//! *applied position* with each write, stored atomically with it.
+
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod backend;
+pub mod compact;
+pub mod error;
+pub mod hash;
+pub mod key_index;
+pub mod range;
+pub mod record;
+pub mod request;
+pub mod revision;
+pub mod store;
+pub mod txn;
+
+pub use backend::{Backend, SledBackend, WriteBatch};
+pub use error::{Error, Result};
+pub use request::*;
+pub use revision::Revision;
+pub use store::{Options, Store};
+pub use txn::{
+    is_read_only, validate_delete, validate_put, validate_range, validate_txn, DEFAULT_MAX_TXN_OPS,
+};

@@ -1,0 +1,417 @@
+//! The MVCC store: opening (index rebuild), reads, writes and flush.
+//!
+//! # Layout and durability
+//!
+//! The backend holds history records and metadata (byte layout in
+//! [`crate::record`]). Each write — a put, delete, txn or compaction — is
+//! one atomic backend batch holding its records, the new store revision and
+//! the caller's *applied position* (for Cairn, the Raft log id of the entry
+//! being applied). Batches are not fsynced: [`Store::flush`] makes
+//! everything written so far durable.
+//!
+//! # Crash behaviour
+//!
+//! A crash loses a suffix of the unflushed batches, never part of one (the
+//! backend's contract, see [`crate::Backend`]). After reopening,
+//! [`Store::applied`] names the last write that survived, so the owner can
+//! apply again whatever came after it. A crash during physical compaction
+//! leaves some garbage records; opening finishes the job.
+//!
+//! # Concurrency
+//!
+//! Reads run concurrently with each other and with writes: a read takes the
+//! index lock only to pick record revisions, then fetches the records
+//! without it. Records are immutable once written, and the only thing that
+//! removes them is physical compaction, which deletes just records no
+//! reader at a legal revision can reach, after waiting out reads that began
+//! before the compaction (the `read_barrier`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, SledBackend, WriteBatch};
+use crate::compact::{self, CompactionStatus};
+use crate::error::{Error, Result};
+use crate::hash;
+use crate::key_index::KeyIndex;
+use crate::range;
+use crate::record::{self, Meta, Record};
+use crate::request::{
+    Applied, DeleteRangeRequest, DeleteRangeResponse, HashKv, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use crate::txn::{self, WriteTxn};
+
+/// Tuning knobs of a [`Store`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Records physical compaction examines per step (etcd's
+    /// `--experimental-compaction-batch-limit`, default 1000).
+    pub compaction_batch: usize,
+    /// Pause between compaction steps, so writes are not starved.
+    pub compaction_pause: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            compaction_batch: 1000,
+            compaction_pause: Duration::from_millis(1),
+        }
+    }
+}
+
+/// What the index lock guards.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// key → its revisions.
+    pub(crate) index: BTreeMap<Bytes, KeyIndex>,
+    /// The store revision: 1 when empty, +1 per write that changed something.
+    pub(crate) current: i64,
+    /// Reads below this revision fail with [`Error::Compacted`].
+    pub(crate) compacted: i64,
+    /// The applied position of the latest write.
+    pub(crate) applied: Option<Bytes>,
+}
+
+pub(crate) struct Inner<B> {
+    pub(crate) backend: B,
+    /// Lock order: `read_barrier`, then `state`, then `compaction`.
+    pub(crate) state: RwLock<State>,
+    /// Held shared by reads while they fetch records outside `state`; taken
+    /// exclusively by physical compaction before it deletes anything.
+    pub(crate) read_barrier: RwLock<()>,
+    /// Set by the first backend failure; every later call fails.
+    pub(crate) poisoned: AtomicBool,
+    pub(crate) compaction: Mutex<CompactionStatus>,
+    pub(crate) compaction_cv: Condvar,
+    pub(crate) options: Options,
+}
+
+impl<B: Backend> Inner<B> {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Poisons the store on a backend failure.
+    pub(crate) fn guard<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(Error::Backend(_)) = &r {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    pub(crate) fn read_state(&self) -> Result<RwLockReadGuard<'_, State>> {
+        self.state.read().map_err(|_| Error::Poisoned)
+    }
+
+    fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>> {
+        self.state.write().map_err(|_| Error::Poisoned)
+    }
+}
+
+/// An MVCC key-value store with etcd's revision model.
+///
+/// ```
+/// use cairn_kv::{PutRequest, RangeRequest, Store};
+///
+/// let store = Store::open_temporary()?;
+/// let put = store.put(&PutRequest { key: "foo".into(), value: "bar".into(), ..Default::default() }, b"pos-1")?;
+/// assert_eq!(put.revision, 2); // an empty store is at revision 1
+/// let got = store.range(&RangeRequest { key: "foo".into(), ..Default::default() })?;
+/// assert_eq!(got.kvs[0].value, "bar");
+/// assert_eq!(store.applied().as_deref(), Some(&b"pos-1"[..]));
+/// # Ok::<(), cairn_kv::Error>(())
+/// ```
+pub struct Store<B: Backend = SledBackend> {
+    inner: Arc<Inner<B>>,
+    compactor: Option<JoinHandle<()>>,
+}
+
+impl Store<SledBackend> {
+    /// Opens (or creates) a sled-backed store in directory `path`.
+    pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open(SledBackend::open(path).map_err(Error::Backend)?)
+    }
+
+    /// A store in a temporary sled database, gone on drop.
+    pub fn open_temporary() -> Result<Self> {
+        Self::open(SledBackend::temporary().map_err(Error::Backend)?)
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// Opens a store over `backend`, rebuilding the key index from its
+    /// records, with default [`Options`].
+    pub fn open(backend: B) -> Result<Self> {
+        Self::open_with(backend, Options::default())
+    }
+
+    /// Opens a store over `backend` with `options`.
+    pub fn open_with(backend: B, options: Options) -> Result<Self> {
+        let meta_i64 = |m: Meta, name: &str| -> Result<Option<i64>> {
+            match backend.get(m.key()).map_err(Error::Backend)? {
+                Some(v) => Ok(Some(record::decode_i64(name, &v)?)),
+                None => Ok(None),
+            }
+        };
+        let mut current = meta_i64(Meta::Current, "current")?.unwrap_or(1);
+        let scheduled = meta_i64(Meta::CompactScheduled, "compact_scheduled")?.unwrap_or(0);
+        let finished = meta_i64(Meta::CompactFinished, "compact_finished")?.unwrap_or(0);
+        let applied = backend.get(Meta::Applied.key()).map_err(Error::Backend)?;
+
+        let mut index: BTreeMap<Bytes, KeyIndex> = BTreeMap::new();
+        let end = [record::RECORD_PREFIX + 1];
+        for item in backend.scan(&record::records_start(), &end) {
+            let (k, v) = item.map_err(Error::Backend)?;
+            let rev = record::revision_of(&k)?;
+            current = current.max(rev.main);
+            match Record::decode(rev, &v)? {
+                Record::Put(kv) => {
+                    let ki = index.entry(kv.key.clone()).or_default();
+                    if ki.is_live() {
+                        ki.put(rev);
+                    } else {
+                        ki.restore(crate::Revision::new(kv.create_revision, 0), rev, kv.version);
+                    }
+                }
+                Record::Tombstone(key) => {
+                    // A tombstone whose puts are gone is garbage left by an
+                    // unfinished compaction; the compactor removes it.
+                    if let Some(ki) = index.get_mut(&key) {
+                        ki.tombstone(rev);
+                    }
+                }
+            }
+        }
+        if scheduled > 0 {
+            compact::compact_index(&mut index, scheduled);
+        }
+        let state = State {
+            index,
+            current: current.max(scheduled),
+            compacted: scheduled,
+            applied,
+        };
+        let inner = Arc::new(Inner {
+            backend,
+            state: RwLock::new(state),
+            read_barrier: RwLock::new(()),
+            poisoned: AtomicBool::new(false),
+            compaction: Mutex::new(CompactionStatus {
+                target: scheduled,
+                finished,
+                stop: false,
+            }),
+            compaction_cv: Condvar::new(),
+            options,
+        });
+        let worker = Arc::clone(&inner);
+        let compactor = std::thread::Builder::new()
+            .name("cairn-kv-compactor".into())
+            .spawn(move || compact::run(worker))
+            .map_err(|e| Error::Backend(Box::new(e)))?;
+        Ok(Self {
+            inner,
+            compactor: Some(compactor),
+        })
+    }
+
+    /// The store revision (1 for an empty store).
+    pub fn current_revision(&self) -> i64 {
+        self.inner.read_state().map(|s| s.current).unwrap_or(0)
+    }
+
+    /// The latest compaction revision (0 if never compacted).
+    pub fn compacted_revision(&self) -> i64 {
+        self.inner.read_state().map(|s| s.compacted).unwrap_or(0)
+    }
+
+    /// The applied position stored with the latest write, if any.
+    pub fn applied(&self) -> Option<Bytes> {
+        self.inner.read_state().ok().and_then(|s| s.applied.clone())
+    }
+
+    /// Number of keys live now.
+    pub fn key_count(&self) -> usize {
+        self.inner
+            .read_state()
+            .map(|s| s.index.values().filter(|ki| ki.is_live()).count())
+            .unwrap_or(0)
+    }
+
+    /// Reads keys with every option of etcd's Range.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.inner.check()?;
+        txn::validate_range(req)?;
+        let _reading = self
+            .inner
+            .read_barrier
+            .read()
+            .map_err(|_| Error::Poisoned)?;
+        let (plan, current) = {
+            let st = self.inner.read_state()?;
+            (
+                range::plan(&st.index, st.current, st.compacted, req)?,
+                st.current,
+            )
+        };
+        let kvs = plan
+            .revs
+            .iter()
+            .map(|r| txn::fetch_put(&self.inner.backend, *r))
+            .collect::<Result<Vec<_>>>();
+        let kvs = self.inner.guard(kvs)?;
+        Ok(range::finish(req, &plan, kvs, current))
+    }
+
+    /// Runs one write transaction and commits it with `applied`.
+    fn write<R>(
+        &self,
+        applied: &[u8],
+        f: impl FnOnce(&mut WriteTxn<'_, B>) -> Result<R>,
+    ) -> Result<Applied<R>> {
+        self.inner.check()?;
+        let mut st = self.inner.write_state()?;
+        let mut tx = WriteTxn::new(&self.inner.backend, &mut st);
+        let response = match f(&mut tx) {
+            Ok(r) => r,
+            Err(e) => {
+                tx.rollback();
+                return self.inner.guard(Err(e));
+            }
+        };
+        let (revision, events) = self.inner.guard(tx.commit(applied))?;
+        Ok(Applied {
+            response,
+            events,
+            revision,
+        })
+    }
+
+    /// Puts a key (etcd's Put). `applied` is stored with the write.
+    pub fn put(&self, req: &PutRequest, applied: &[u8]) -> Result<Applied<PutResponse>> {
+        txn::validate_put(req)?;
+        self.write(applied, |tx| tx.put(req))
+    }
+
+    /// Deletes a key or range (etcd's DeleteRange).
+    pub fn delete_range(
+        &self,
+        req: &DeleteRangeRequest,
+        applied: &[u8],
+    ) -> Result<Applied<DeleteRangeResponse>> {
+        txn::validate_delete(req)?;
+        self.write(applied, |tx| tx.delete_range(req))
+    }
+
+    /// Runs a transaction (etcd's Txn). Validates shape and duplicate keys
+    /// without an op limit; the API layer applies `--max-txn-ops` with
+    /// [`crate::validate_txn`] before proposing.
+    pub fn txn(&self, req: &TxnRequest, applied: &[u8]) -> Result<Applied<TxnResponse>> {
+        txn::validate_txn(req, usize::MAX)?;
+        self.write(applied, |tx| tx.txn(req))
+    }
+
+    /// Stores `applied` without changing any key (for commands that write
+    /// nothing, so a restart does not replay them).
+    pub fn record_applied(&self, applied: &[u8]) -> Result<()> {
+        self.write(applied, |_| Ok(())).map(|_| ())
+    }
+
+    /// Compacts history at `rev` (etcd's Compact): reads below `rev` fail
+    /// from now on, and a background worker removes the records no read can
+    /// reach, in bounded steps. Returns the store revision.
+    pub fn compact(&self, rev: i64, applied: &[u8]) -> Result<i64> {
+        self.inner.check()?;
+        let current = {
+            let mut st = self.inner.write_state()?;
+            if rev <= st.compacted {
+                return Err(Error::Compacted {
+                    requested: rev,
+                    compacted: st.compacted,
+                });
+            }
+            if rev > st.current {
+                return Err(Error::FutureRevision {
+                    requested: rev,
+                    current: st.current,
+                });
+            }
+            let applied = Bytes::copy_from_slice(applied);
+            let mut batch = WriteBatch::new();
+            batch.put(Meta::CompactScheduled.key(), record::encode_i64(rev));
+            batch.put(Meta::Applied.key(), applied.clone());
+            self.inner
+                .guard(self.inner.backend.write(batch).map_err(Error::Backend))?;
+            compact::compact_index(&mut st.index, rev);
+            st.compacted = rev;
+            st.applied = Some(applied);
+            st.current
+        };
+        compact::schedule(&self.inner, rev);
+        Ok(current)
+    }
+
+    /// Blocks until physical compaction has caught up with the latest
+    /// [`Store::compact`] (etcd's `physical: true`).
+    pub fn wait_for_compaction(&self) -> Result<()> {
+        compact::wait(&self.inner)
+    }
+
+    /// CRC32 over every record in the backend (etcd's Hash: depends on how
+    /// far physical compaction got).
+    pub fn hash(&self) -> Result<u32> {
+        self.inner.check()?;
+        let _st = self.inner.read_state()?;
+        self.inner.guard(hash::hash_all(&self.inner.backend))
+    }
+
+    /// CRC32 over the records a read at `rev` (0 = current) may reach, plus
+    /// the compaction-kept ones below it: equal on members with equal
+    /// history, whatever their physical compaction progress.
+    pub fn hash_kv(&self, rev: i64) -> Result<HashKv> {
+        self.inner.check()?;
+        let st = self.inner.read_state()?;
+        let at = if rev == 0 { st.current } else { rev };
+        range::read_revision(st.current, st.compacted, at)?;
+        let hash = self
+            .inner
+            .guard(hash::hash_visible(&self.inner.backend, &st.index, at))?;
+        Ok(HashKv {
+            hash,
+            compact_revision: st.compacted,
+            revision: at,
+        })
+    }
+
+    /// Makes every write so far durable. A failure poisons the store.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.check()?;
+        self.inner
+            .guard(self.inner.backend.flush().map_err(Error::Backend))
+    }
+
+    /// Bytes the backend occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.inner.backend.size_on_disk().map_err(Error::Backend)
+    }
+}
+
+impl<B: Backend> Drop for Store<B> {
+    fn drop(&mut self) {
+        compact::stop(&self.inner);
+        if let Some(h) = self.compactor.take() {
+            let _ = h.join();
+        }
+    }
+}
