@@ -1,0 +1,541 @@
+//! The store's etcd semantics, case by case.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_kv::backend::ScanIter;
+use cairn_kv::error::BackendError;
+use cairn_kv::*;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn put(s: &Store<impl Backend>, k: &str, v: &str) -> Applied<PutResponse> {
+    s.put(
+        &PutRequest {
+            key: b(k),
+            value: b(v),
+            ..Default::default()
+        },
+        b"",
+    )
+    .unwrap()
+}
+
+fn get(s: &Store<impl Backend>, k: &str, rev: i64) -> Result<RangeResponse> {
+    s.range(&RangeRequest {
+        key: b(k),
+        revision: rev,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn revisions_versions_and_events() {
+    let s = Store::open_temporary().unwrap();
+    assert_eq!(s.current_revision(), 1);
+    let a = put(&s, "foo", "1");
+    assert_eq!(a.revision, 2);
+    assert_eq!(a.events[0].kv.create_revision, 2);
+    assert_eq!(a.events[0].kv.version, 1);
+    assert_eq!(a.events[0].prev_kv, None);
+    let a = put(&s, "foo", "1");
+    assert_eq!(
+        (
+            a.events[0].kv.version,
+            a.events[0].kv.create_revision,
+            a.events[0].kv.mod_revision
+        ),
+        (2, 2, 3)
+    );
+    let d = s
+        .delete_range(
+            &DeleteRangeRequest {
+                key: b("foo"),
+                prev_kv: true,
+                ..Default::default()
+            },
+            b"",
+        )
+        .unwrap();
+    assert_eq!(d.response.deleted, 1);
+    assert_eq!(d.response.header_revision, 4);
+    assert_eq!(d.events[0].kind, EventKind::Delete);
+    assert_eq!(
+        d.events[0].kv,
+        KeyValue {
+            key: b("foo"),
+            mod_revision: 4,
+            ..Default::default()
+        }
+    );
+    assert_eq!(d.events[0].prev_kv.as_ref().unwrap().version, 2);
+    // Deleting nothing does not bump the revision.
+    let d = s
+        .delete_range(
+            &DeleteRangeRequest {
+                key: b("foo"),
+                ..Default::default()
+            },
+            b"",
+        )
+        .unwrap();
+    assert_eq!(
+        (d.response.deleted, d.revision, d.response.header_revision),
+        (0, 4, 4)
+    );
+    // Recreated: new generation.
+    let a = put(&s, "foo", "2");
+    assert_eq!(
+        (a.events[0].kv.version, a.events[0].kv.create_revision),
+        (1, 5)
+    );
+    // History is still readable.
+    assert_eq!(get(&s, "foo", 3).unwrap().kvs[0].version, 2);
+    assert!(get(&s, "foo", 4).unwrap().kvs.is_empty());
+    assert_eq!(get(&s, "foo", 3).unwrap().header_revision, 5);
+    assert!(matches!(
+        get(&s, "foo", 6),
+        Err(Error::FutureRevision {
+            requested: 6,
+            current: 5
+        })
+    ));
+}
+
+#[test]
+fn put_options() {
+    let s = Store::open_temporary().unwrap();
+    let r = s.put(
+        &PutRequest {
+            key: b("k"),
+            ignore_value: true,
+            ..Default::default()
+        },
+        b"",
+    );
+    assert!(matches!(r, Err(Error::KeyNotFound)));
+    assert_eq!(s.current_revision(), 1);
+    s.put(
+        &PutRequest {
+            key: b("k"),
+            value: b("v"),
+            lease: 7,
+            ..Default::default()
+        },
+        b"",
+    )
+    .unwrap();
+    let r = s
+        .put(
+            &PutRequest {
+                key: b("k"),
+                ignore_value: true,
+                ignore_lease: true,
+                prev_kv: true,
+                ..Default::default()
+            },
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.events[0].kv.value, b("v"));
+    assert_eq!(r.events[0].kv.lease, 7);
+    assert_eq!(r.response.prev_kv.unwrap().version, 1);
+    // A put without a lease detaches it.
+    let r = put(&s, "k", "w");
+    assert_eq!(r.events[0].kv.lease, 0);
+    assert!(matches!(
+        s.put(
+            &PutRequest {
+                key: b("k"),
+                value: b("x"),
+                ignore_value: true,
+                ..Default::default()
+            },
+            b""
+        ),
+        Err(Error::ValueProvided)
+    ));
+    assert!(matches!(
+        s.put(
+            &PutRequest {
+                key: b("k"),
+                lease: 1,
+                ignore_lease: true,
+                ..Default::default()
+            },
+            b""
+        ),
+        Err(Error::LeaseProvided)
+    ));
+    assert!(matches!(
+        s.put(&PutRequest::default(), b""),
+        Err(Error::EmptyKey)
+    ));
+}
+
+#[test]
+fn txn_ops_see_earlier_ops_and_nested_compares_see_the_start() {
+    let s = Store::open_temporary().unwrap();
+    put(&s, "a", "0");
+    let t = TxnRequest {
+        compare: vec![Compare {
+            key: b("a"),
+            target: CompareTarget::Value(b("0")),
+            ..Default::default()
+        }],
+        success: vec![
+            RequestOp::Put(PutRequest {
+                key: b("a"),
+                value: b("1"),
+                ..Default::default()
+            }),
+            RequestOp::Range(RangeRequest {
+                key: b("a"),
+                ..Default::default()
+            }),
+            RequestOp::Txn(TxnRequest {
+                // Evaluated before the outer put: a is still "0".
+                compare: vec![Compare {
+                    key: b("a"),
+                    target: CompareTarget::Value(b("0")),
+                    ..Default::default()
+                }],
+                success: vec![RequestOp::Put(PutRequest {
+                    key: b("b"),
+                    value: b("yes"),
+                    ..Default::default()
+                })],
+                failure: vec![RequestOp::Put(PutRequest {
+                    key: b("b"),
+                    value: b("no"),
+                    ..Default::default()
+                })],
+            }),
+        ],
+        failure: vec![],
+    };
+    let r = s.txn(&t, b"").unwrap();
+    assert!(r.response.succeeded);
+    assert_eq!(r.response.header_revision, 3);
+    let ResponseOp::Range(rr) = &r.response.responses[1] else {
+        panic!()
+    };
+    assert_eq!(rr.kvs[0].value, b("1"));
+    assert_eq!(rr.header_revision, 3);
+    let ResponseOp::Txn(nested) = &r.response.responses[2] else {
+        panic!()
+    };
+    assert!(nested.succeeded);
+    assert_eq!(nested.header_revision, 0);
+    // Both changes share revision 3, sub-revisions 0 and 1.
+    assert_eq!(get(&s, "b", 0).unwrap().kvs[0].mod_revision, 3);
+    assert_eq!(r.events.len(), 2);
+    // A missing key compares as zero; a value compare on it is false.
+    let zero = |target| TxnRequest {
+        compare: vec![Compare {
+            key: b("missing"),
+            target,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert!(
+        s.txn(&zero(CompareTarget::Version(0)), b"")
+            .unwrap()
+            .response
+            .succeeded
+    );
+    assert!(
+        !s.txn(&zero(CompareTarget::Value(Bytes::new())), b"")
+            .unwrap()
+            .response
+            .succeeded
+    );
+    // A read-only txn does not bump the revision.
+    assert_eq!(s.current_revision(), 3);
+}
+
+#[test]
+fn failed_txn_changes_nothing() {
+    let s = Store::open_temporary().unwrap();
+    put(&s, "b", "0");
+    // Passes the duplicate check ("\0" is literal there) but the put finds
+    // b deleted by the earlier op: the whole txn fails, nothing applied.
+    let t = TxnRequest {
+        success: vec![
+            RequestOp::DeleteRange(DeleteRangeRequest {
+                key: b("a"),
+                range_end: b("\0"),
+                prev_kv: false,
+            }),
+            RequestOp::Put(PutRequest {
+                key: b("b"),
+                ignore_value: true,
+                ..Default::default()
+            }),
+        ],
+        ..Default::default()
+    };
+    assert!(matches!(s.txn(&t, b""), Err(Error::KeyNotFound)));
+    assert_eq!(s.current_revision(), 2);
+    assert_eq!(get(&s, "b", 0).unwrap().kvs[0].value, b("0"));
+    // A txn reading a compacted revision fails before writing anything.
+    put(&s, "c", "1");
+    s.compact(3, b"").unwrap();
+    let t = TxnRequest {
+        success: vec![
+            RequestOp::Put(PutRequest {
+                key: b("d"),
+                value: b("1"),
+                ..Default::default()
+            }),
+            RequestOp::Range(RangeRequest {
+                key: b("c"),
+                revision: 2,
+                ..Default::default()
+            }),
+        ],
+        ..Default::default()
+    };
+    assert!(matches!(s.txn(&t, b""), Err(Error::Compacted { .. })));
+    assert_eq!(s.current_revision(), 3);
+}
+
+#[test]
+fn compaction_keeps_newest_and_removes_the_rest() {
+    let s = Store::open_temporary().unwrap();
+    for i in 0..10 {
+        put(&s, "k", &i.to_string()); // revisions 2..=11
+    }
+    put(&s, "gone", "x"); // 12
+    s.delete_range(
+        &DeleteRangeRequest {
+            key: b("gone"),
+            ..Default::default()
+        },
+        b"",
+    )
+    .unwrap(); // 13
+    let before = s.hash_kv(0).unwrap();
+    assert!(matches!(
+        s.compact(14, b""),
+        Err(Error::FutureRevision { .. })
+    ));
+    assert_eq!(s.compact(13, b"").unwrap(), 13);
+    s.wait_for_compaction().unwrap();
+    assert!(matches!(
+        get(&s, "k", 12),
+        Err(Error::Compacted {
+            requested: 12,
+            compacted: 13
+        })
+    ));
+    let r = get(&s, "k", 13).unwrap();
+    assert_eq!((r.kvs[0].value.as_ref(), r.kvs[0].version), (&b"9"[..], 10));
+    assert!(matches!(s.compact(13, b""), Err(Error::Compacted { .. })));
+    // Only the newest record of k survives; the deleted key is gone.
+    let after = s.hash_kv(0).unwrap();
+    assert_eq!(after.compact_revision, 13);
+    assert_ne!(before.hash, after.hash);
+    // Versions continue after compaction.
+    assert_eq!(put(&s, "k", "z").events[0].kv.version, 11);
+}
+
+#[test]
+fn hash_kv_ignores_physical_progress() {
+    let a = Store::open_temporary().unwrap();
+    let b_ = Store::open_with(
+        SledBackend::temporary().unwrap(),
+        Options {
+            compaction_batch: 1,
+            compaction_pause: std::time::Duration::from_millis(20),
+        },
+    )
+    .unwrap();
+    for s in [&a, &b_] {
+        for i in 0..50 {
+            put(s, &format!("k{}", i % 5), "v");
+        }
+        s.compact(40, b"").unwrap();
+    }
+    a.wait_for_compaction().unwrap();
+    // b_ is still deleting one record per 20 ms.
+    assert_eq!(a.hash_kv(45).unwrap(), b_.hash_kv(45).unwrap());
+    b_.wait_for_compaction().unwrap();
+    assert_eq!(a.hash().unwrap(), b_.hash().unwrap());
+}
+
+#[test]
+fn reopen_rebuilds_index_and_resumes_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open_with(
+            SledBackend::open(dir.path()).unwrap(),
+            Options {
+                compaction_batch: 1,
+                compaction_pause: std::time::Duration::from_millis(50),
+            },
+        )
+        .unwrap();
+        for i in 0..20 {
+            put(&s, &format!("k{}", i % 3), &i.to_string());
+        }
+        s.delete_range(
+            &DeleteRangeRequest {
+                key: b("k1"),
+                ..Default::default()
+            },
+            b"p",
+        )
+        .unwrap();
+        s.compact(15, b"p").unwrap();
+        s.flush().unwrap();
+        // Dropped while physical compaction is far from done.
+    }
+    let s = Store::open_path(dir.path()).unwrap();
+    assert_eq!(s.current_revision(), 22);
+    assert_eq!(s.compacted_revision(), 15);
+    assert_eq!(s.applied().as_deref(), Some(&b"p"[..]));
+    s.wait_for_compaction().unwrap();
+    let r = s
+        .range(&RangeRequest {
+            key: b("k"),
+            range_end: b("l"),
+            ..Default::default()
+        })
+        .unwrap();
+    let got: Vec<_> = r
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone(), kv.version))
+        .collect();
+    assert_eq!(got, vec![(b("k0"), b("18"), 7), (b("k2"), b("17"), 6)]);
+    assert_eq!(get(&s, "k1", 15).unwrap().kvs[0].value, b("13"));
+}
+
+/// A backend whose writes start failing on demand.
+struct Flaky {
+    inner: SledBackend,
+    fail: Arc<AtomicBool>,
+}
+
+impl Backend for Flaky {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, BackendError> {
+        self.inner.get(key)
+    }
+    fn scan<'a>(&'a self, start: &[u8], end: &[u8]) -> ScanIter<'a> {
+        self.inner.scan(start, end)
+    }
+    fn write(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err("injected write failure".into());
+        }
+        self.inner.write(batch)
+    }
+    fn flush(&self) -> Result<(), BackendError> {
+        self.inner.flush()
+    }
+    fn size_on_disk(&self) -> Result<u64, BackendError> {
+        self.inner.size_on_disk()
+    }
+}
+
+#[test]
+fn backend_failure_poisons_and_shows_nothing() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let s = Store::open(Flaky {
+        inner: SledBackend::temporary().unwrap(),
+        fail: fail.clone(),
+    })
+    .unwrap();
+    put(&s, "a", "1");
+    fail.store(true, Ordering::SeqCst);
+    let r = s.put(
+        &PutRequest {
+            key: b("a"),
+            value: b("2"),
+            ..Default::default()
+        },
+        b"",
+    );
+    assert!(matches!(r, Err(Error::Backend(_))));
+    fail.store(false, Ordering::SeqCst);
+    // Poisoned: nothing is retried or served.
+    assert!(matches!(get(&s, "a", 0), Err(Error::Poisoned)));
+    assert!(matches!(
+        s.put(
+            &PutRequest {
+                key: b("a"),
+                value: b("3"),
+                ..Default::default()
+            },
+            b""
+        ),
+        Err(Error::Poisoned)
+    ));
+    assert!(matches!(s.flush(), Err(Error::Poisoned)));
+    assert_eq!(s.current_revision(), 2);
+}
+
+#[test]
+fn range_options() {
+    let s = Store::open_temporary().unwrap();
+    for (k, v) in [("a", "3"), ("b", "1"), ("c", "2"), ("d", "1")] {
+        put(&s, k, v);
+    }
+    put(&s, "b", "9");
+    let all = |f: &dyn Fn(&mut RangeRequest)| {
+        let mut r = RangeRequest {
+            key: b("a"),
+            range_end: b("\0"),
+            ..Default::default()
+        };
+        f(&mut r);
+        s.range(&r).unwrap()
+    };
+    let keys = |r: &RangeResponse| {
+        r.kvs
+            .iter()
+            .map(|kv| String::from_utf8(kv.key.to_vec()).unwrap())
+            .collect::<Vec<_>>()
+            .join("")
+    };
+    let r = all(&|r| r.limit = 2);
+    assert_eq!((keys(&r), r.more, r.count), ("ab".into(), true, 4));
+    let r = all(&|r| r.count_only = true);
+    assert_eq!((r.kvs.len(), r.count), (0, 4));
+    let r = all(&|r| {
+        r.sort_target = SortTarget::Value;
+        r.sort_order = SortOrder::Descend;
+    });
+    assert_eq!(keys(&r), "bacd");
+    let r = all(&|r| r.sort_target = SortTarget::Mod);
+    assert_eq!(keys(&r), "acdb");
+    let r = all(&|r| r.min_mod_revision = 4);
+    assert_eq!((keys(&r), r.count), ("bcd".into(), 4));
+    let r = all(&|r| r.keys_only = true);
+    assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+    let r = s
+        .range(&RangeRequest {
+            key: b("b"),
+            range_end: b("d"),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(keys(&r), "bc");
+    let r = s
+        .range(&RangeRequest {
+            key: b("d"),
+            range_end: b("b"),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((keys(&r), r.count), ("".into(), 0));
+    assert!(matches!(
+        s.range(&RangeRequest::default()),
+        Err(Error::EmptyKey)
+    ));
+}
