@@ -1,1 +1,610 @@
-pub fn placeholder() {}
+//! `cairn-raft-log`: Cairn's Raft log on disk.
+//!
+//! A directory of segment files holding length-prefixed, CRC32-checked
+//! records, written by one thread that groups concurrent appends into one
+//! write and one `fdatasync`, plus a small `meta` file for the vote and the
+//! purge point. It knows nothing of any Raft library: entries are
+//! `(index, term, payload bytes)`.
+//!
+//! Modules:
+//! - [`record`]: record byte layout.
+//! - [`segment`]: segment files, header, naming, creation.
+//! - [`meta`]: the vote / purge-point file, replaced atomically.
+//! - [`recovery`]: opening: torn-tail cut, corruption refusal, crash table.
+//! - [`group_commit`]: the writer thread and its batching.
+//! - [`error`]: the one [`Error`] enum.
+//!
+//! # Durability
+//!
+//! | call | durable when |
+//! |---|---|
+//! | [`RaftLog::append`] / `append_with` / `append_async` | on return / when the completion runs: bytes written and fdatasynced (group commit) |
+//! | [`RaftLog::truncate_after`] | on return: later segments removed, dir fsynced, cut fdatasynced |
+//! | [`RaftLog::purge`] | on return: purge point in `meta` (fsync + rename + dir fsync); whole segments below it removed after |
+//! | [`RaftLog::save_vote`] | on return: `meta` replaced as above |
+//! | [`RaftLog::save_committed`] | with the next group commit (it is a hint; losing it is safe) |
+//!
+//! A failed write or fsync poisons the log ([`Error::Poisoned`] from then
+//! on); reopening re-reads the files and trusts only what checks out.
+//!
+//! # Memory
+//!
+//! Per entry the log keeps 32 bytes of position (term, segment, offset,
+//! length); payloads live on disk, except a cache of the most recent entries
+//! bounded by [`Options::cache_bytes`] (entries not yet written stay in it
+//! until they are).
+//!
+//! # Benchmarks
+//!
+//! `cargo bench -p cairn-raft-log` measures appends/s of 256-byte entries
+//! with 1, 16 and 256 concurrent appenders beside the raw write+fdatasync
+//! rate of the same disk. Numbers are in the crate README.
+
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod error;
+pub mod group_commit;
+pub mod io;
+pub mod meta;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File};
+use std::future::Future;
+use std::ops::{Bound, RangeBounds};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+pub use error::{Error, Result};
+pub use group_commit::Completion;
+pub use io::{Fault, FaultHook};
+
+use group_commit::{Cmd, Writer};
+use meta::Meta;
+
+/// One Raft log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub index: u64,
+    pub term: u64,
+    pub payload: Bytes,
+}
+
+/// A log position: index and the term of the entry there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LogId {
+    pub index: u64,
+    pub term: u64,
+}
+
+/// Tuning knobs.
+#[derive(Clone)]
+pub struct Options {
+    /// A segment is closed and a new one started past this size.
+    pub max_segment_bytes: u64,
+    /// Budget of the recent-entries cache.
+    pub cache_bytes: usize,
+    /// Test hook that makes chosen I/O steps fail.
+    pub fault: Option<FaultHook>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_segment_bytes: 64 << 20,
+            cache_bytes: 64 << 20,
+            fault: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("max_segment_bytes", &self.max_segment_bytes)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("fault", &self.fault.is_some())
+            .finish()
+    }
+}
+
+/// `Slot::seq` of an entry handed to the writer but not yet written.
+pub(crate) const PENDING: u64 = u64::MAX;
+
+/// Where one entry lives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub(crate) term: u64,
+    pub(crate) seq: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+}
+
+/// In-memory view of the log, shared by callers and the writer.
+pub(crate) struct State {
+    /// Index of `slots[0]`.
+    pub(crate) first: u64,
+    pub(crate) slots: VecDeque<Slot>,
+    /// Payloads of the last `cache.len()` entries.
+    pub(crate) cache: VecDeque<Bytes>,
+    pub(crate) cache_bytes: usize,
+    /// Read handles of the segments.
+    pub(crate) files: BTreeMap<u64, Arc<File>>,
+    pub(crate) committed: Option<u64>,
+    pub(crate) purged: Option<LogId>,
+}
+
+pub(crate) struct Shared {
+    /// Lock order: `meta` before `state`.
+    pub(crate) state: Mutex<State>,
+    pub(crate) meta: Mutex<Meta>,
+    pub(crate) poisoned: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the slots half
+        // updated in a way that matters more than the panic itself.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The Raft log. All methods take `&self`; share it with `Arc`.
+///
+/// ```
+/// use cairn_raft_log::{Entry, RaftLog, Options};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = RaftLog::open(dir.path(), Options::default())?;
+/// log.append(vec![Entry { index: 1, term: 1, payload: "put a".into() }])?; // durable on return
+/// log.save_vote(b"term 1, voted for 2")?;
+/// drop(log);
+/// let log = RaftLog::open(dir.path(), Options::default())?;
+/// assert_eq!(log.entries(1..)?[0].payload, "put a");
+/// assert_eq!(log.vote().as_deref(), Some(&b"term 1, voted for 2"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RaftLog {
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    tx: Option<Sender<Cmd>>,
+    /// Orders submissions: appends hold it while queueing; truncate and
+    /// purge hold it until the writer finished them.
+    submit: Mutex<()>,
+    writer: Option<JoinHandle<()>>,
+    fault: Option<FaultHook>,
+    /// Held (flock) for the log's lifetime: one process per directory.
+    _lock: File,
+}
+
+impl RaftLog {
+    /// Opens (or creates) the log in `dir`, recovering from a crash.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create dir", &dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        lock.try_lock().map_err(|e| {
+            Error::io(
+                "lock",
+                &lock_path,
+                std::io::Error::new(std::io::ErrorKind::WouldBlock, e.to_string()),
+            )
+        })?;
+        let meta = Meta::load(&dir)?;
+        let rec = recovery::recover(&dir, &opts, &meta)?;
+        let state = State {
+            first: rec.first,
+            slots: rec.slots,
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            files: rec.files,
+            committed: rec.committed,
+            purged: meta.purged,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            meta: Mutex::new(meta),
+            poisoned: AtomicBool::new(false),
+        });
+        let fault = opts.fault.clone();
+        let writer = Writer {
+            dir: dir.clone(),
+            opts,
+            shared: Arc::clone(&shared),
+            segs: rec.segs,
+            active_seq: rec.active_seq,
+            active: rec.active,
+            active_len: rec.active_len,
+        };
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("cairn-raft-log".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::io("spawn writer", &dir, e))?;
+        Ok(Self {
+            dir,
+            shared,
+            tx: Some(tx),
+            submit: Mutex::new(()),
+            writer: Some(handle),
+            fault,
+            _lock: lock,
+        })
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    fn send(&self, cmd: Cmd) -> Result<()> {
+        self.tx
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(cmd)
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Queues `entries` (which must continue the log) and calls `done` once
+    /// they are durable. Returns an error, without calling `done`, if they
+    /// cannot be queued. Entries are readable as soon as this returns.
+    pub fn append_with(
+        &self,
+        entries: Vec<Entry>,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        let _order = self.submit.lock().unwrap_or_else(|e| e.into_inner());
+        self.check()?;
+        {
+            let mut st = self.shared.lock();
+            let any_start = st.slots.is_empty() && st.first == 0 && st.purged.is_none();
+            let mut expected = st.last_index_plus_one();
+            for (i, e) in entries.iter().enumerate() {
+                if i == 0 && any_start {
+                    expected = e.index;
+                }
+                if e.index != expected {
+                    return Err(Error::NotContiguous {
+                        expected,
+                        got: e.index,
+                    });
+                }
+                expected += 1;
+            }
+            if any_start {
+                if let Some(e) = entries.first() {
+                    st.first = e.index;
+                }
+            }
+            for e in &entries {
+                st.slots.push_back(Slot {
+                    term: e.term,
+                    seq: PENDING,
+                    offset: 0,
+                    len: 0,
+                });
+                st.cache_bytes += e.payload.len();
+                st.cache.push_back(e.payload.clone());
+            }
+        }
+        self.send(Cmd::Append {
+            entries,
+            done: Box::new(done),
+        })
+    }
+
+    /// Appends and waits until the entries are durable.
+    pub fn append(&self, entries: Vec<Entry>) -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.append_with(entries, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Appends; the future resolves once the entries are durable.
+    pub fn append_async(&self, entries: Vec<Entry>) -> AppendFuture {
+        let fut = AppendFuture::default();
+        let slot = Arc::clone(&fut.state);
+        if let Err(e) = self.append_with(entries, move |r| AppendFuture::complete(&slot, r)) {
+            AppendFuture::complete(&fut.state, Err(e));
+        }
+        fut
+    }
+
+    /// Waits until everything queued so far is durable.
+    pub fn sync(&self) -> Result<()> {
+        self.check()?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Cmd::Sync {
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Removes every entry after `index` (a conflicting suffix); durable on
+    /// return. `index` may not be below the purge point.
+    pub fn truncate_after(&self, index: u64) -> Result<()> {
+        let _order = self.submit.lock().unwrap_or_else(|e| e.into_inner());
+        self.check()?;
+        if self.shared.lock().purged.is_some_and(|p| index < p.index) {
+            return Err(Error::OutOfRange {
+                index,
+                reason: "below the purge point",
+            });
+        }
+        let (tx, rx) = mpsc::channel();
+        self.send(Cmd::Truncate {
+            after: index,
+            done: tx,
+        })?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Forgets every entry up to and including `upto` (covered by a
+    /// snapshot). `upto` may lie past the last entry; the log is then empty
+    /// and continues at `upto.index + 1`. The purge point is durable on
+    /// return; whole segments below it are removed after.
+    pub fn purge(&self, upto: LogId) -> Result<()> {
+        let _order = self.submit.lock().unwrap_or_else(|e| e.into_inner());
+        self.check()?;
+        let (tx, rx) = mpsc::channel();
+        self.send(Cmd::Purge { upto, done: tx })?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Durably stores the vote (opaque bytes) before returning.
+    pub fn save_vote(&self, vote: &[u8]) -> Result<()> {
+        self.check()?;
+        let mut meta = self.shared.meta.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = meta.clone();
+        next.vote = Some(Bytes::copy_from_slice(vote));
+        if let Err(e) = next.store(&self.dir, &self.fault) {
+            self.shared.poisoned.store(true, Ordering::Release);
+            return Err(e);
+        }
+        *meta = next;
+        Ok(())
+    }
+
+    /// The stored vote.
+    pub fn vote(&self) -> Option<Bytes> {
+        self.shared
+            .meta
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .vote
+            .clone()
+    }
+
+    /// Records the committed index; durable with the next group commit.
+    pub fn save_committed(&self, index: u64) -> Result<()> {
+        self.check()?;
+        self.shared.lock().committed = Some(index);
+        self.send(Cmd::Committed(index))
+    }
+
+    /// The latest committed index saved (possibly lower after a crash).
+    pub fn committed(&self) -> Option<u64> {
+        self.shared.lock().committed
+    }
+
+    /// The latest purge point.
+    pub fn purged(&self) -> Option<LogId> {
+        self.shared.lock().purged
+    }
+
+    /// Index of the first entry held (or where the next append goes when
+    /// the log is empty).
+    pub fn first_index(&self) -> u64 {
+        self.shared.lock().first
+    }
+
+    /// The last entry's id, or the purge point when the log is empty.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        let st = self.shared.lock();
+        match st.slots.back() {
+            Some(s) => Some(LogId {
+                index: st.last_index_plus_one() - 1,
+                term: s.term,
+            }),
+            None => st.purged,
+        }
+    }
+
+    /// Term of the entry at `index`, if held.
+    pub fn term(&self, index: u64) -> Option<u64> {
+        self.shared.lock().slot(index).map(|s| s.term)
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.shared.lock().slots.len()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entry at `index`, if held.
+    pub fn entry(&self, index: u64) -> Result<Option<Entry>> {
+        Ok(self.entries(index..=index)?.pop())
+    }
+
+    /// The held entries with indices in `range`, in order.
+    pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
+        self.check()?;
+        struct Read {
+            file: Arc<File>,
+            seq: u64,
+            offset: u64,
+            len: usize,
+            first: u64,
+            terms: Vec<u64>,
+        }
+        let mut reads: Vec<Read> = Vec::new();
+        let mut cached: Vec<Entry> = Vec::new();
+        {
+            let st = self.shared.lock();
+            let end = st.last_index_plus_one();
+            let lo = match range.start_bound() {
+                Bound::Included(&i) => i,
+                Bound::Excluded(&i) => i.saturating_add(1),
+                Bound::Unbounded => 0,
+            }
+            .max(st.first);
+            let hi = match range.end_bound() {
+                Bound::Included(&i) => i.saturating_add(1),
+                Bound::Excluded(&i) => i,
+                Bound::Unbounded => end,
+            }
+            .min(end);
+            let cache_start = end - st.cache.len() as u64;
+            for idx in lo..hi {
+                let Some(slot) = st.slot(idx) else { break };
+                if idx >= cache_start {
+                    if let Some(p) = st.cache.get((idx - cache_start) as usize) {
+                        cached.push(Entry {
+                            index: idx,
+                            term: slot.term,
+                            payload: p.clone(),
+                        });
+                        continue;
+                    }
+                }
+                let Some(file) = st.files.get(&slot.seq) else {
+                    return Err(Error::Corrupt {
+                        segment: segment::path(&self.dir, slot.seq),
+                        offset: slot.offset,
+                        reason: format!("segment of entry {idx} is missing"),
+                    });
+                };
+                // Coalesce neighbours in one segment into one read.
+                if let Some(r) = reads.last_mut() {
+                    if r.seq == slot.seq
+                        && r.offset + r.len as u64 == slot.offset
+                        && r.len < (4 << 20)
+                    {
+                        r.len += slot.len as usize;
+                        r.terms.push(slot.term);
+                        continue;
+                    }
+                }
+                reads.push(Read {
+                    file: Arc::clone(file),
+                    seq: slot.seq,
+                    offset: slot.offset,
+                    len: slot.len as usize,
+                    first: idx,
+                    terms: vec![slot.term],
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for r in reads {
+            let path = segment::path(&self.dir, r.seq);
+            let mut buf = vec![0u8; r.len];
+            r.file
+                .read_exact_at(&mut buf, r.offset)
+                .map_err(|e| Error::io("read", &path, e))?;
+            let buf = Bytes::from(buf);
+            let mut off = 0usize;
+            for (i, term) in r.terms.iter().enumerate() {
+                let want = r.first + i as u64;
+                let corrupt = |reason: String| Error::Corrupt {
+                    segment: path.clone(),
+                    offset: r.offset + off as u64,
+                    reason,
+                };
+                match record::decode(&buf.slice(off..)) {
+                    Ok((
+                        record::Record::Entry {
+                            index,
+                            term: t,
+                            payload,
+                        },
+                        n,
+                    )) if index == want && t == *term => {
+                        out.push(Entry {
+                            index,
+                            term: t,
+                            payload,
+                        });
+                        off += n;
+                    }
+                    Ok(_) => return Err(corrupt(format!("entry {want} does not match the index"))),
+                    Err(why) => return Err(corrupt(format!("entry {want} unreadable: {why:?}"))),
+                }
+            }
+        }
+        out.extend(cached);
+        Ok(out)
+    }
+}
+
+impl Drop for RaftLog {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what is queued and exit.
+        self.tx.take();
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Future of [`RaftLog::append_async`].
+#[derive(Default)]
+pub struct AppendFuture {
+    state: Arc<Mutex<(Option<Result<()>>, Option<Waker>)>>,
+}
+
+impl AppendFuture {
+    fn complete(state: &Mutex<(Option<Result<()>>, Option<Waker>)>, r: Result<()>) {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = Some(r);
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    }
+}
+
+impl Future for AppendFuture {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match s.0.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The writer thread: every change to the segment files goes through it, in
+//! submission order, so appends, truncations and purges never interleave.
+//!
+//! Group commit: the thread takes every command waiting in its queue (up to
+//! `MAX_BATCH_BYTES` of entries), encodes them into one buffer, writes it
+//! with one `write`, makes it durable with one `fdatasync`, and only then
+//! calls each append's completion. So N concurrent appenders share one
+//! fsync, and no completion runs before its bytes are on disk.
+//!
+//! A failed write or fdatasync poisons the log: the batch's completions and
+//! every later call get an error; nothing is retried (the kernel may have
+//! dropped the dirty pages, so a retried fsync could falsely succeed).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::io as lio;
+use crate::record;
+use crate::recovery::SegRange;
+use crate::segment;
+use crate::{Entry, LogId, Options, Shared, Slot, PENDING};
+
+/// Called once an append is durable (`Ok`) or failed.
+pub type Completion = Box<dyn FnOnce(Result<()>) + Send + 'static>;
+
+/// Entry bytes gathered into one write at most.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+pub(crate) enum Cmd {
+    Append {
+        entries: Vec<Entry>,
+        done: Completion,
+    },
+    Committed(u64),
+    Sync {
+        done: Completion,
+    },
+    Truncate {
+        after: u64,
+        done: Sender<Result<()>>,
+    },
+    Purge {
+        upto: LogId,
+        done: Sender<Result<()>>,
+    },
+}
+
+pub(crate) struct Writer {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: Options,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) segs: BTreeMap<u64, SegRange>,
+    pub(crate) active_seq: u64,
+    pub(crate) active: File,
+    pub(crate) active_len: u64,
+}
+
+/// An entry placed in a segment by the current batch.
+struct Placed {
+    index: u64,
+    seq: u64,
+    offset: u64,
+    len: u32,
+}
+
+struct Batch {
+    buf: Vec<u8>,
+    done: Vec<Completion>,
+    placed: Vec<Placed>,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, rx: Receiver<Cmd>) {
+        while let Ok(first) = rx.recv() {
+            let mut cmds = vec![first];
+            let mut bytes = 0usize;
+            while bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        if let Cmd::Append { entries, .. } = &c {
+                            bytes += entries.iter().map(|e| e.payload.len() + 25).sum::<usize>();
+                        }
+                        cmds.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(cmds);
+        }
+    }
+
+    fn poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    fn poison(&self) {
+        self.shared.poisoned.store(true, Ordering::Release);
+    }
+
+    fn process(&mut self, cmds: Vec<Cmd>) {
+        let mut batch = Batch {
+            buf: Vec::new(),
+            done: Vec::new(),
+            placed: Vec::new(),
+        };
+        for cmd in cmds {
+            if self.poisoned() {
+                fail(cmd);
+                continue;
+            }
+            match cmd {
+                Cmd::Append { entries, done } => {
+                    let r = entries.iter().try_for_each(|e| self.encode(&mut batch, e));
+                    batch.done.push(done);
+                    if r.is_err() {
+                        self.finish_failed(&mut batch);
+                    }
+                }
+                Cmd::Committed(i) => {
+                    record::encode_committed(&mut batch.buf, i);
+                }
+                Cmd::Sync { done } => batch.done.push(done),
+                Cmd::Truncate { after, done } => {
+                    self.flush(&mut batch);
+                    let r = self.truncate(after);
+                    let r = self.guard(r);
+                    let _ = done.send(r);
+                }
+                Cmd::Purge { upto, done } => {
+                    self.flush(&mut batch);
+                    let r = self.purge(upto);
+                    let r = self.guard(r);
+                    let _ = done.send(r);
+                }
+            }
+        }
+        self.flush(&mut batch);
+    }
+
+    fn guard(&self, r: Result<()>) -> Result<()> {
+        if let Err(Error::Io { .. }) = &r {
+            self.poison();
+        }
+        r
+    }
+
+    fn encode(&mut self, batch: &mut Batch, e: &Entry) -> Result<()> {
+        let pos = self.active_len + batch.buf.len() as u64;
+        if pos >= self.opts.max_segment_bytes && pos > segment::HEADER_LEN {
+            self.write_out(batch)?;
+            self.rotate()?;
+        }
+        let offset = self.active_len + batch.buf.len() as u64;
+        let len = record::encode_entry(&mut batch.buf, e.index, e.term, &e.payload);
+        batch.placed.push(Placed {
+            index: e.index,
+            seq: self.active_seq,
+            offset,
+            len: len as u32,
+        });
+        Ok(())
+    }
+
+    /// Writes and syncs the buffered bytes to the active segment.
+    fn write_out(&mut self, batch: &mut Batch) -> Result<()> {
+        if batch.buf.is_empty() {
+            return Ok(());
+        }
+        let path = segment::path(&self.dir, self.active_seq);
+        lio::check(&self.opts.fault, lio::Fault::Write, &path)?;
+        self.active
+            .write_all_at(&batch.buf, self.active_len)
+            .map_err(|e| Error::io("write", &path, e))?;
+        self.active_len += batch.buf.len() as u64;
+        batch.buf.clear();
+        // Durable before the segment is left behind or anyone is told.
+        lio::sync_data(&self.active, &path, &self.opts.fault)
+    }
+
+    /// Starts the next segment.
+    fn rotate(&mut self) -> Result<()> {
+        let seq = self.active_seq + 1;
+        let f = segment::create(&self.dir, seq, &self.opts.fault)?;
+        let path = segment::path(&self.dir, seq);
+        let reader = Arc::new(segment::open_for_read(&path)?);
+        self.shared.lock().files.insert(seq, reader);
+        self.segs.insert(
+            seq,
+            SegRange {
+                path,
+                first: None,
+                last: None,
+            },
+        );
+        self.active = f;
+        self.active_seq = seq;
+        self.active_len = segment::HEADER_LEN;
+        Ok(())
+    }
+
+    /// Writes, syncs, publishes positions and completes the batch.
+    fn flush(&mut self, batch: &mut Batch) {
+        if batch.buf.is_empty() && batch.done.is_empty() {
+            return;
+        }
+        // With nothing new to write (a bare Sync), everything before was
+        // already synced by its own batch.
+        if let Err(e) = self.write_out(batch) {
+            self.poison();
+            for d in batch.done.drain(..) {
+                d(Err(e.clone()));
+            }
+            batch.placed.clear();
+            batch.buf.clear();
+            return;
+        }
+        {
+            let mut st = self.shared.lock();
+            for p in batch.placed.drain(..) {
+                if let Some(seg) = self.segs.get_mut(&p.seq) {
+                    seg.first.get_or_insert(p.index);
+                    seg.last = Some(p.index);
+                }
+                if let Some(slot) = st.slot_mut(p.index) {
+                    if slot.seq == PENDING {
+                        slot.seq = p.seq;
+                        slot.offset = p.offset;
+                        slot.len = p.len;
+                    }
+                }
+            }
+            st.evict(self.opts.cache_bytes);
+        }
+        for d in batch.done.drain(..) {
+            d(Ok(()));
+        }
+    }
+
+    fn finish_failed(&mut self, batch: &mut Batch) {
+        self.poison();
+        for d in batch.done.drain(..) {
+            d(Err(Error::Poisoned));
+        }
+        batch.placed.clear();
+        batch.buf.clear();
+    }
+
+    /// Removes entries after `after`, durably.
+    fn truncate(&mut self, after: u64) -> Result<()> {
+        let (cut_seq, cut_offset) = {
+            let st = self.shared.lock();
+            let Some(slot) = st.slot(after + 1) else {
+                return Ok(()); // nothing after `after`
+            };
+            (slot.seq, slot.offset)
+        };
+        if cut_seq == PENDING {
+            return Err(Error::OutOfRange {
+                index: after,
+                reason: "entry not yet written",
+            });
+        }
+        // Later segments go first, newest first: a crash midway leaves a
+        // log that still ends in whole, ordered entries.
+        let later: Vec<u64> = self
+            .segs
+            .range(cut_seq + 1..)
+            .map(|(s, _)| *s)
+            .rev()
+            .collect();
+        for s in &later {
+            if let Some(r) = self.segs.remove(s) {
+                fs::remove_file(&r.path).map_err(|e| Error::io("remove", &r.path, e))?;
+            }
+        }
+        if !later.is_empty() {
+            lio::sync_dir(&self.dir, &self.opts.fault)?;
+        }
+        let path = segment::path(&self.dir, cut_seq);
+        if cut_seq != self.active_seq {
+            self.active = segment::open_for_append(&path)?;
+            self.active_seq = cut_seq;
+        }
+        self.active
+            .set_len(cut_offset)
+            .map_err(|e| Error::io("truncate", &path, e))?;
+        // The cut must be durable before new entries reuse the indices.
+        lio::sync_data(&self.active, &path, &self.opts.fault)?;
+        self.active_len = cut_offset;
+        if let Some(r) = self.segs.get_mut(&cut_seq) {
+            r.last = match r.first {
+                Some(f) if f <= after => Some(after),
+                _ => {
+                    r.first = None;
+                    None
+                }
+            };
+        }
+        let mut st = self.shared.lock();
+        for s in &later {
+            st.files.remove(s);
+        }
+        st.truncate_after(after);
+        Ok(())
+    }
+
+    /// Durably records the purge point, then removes whole segments below it.
+    fn purge(&mut self, upto: LogId) -> Result<()> {
+        {
+            let mut meta = self.shared.meta.lock().map_err(|_| Error::Poisoned)?;
+            if meta.purged.is_some_and(|p| p.index >= upto.index) {
+                return Ok(());
+            }
+            let mut next = meta.clone();
+            next.purged = Some(upto);
+            next.store(&self.dir, &self.opts.fault)?;
+            *meta = next;
+        }
+        self.shared.lock().purge_upto(upto);
+        let doomed: Vec<u64> = self
+            .segs
+            .iter()
+            .filter(|(s, r)| **s != self.active_seq && r.last.is_none_or(|l| l <= upto.index))
+            .map(|(s, _)| *s)
+            .collect();
+        for s in &doomed {
+            if let Some(r) = self.segs.remove(s) {
+                fs::remove_file(&r.path).map_err(|e| Error::io("remove", &r.path, e))?;
+            }
+        }
+        if !doomed.is_empty() {
+            lio::sync_dir(&self.dir, &self.opts.fault)?;
+            let mut st = self.shared.lock();
+            for s in &doomed {
+                st.files.remove(s);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fail(cmd: Cmd) {
+    match cmd {
+        Cmd::Append { done, .. } | Cmd::Sync { done } => done(Err(Error::Poisoned)),
+        Cmd::Truncate { done, .. } | Cmd::Purge { done, .. } => {
+            let _ = done.send(Err(Error::Poisoned));
+        }
+        Cmd::Committed(_) => {}
+    }
+}
+
+/// Slots and cache are kept in step by these helpers on the shared state.
+impl crate::State {
+    pub(crate) fn slot(&self, index: u64) -> Option<&Slot> {
+        index
+            .checked_sub(self.first)
+            .and_then(|i| self.slots.get(i as usize))
+    }
+
+    fn slot_mut(&mut self, index: u64) -> Option<&mut Slot> {
+        index
+            .checked_sub(self.first)
+            .and_then(|i| self.slots.get_mut(i as usize))
+    }
+
+    /// Drops cached payloads from the front while over budget, keeping
+    /// those not yet written (they exist nowhere else).
+    pub(crate) fn evict(&mut self, budget: usize) {
+        while self.cache_bytes > budget {
+            let idx = self.last_index_plus_one() - self.cache.len() as u64;
+            let written = self.slot(idx).is_some_and(|s| s.seq != PENDING);
+            if !written {
+                break;
+            }
+            match self.cache.pop_front() {
+                Some(b) => self.cache_bytes -= b.len(),
+                None => break,
+            }
+        }
+    }
+
+    pub(crate) fn last_index_plus_one(&self) -> u64 {
+        self.first + self.slots.len() as u64
+    }
+
+    fn truncate_after(&mut self, after: u64) {
+        let keep = after.saturating_add(1).saturating_sub(self.first) as usize;
+        let drop_n = self.slots.len().saturating_sub(keep);
+        self.slots.truncate(keep);
+        for _ in 0..drop_n.min(self.cache.len()) {
+            if let Some(b) = self.cache.pop_back() {
+                self.cache_bytes -= b.len();
+            }
+        }
+    }
+
+    fn purge_upto(&mut self, upto: LogId) {
+        let n = (upto.index + 1)
+            .saturating_sub(self.first)
+            .min(self.slots.len() as u64) as usize;
+        self.slots.drain(..n);
+        if self.slots.is_empty() {
+            self.first = upto.index + 1;
+            self.cache.clear();
+            self.cache_bytes = 0;
+        } else {
+            self.first += n as u64;
+            while self.cache.len() > self.slots.len() {
+                if let Some(b) = self.cache.pop_front() {
+                    self.cache_bytes -= b.len();
+                }
+            }
+        }
+        self.purged = Some(upto);
+    }
+}
