@@ -1,11 +1,19 @@
-//! The writer thread: every change to the segment files goes through it, in
-//! submission order, so appends, truncations and purges never interleave.
+//! Group commit. Every change to the segment files is a command in one
+//! queue, processed in submission order by whoever holds the [`Writer`]
+//! (the *leader*), so appends, truncations and purges never interleave.
 //!
-//! Group commit: the thread takes every command waiting in its queue (up to
-//! `MAX_BATCH_BYTES` of entries), encodes them into one buffer, writes it
-//! with one `write`, makes it durable with one `fdatasync`, and only then
-//! calls each append's completion. So N concurrent appenders share one
-//! fsync, and no completion runs before its bytes are on disk.
+//! The leader takes every command waiting (up to `MAX_BATCH_BYTES` of
+//! entries), encodes them into one buffer, writes it with one `write`,
+//! makes it durable with one `fdatasync`, and only then runs each append's
+//! completion. So N concurrent appenders share one fsync, and no completion
+//! runs before its bytes are on disk.
+//!
+//! Who leads: a caller blocking on its own append (or a truncate/purge)
+//! leads itself when the writer is free — no thread hand-off, so a lone
+//! append costs one write+fdatasync. Appends with a callback or future never
+//! block their caller: a background thread leads for them. After releasing
+//! the writer a leader looks at the queue once more, so no command is left
+//! behind between two leaders.
 //!
 //! A failed write or fdatasync poisons the log: the batch's completions and
 //! every later call get an error; nothing is retried (the kernel may have
@@ -16,18 +24,34 @@ use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::io as lio;
 use crate::record;
 use crate::recovery::SegRange;
 use crate::segment;
-use crate::{Entry, LogId, Options, Shared, Slot, PENDING};
+use crate::{Entry, LogId, Options, Shared, SharedState, Slot, PENDING};
 
 /// Called once an append is durable (`Ok`) or failed.
 pub type Completion = Box<dyn FnOnce(Result<()>) + Send + 'static>;
+
+/// How an append or sync is told it finished.
+pub(crate) enum Done {
+    Callback(Completion),
+    /// The state of an [`crate::AppendFuture`] (saves a boxed closure).
+    Future(Arc<crate::FutState>),
+}
+
+impl Done {
+    pub(crate) fn finish(self, r: Result<()>) {
+        match self {
+            Done::Callback(f) => f(r),
+            Done::Future(s) => s.complete(r),
+        }
+    }
+}
 
 /// Entry bytes gathered into one write at most.
 const MAX_BATCH_BYTES: usize = 8 << 20;
@@ -35,11 +59,11 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 pub(crate) enum Cmd {
     Append {
         entries: Vec<Entry>,
-        done: Completion,
+        done: Done,
     },
     Committed(u64),
     Sync {
-        done: Completion,
+        done: Done,
     },
     Truncate {
         after: u64,
@@ -51,14 +75,94 @@ pub(crate) enum Cmd {
     },
 }
 
+/// Commands waiting for a leader.
+#[derive(Default)]
+pub(crate) struct Queue {
+    pub(crate) cmds: std::collections::VecDeque<Cmd>,
+    /// Set when the log is dropped: the background leader exits.
+    pub(crate) closed: bool,
+    /// Set when callback appends are waiting for the background leader.
+    pub(crate) wake: bool,
+    /// The background leader is parked on the condvar (only then is a
+    /// notify, a syscall, needed).
+    pub(crate) parked: bool,
+}
+
+/// Takes the next batch of commands off the queue.
+fn take_batch(shared: &Shared) -> Vec<Cmd> {
+    let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while bytes < MAX_BATCH_BYTES {
+        let Some(c) = q.cmds.pop_front() else { break };
+        if let Cmd::Append { entries, .. } = &c {
+            bytes += entries.iter().map(|e| e.payload.len() + 25).sum::<usize>();
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Leads while there is work and nobody else leads.
+pub(crate) fn drive(shared: &Shared) {
+    loop {
+        let Ok(mut w) = shared.writer.try_lock() else {
+            // The current leader re-checks the queue after it lets go.
+            return;
+        };
+        loop {
+            let cmds = take_batch(shared);
+            if cmds.is_empty() {
+                break;
+            }
+            w.process(cmds);
+        }
+        drop(w);
+        if shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cmds
+            .is_empty()
+        {
+            return;
+        }
+    }
+}
+
+/// The background leader for callback appends.
+pub(crate) fn background(shared: Arc<Shared>) {
+    loop {
+        {
+            let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            while !q.wake && !q.closed {
+                q.parked = true;
+                q = shared
+                    .queue_cv
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+                q.parked = false;
+            }
+            if q.closed && q.cmds.is_empty() {
+                return;
+            }
+            q.wake = false;
+        }
+        drive(&shared);
+    }
+}
+
+/// Owns the active segment; held by the leader.
 pub(crate) struct Writer {
     pub(crate) dir: PathBuf,
     pub(crate) opts: Options,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<SharedState>,
     pub(crate) segs: BTreeMap<u64, SegRange>,
     pub(crate) active_seq: u64,
     pub(crate) active: File,
     pub(crate) active_len: u64,
+    /// Encoding buffer, reused across batches.
+    pub(crate) buf: Vec<u8>,
 }
 
 /// An entry placed in a segment by the current batch.
@@ -71,30 +175,11 @@ struct Placed {
 
 struct Batch {
     buf: Vec<u8>,
-    done: Vec<Completion>,
+    done: Vec<Done>,
     placed: Vec<Placed>,
 }
 
 impl Writer {
-    pub(crate) fn run(mut self, rx: Receiver<Cmd>) {
-        while let Ok(first) = rx.recv() {
-            let mut cmds = vec![first];
-            let mut bytes = 0usize;
-            while bytes < MAX_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(c) => {
-                        if let Cmd::Append { entries, .. } = &c {
-                            bytes += entries.iter().map(|e| e.payload.len() + 25).sum::<usize>();
-                        }
-                        cmds.push(c);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.process(cmds);
-        }
-    }
-
     fn poisoned(&self) -> bool {
         self.shared.poisoned.load(Ordering::Acquire)
     }
@@ -105,7 +190,7 @@ impl Writer {
 
     fn process(&mut self, cmds: Vec<Cmd>) {
         let mut batch = Batch {
-            buf: Vec::new(),
+            buf: std::mem::take(&mut self.buf),
             done: Vec::new(),
             placed: Vec::new(),
         };
@@ -141,6 +226,8 @@ impl Writer {
             }
         }
         self.flush(&mut batch);
+        batch.buf.clear();
+        self.buf = batch.buf;
     }
 
     fn guard(&self, r: Result<()>) -> Result<()> {
@@ -180,7 +267,15 @@ impl Writer {
         self.active_len += batch.buf.len() as u64;
         batch.buf.clear();
         // Durable before the segment is left behind or anyone is told.
-        lio::sync_data(&self.active, &path, &self.opts.fault)
+        let t = std::time::Instant::now();
+        lio::sync_data(&self.active, &path, &self.opts.fault)?;
+        let c = &self.shared.stats;
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.entries
+            .fetch_add(batch.placed.len() as u64, Ordering::Relaxed);
+        c.sync_nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Starts the next segment.
@@ -214,7 +309,7 @@ impl Writer {
         if let Err(e) = self.write_out(batch) {
             self.poison();
             for d in batch.done.drain(..) {
-                d(Err(e.clone()));
+                d.finish(Err(e.clone()));
             }
             batch.placed.clear();
             batch.buf.clear();
@@ -238,14 +333,14 @@ impl Writer {
             st.evict(self.opts.cache_bytes);
         }
         for d in batch.done.drain(..) {
-            d(Ok(()));
+            d.finish(Ok(()));
         }
     }
 
     fn finish_failed(&mut self, batch: &mut Batch) {
         self.poison();
         for d in batch.done.drain(..) {
-            d(Err(Error::Poisoned));
+            d.finish(Err(Error::Poisoned));
         }
         batch.placed.clear();
         batch.buf.clear();
@@ -347,7 +442,7 @@ impl Writer {
 
 fn fail(cmd: Cmd) {
     match cmd {
-        Cmd::Append { done, .. } | Cmd::Sync { done } => done(Err(Error::Poisoned)),
+        Cmd::Append { done, .. } | Cmd::Sync { done } => done.finish(Err(Error::Poisoned)),
         Cmd::Truncate { done, .. } | Cmd::Purge { done, .. } => {
             let _ = done.send(Err(Error::Poisoned));
         }

@@ -58,8 +58,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
@@ -69,7 +69,7 @@ pub use error::{Error, Result};
 pub use group_commit::Completion;
 pub use io::{Fault, FaultHook};
 
-use group_commit::{Cmd, Writer};
+use group_commit::{Cmd, Done, Queue, Writer};
 use meta::Meta;
 
 /// One Raft log entry.
@@ -144,14 +144,52 @@ pub(crate) struct State {
     pub(crate) purged: Option<LogId>,
 }
 
-pub(crate) struct Shared {
+/// What callers and the leader both touch.
+pub(crate) struct SharedState {
     /// Lock order: `meta` before `state`.
     pub(crate) state: Mutex<State>,
     pub(crate) meta: Mutex<Meta>,
     pub(crate) poisoned: AtomicBool,
+    pub(crate) stats: StatsCounters,
 }
 
-impl Shared {
+/// Counters behind [`RaftLog::stats`].
+#[derive(Default)]
+pub(crate) struct StatsCounters {
+    pub(crate) batches: std::sync::atomic::AtomicU64,
+    pub(crate) entries: std::sync::atomic::AtomicU64,
+    pub(crate) sync_nanos: std::sync::atomic::AtomicU64,
+}
+
+/// What the log has done since it was opened (for metrics and benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Group-commit batches written and fdatasynced.
+    pub batches: u64,
+    /// Entries written.
+    pub entries: u64,
+    /// Time spent in the batches' fdatasync calls.
+    pub sync_nanos: u64,
+}
+
+/// Everything behind a [`RaftLog`]. Lock order: `writer`, then `meta`,
+/// then `state`; `queue` is only ever held alone.
+pub(crate) struct Shared {
+    pub(crate) core: Arc<SharedState>,
+    pub(crate) queue: Mutex<Queue>,
+    /// Wakes the background leader.
+    pub(crate) queue_cv: Condvar,
+    pub(crate) writer: Mutex<Writer>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = SharedState;
+    fn deref(&self) -> &SharedState {
+        &self.core
+    }
+}
+
+impl SharedState {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the slots half
         // updated in a way that matters more than the panic itself.
@@ -177,7 +215,6 @@ impl Shared {
 pub struct RaftLog {
     dir: PathBuf,
     shared: Arc<Shared>,
-    tx: Option<Sender<Cmd>>,
     /// Orders submissions: appends hold it while queueing; truncate and
     /// purge hold it until the writer finished them.
     submit: Mutex<()>,
@@ -217,30 +254,37 @@ impl RaftLog {
             committed: rec.committed,
             purged: meta.purged,
         };
-        let shared = Arc::new(Shared {
+        let core = Arc::new(SharedState {
             state: Mutex::new(state),
             meta: Mutex::new(meta),
             poisoned: AtomicBool::new(false),
+            stats: StatsCounters::default(),
         });
         let fault = opts.fault.clone();
         let writer = Writer {
             dir: dir.clone(),
             opts,
-            shared: Arc::clone(&shared),
+            shared: Arc::clone(&core),
             segs: rec.segs,
             active_seq: rec.active_seq,
             active: rec.active,
             active_len: rec.active_len,
+            buf: Vec::new(),
         };
-        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            core,
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            writer: Mutex::new(writer),
+        });
+        let bg = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("cairn-raft-log".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || group_commit::background(bg))
             .map_err(|e| Error::io("spawn writer", &dir, e))?;
         Ok(Self {
             dir,
             shared,
-            tx: Some(tx),
             submit: Mutex::new(()),
             writer: Some(handle),
             fault,
@@ -260,22 +304,45 @@ impl RaftLog {
         Ok(())
     }
 
-    fn send(&self, cmd: Cmd) -> Result<()> {
-        self.tx
-            .as_ref()
-            .ok_or(Error::Closed)?
-            .send(cmd)
-            .map_err(|_| Error::Closed)
+    /// Puts a command on the queue. `lead`: the caller will lead the write
+    /// itself (it is about to block anyway); otherwise the background
+    /// leader is asked to.
+    /// Returns whether the background leader must be woken.
+    fn enqueue(&self, cmd: Cmd, lead: bool) -> Result<bool> {
+        let mut q = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if q.closed {
+            return Err(Error::Closed);
+        }
+        q.cmds.push_back(cmd);
+        let mut notify = false;
+        if !lead {
+            notify = !q.wake && q.parked;
+            q.wake = true;
+        }
+        Ok(notify)
     }
 
-    /// Queues `entries` (which must continue the log) and calls `done` once
-    /// they are durable. Returns an error, without calling `done`, if they
-    /// cannot be queued. Entries are readable as soon as this returns.
-    pub fn append_with(
-        &self,
-        entries: Vec<Entry>,
-        done: impl FnOnce(Result<()>) + Send + 'static,
-    ) -> Result<()> {
+    /// Gets the queue processed: by this thread, or by the background one.
+    fn kick(&self, lead: bool, notify: bool) {
+        if lead {
+            group_commit::drive(&self.shared);
+        } else if notify {
+            self.shared.queue_cv.notify_one();
+        }
+    }
+
+    fn send(&self, cmd: Cmd, lead: bool) -> Result<()> {
+        let notify = self.enqueue(cmd, lead)?;
+        self.kick(lead, notify);
+        Ok(())
+    }
+
+    /// Queues an append (after checking it continues the log).
+    fn submit_append(&self, entries: Vec<Entry>, done: Done, lead: bool) -> Result<()> {
         let _order = self.submit.lock().unwrap_or_else(|e| e.into_inner());
         self.check()?;
         {
@@ -310,40 +377,57 @@ impl RaftLog {
                 st.cache.push_back(e.payload.clone());
             }
         }
-        self.send(Cmd::Append {
-            entries,
-            done: Box::new(done),
-        })
+        // Queue while still holding `submit`, so commands keep the order in
+        // which their entries were checked; lead after letting go of it.
+        let notify = self.enqueue(Cmd::Append { entries, done }, lead)?;
+        drop(_order);
+        self.kick(lead, notify);
+        Ok(())
+    }
+
+    /// Queues `entries` (which must continue the log) and calls `done` once
+    /// they are durable. Returns an error, without calling `done`, if they
+    /// cannot be queued. Entries are readable as soon as this returns.
+    pub fn append_with(
+        &self,
+        entries: Vec<Entry>,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        self.submit_append(entries, Done::Callback(Box::new(done)), false)
     }
 
     /// Appends and waits until the entries are durable.
     pub fn append(&self, entries: Vec<Entry>) -> Result<()> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.append_with(entries, move |r| {
+        let done = Done::Callback(Box::new(move |r| {
             let _ = tx.send(r);
-        })?;
+        }));
+        // Leads the write itself when the writer is free.
+        self.submit_append(entries, done, true)?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
     /// Appends; the future resolves once the entries are durable.
     pub fn append_async(&self, entries: Vec<Entry>) -> AppendFuture {
-        let fut = AppendFuture::default();
-        let slot = Arc::clone(&fut.state);
-        if let Err(e) = self.append_with(entries, move |r| AppendFuture::complete(&slot, r)) {
-            AppendFuture::complete(&fut.state, Err(e));
+        let state = Arc::new(FutState::default());
+        if let Err(e) = self.submit_append(entries, Done::Future(Arc::clone(&state)), false) {
+            state.complete(Err(e));
         }
-        fut
+        AppendFuture { state }
     }
 
     /// Waits until everything queued so far is durable.
     pub fn sync(&self) -> Result<()> {
         self.check()?;
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Cmd::Sync {
-            done: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        })?;
+        self.send(
+            Cmd::Sync {
+                done: Done::Callback(Box::new(move |r| {
+                    let _ = tx.send(r);
+                })),
+            },
+            true,
+        )?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -359,10 +443,13 @@ impl RaftLog {
             });
         }
         let (tx, rx) = mpsc::channel();
-        self.send(Cmd::Truncate {
-            after: index,
-            done: tx,
-        })?;
+        self.send(
+            Cmd::Truncate {
+                after: index,
+                done: tx,
+            },
+            true,
+        )?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -374,7 +461,7 @@ impl RaftLog {
         let _order = self.submit.lock().unwrap_or_else(|e| e.into_inner());
         self.check()?;
         let (tx, rx) = mpsc::channel();
-        self.send(Cmd::Purge { upto, done: tx })?;
+        self.send(Cmd::Purge { upto, done: tx }, true)?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -406,7 +493,8 @@ impl RaftLog {
     pub fn save_committed(&self, index: u64) -> Result<()> {
         self.check()?;
         self.shared.lock().committed = Some(index);
-        self.send(Cmd::Committed(index))
+        // Rides along with the next batch; no need to wake anyone.
+        self.enqueue(Cmd::Committed(index), true).map(|_| ())
     }
 
     /// The latest committed index saved (possibly lower after a crash).
@@ -450,6 +538,21 @@ impl RaftLog {
     /// True when no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.stats;
+        Stats {
+            batches: c.batches.load(Ordering::Relaxed),
+            entries: c.entries.load(Ordering::Relaxed),
+            sync_nanos: c.sync_nanos.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Bytes of payload held in the recent-entries cache.
+    pub fn cached_bytes(&self) -> usize {
+        self.shared.lock().cache_bytes
     }
 
     /// The entry at `index`, if held.
@@ -570,39 +673,61 @@ impl RaftLog {
 
 impl Drop for RaftLog {
     fn drop(&mut self) {
-        // Closing the queue lets the writer finish what is queued and exit.
-        self.tx.take();
+        // Closing the queue lets the background leader finish what is
+        // queued and exit.
+        {
+            let mut q = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            q.closed = true;
+            q.wake = true;
+        }
+        self.shared.queue_cv.notify_all();
         if let Some(h) = self.writer.take() {
             let _ = h.join();
         }
     }
 }
 
-/// Future of [`RaftLog::append_async`].
+/// Shared state of an [`AppendFuture`].
 #[derive(Default)]
-pub struct AppendFuture {
-    state: Arc<Mutex<(Option<Result<()>>, Option<Waker>)>>,
-}
+pub(crate) struct FutState(Mutex<(Option<Result<()>>, Option<Waker>)>);
 
-impl AppendFuture {
-    fn complete(state: &Mutex<(Option<Result<()>>, Option<Waker>)>, r: Result<()>) {
-        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        s.0 = Some(r);
-        if let Some(w) = s.1.take() {
+impl FutState {
+    pub(crate) fn complete(&self, r: Result<()>) {
+        let waker = {
+            let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            s.0 = Some(r);
+            s.1.take()
+        };
+        // Wake outside the lock, so the woken task does not contend for it.
+        if let Some(w) = waker {
             w.wake();
         }
     }
+}
+
+/// Future of [`RaftLog::append_async`].
+///
+/// Completions (and so wake-ups of this future) run on the thread leading
+/// the write; they must not block on the log.
+pub struct AppendFuture {
+    state: Arc<FutState>,
 }
 
 impl Future for AppendFuture {
     type Output = Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.0.lock().unwrap_or_else(PoisonError::into_inner);
         match s.0.take() {
             Some(r) => Poll::Ready(r),
             None => {
-                s.1 = Some(cx.waker().clone());
+                if !s.1.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    s.1 = Some(cx.waker().clone());
+                }
                 Poll::Pending
             }
         }
