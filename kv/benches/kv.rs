@@ -1,1 +1,135 @@
-fn main() {}
+//! cairn-kv micro-benchmarks: apply rate of single-key puts (256-byte
+//! values), range latency over a 1M-key store, reopen time with 1M keys.
+//!
+//! Run: `cargo bench -p cairn-kv`. The 1M-key store is built once per run
+//! (a minute or so) in the target directory.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_kv::{PutRequest, RangeRequest, RequestOp, Store, TxnRequest};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const VALUE: usize = 256;
+const KEYS: u64 = 1_000_000;
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+fn key(i: u64) -> Bytes {
+    Bytes::from(format!("/registry/pods/ns{:03}/pod-{:08}", i % 100, i))
+}
+
+fn puts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("kv_put_256B");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    let dir = bench_dir();
+    let store = Store::open_path(dir.path()).unwrap();
+    let value = Bytes::from(vec![b'v'; VALUE]);
+    let mut i = 0u64;
+    g.bench_function("single_key_put", |b| {
+        b.iter(|| {
+            i += 1;
+            let pos = i.to_be_bytes();
+            store
+                .put(
+                    &PutRequest {
+                        key: key(i % 100_000),
+                        value: value.clone(),
+                        ..Default::default()
+                    },
+                    &pos,
+                )
+                .unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn big_store(c: &mut Criterion) {
+    let dir = bench_dir();
+    let value = Bytes::from(vec![b'v'; VALUE]);
+    {
+        let store = Store::open_path(dir.path()).unwrap();
+        let mut n = 0u64;
+        while n < KEYS {
+            let ops = (n..(n + 128).min(KEYS))
+                .map(|i| {
+                    RequestOp::Put(PutRequest {
+                        key: key(i),
+                        value: value.clone(),
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            store
+                .txn(
+                    &TxnRequest {
+                        compare: vec![],
+                        success: ops,
+                        failure: vec![],
+                    },
+                    &n.to_be_bytes(),
+                )
+                .unwrap();
+            n += 128;
+        }
+        store.flush().unwrap();
+    }
+    let mut g = c.benchmark_group("kv_1M_keys");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    let store = Store::open_path(dir.path()).unwrap();
+    let mut i = 0u64;
+    g.bench_function("range_single_key", |b| {
+        b.iter(|| {
+            i = (i + 7919) % KEYS;
+            let r = store
+                .range(&RangeRequest {
+                    key: key(i),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(r.kvs.len(), 1);
+        })
+    });
+    g.bench_function("range_prefix_limit_1000", |b| {
+        b.iter(|| {
+            i = (i + 1) % 100;
+            let prefix = format!("/registry/pods/ns{i:03}/");
+            let mut end = prefix.clone().into_bytes();
+            *end.last_mut().unwrap() += 1;
+            let r = store
+                .range(&RangeRequest {
+                    key: Bytes::from(prefix),
+                    range_end: Bytes::from(end),
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(r.kvs.len(), 1000);
+        })
+    });
+    drop(store);
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("reopen", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                let s = Store::open_path(dir.path()).unwrap();
+                total += t.elapsed();
+                assert_eq!(s.key_count() as u64, KEYS);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, puts, big_store);
+criterion_main!(benches);

@@ -19,6 +19,22 @@
 //!
 //! The store knows nothing about Raft or gRPC: the caller passes an opaque
 //! *applied position* with each write, stored atomically with it.
+//!
+//! # Benchmarks
+//!
+//! `cargo bench -p cairn-kv`, 2-vCPU VM, virtio disk (2026-11-22):
+//!
+//! | case | result |
+//! |---|---|
+//! | single-key put, 256 B value (no fsync), store growing past 100 k revisions | 46.4 µs |
+//! | range of one key, 1 M keys | 9.2 µs |
+//! | range of 1000 keys by prefix with limit, 1 M keys | 1.55 ms |
+//! | reopen (key-index rebuild), 1 M keys | 1.11 s |
+//!
+//! A put reads the key's previous record (for the event's `prev_kv`); once
+//! history outgrows sled's page cache (64 MiB here) that read pages sled
+//! nodes in from disk, which dominates the put cost. A fresh store puts in
+//! ~10 µs.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
