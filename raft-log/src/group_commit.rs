@@ -65,12 +65,17 @@ pub(crate) enum Cmd {
     Sync {
         done: Done,
     },
+    /// Remove entries after `after`; `None` removes every entry.
     Truncate {
-        after: u64,
+        after: Option<u64>,
         done: Sender<Result<()>>,
     },
     Purge {
         upto: LogId,
+        done: Sender<Result<()>>,
+    },
+    Vote {
+        vote: bytes::Bytes,
         done: Sender<Result<()>>,
     },
 }
@@ -217,6 +222,13 @@ impl Writer {
                     let r = self.guard(r);
                     let _ = done.send(r);
                 }
+                Cmd::Vote { vote, done } => {
+                    // Ordered after every earlier append: flush them first.
+                    self.flush(&mut batch);
+                    let r = self.save_vote(vote);
+                    let r = self.guard(r);
+                    let _ = done.send(r);
+                }
                 Cmd::Purge { upto, done } => {
                     self.flush(&mut batch);
                     let r = self.purge(upto);
@@ -347,17 +359,18 @@ impl Writer {
     }
 
     /// Removes entries after `after`, durably.
-    fn truncate(&mut self, after: u64) -> Result<()> {
-        let (cut_seq, cut_offset) = {
+    fn truncate(&mut self, after: Option<u64>) -> Result<()> {
+        let (from, cut_seq, cut_offset) = {
             let st = self.shared.lock();
-            let Some(slot) = st.slot(after + 1) else {
-                return Ok(()); // nothing after `after`
+            let from = after.map_or(st.first, |a| a + 1);
+            let Some(slot) = st.slot(from) else {
+                return Ok(()); // nothing at or after `from`
             };
-            (slot.seq, slot.offset)
+            (from, slot.seq, slot.offset)
         };
         if cut_seq == PENDING {
             return Err(Error::OutOfRange {
-                index: after,
+                index: from,
                 reason: "entry not yet written",
             });
         }
@@ -390,7 +403,7 @@ impl Writer {
         self.active_len = cut_offset;
         if let Some(r) = self.segs.get_mut(&cut_seq) {
             r.last = match r.first {
-                Some(f) if f <= after => Some(after),
+                Some(f) if f < from => Some(from - 1),
                 _ => {
                     r.first = None;
                     None
@@ -401,7 +414,17 @@ impl Writer {
         for s in &later {
             st.files.remove(s);
         }
-        st.truncate_after(after);
+        st.truncate_from(from);
+        Ok(())
+    }
+
+    /// Durably replaces the vote in `meta`.
+    fn save_vote(&mut self, vote: bytes::Bytes) -> Result<()> {
+        let mut meta = self.shared.meta.lock().map_err(|_| Error::Poisoned)?;
+        let mut next = meta.clone();
+        next.vote = Some(vote);
+        next.store(&self.dir, &self.opts.fault)?;
+        *meta = next;
         Ok(())
     }
 
@@ -443,7 +466,7 @@ impl Writer {
 fn fail(cmd: Cmd) {
     match cmd {
         Cmd::Append { done, .. } | Cmd::Sync { done } => done.finish(Err(Error::Poisoned)),
-        Cmd::Truncate { done, .. } | Cmd::Purge { done, .. } => {
+        Cmd::Truncate { done, .. } | Cmd::Purge { done, .. } | Cmd::Vote { done, .. } => {
             let _ = done.send(Err(Error::Poisoned));
         }
         Cmd::Committed(_) => {}
@@ -484,8 +507,8 @@ impl crate::State {
         self.first + self.slots.len() as u64
     }
 
-    fn truncate_after(&mut self, after: u64) {
-        let keep = after.saturating_add(1).saturating_sub(self.first) as usize;
+    fn truncate_from(&mut self, from: u64) {
+        let keep = from.saturating_sub(self.first) as usize;
         let drop_n = self.slots.len().saturating_sub(keep);
         self.slots.truncate(keep);
         for _ in 0..drop_n.min(self.cache.len()) {

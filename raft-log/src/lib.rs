@@ -21,7 +21,7 @@
 //! | [`RaftLog::append`] / `append_with` / `append_async` | on return / when the completion runs: bytes written and fdatasynced (group commit) |
 //! | [`RaftLog::truncate_after`] | on return: later segments removed, dir fsynced, cut fdatasynced |
 //! | [`RaftLog::purge`] | on return: purge point in `meta` (fsync + rename + dir fsync); whole segments below it removed after |
-//! | [`RaftLog::save_vote`] | on return: `meta` replaced as above |
+//! | [`RaftLog::save_vote`] | on return: `meta` replaced as above, after every append queued before it |
 //! | [`RaftLog::save_committed`] | with the next group commit (it is a hint; losing it is safe) |
 //!
 //! A failed write or fsync poisons the log ([`Error::Poisoned`] from then
@@ -229,7 +229,6 @@ pub struct RaftLog {
     /// purge hold it until the writer finished them.
     submit: Mutex<()>,
     writer: Option<JoinHandle<()>>,
-    fault: Option<FaultHook>,
     /// Held (flock) for the log's lifetime: one process per directory.
     _lock: File,
 }
@@ -246,13 +245,25 @@ impl RaftLog {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::io("open", &lock_path, e))?;
-        lock.try_lock().map_err(|e| {
-            Error::io(
-                "lock",
-                &lock_path,
-                std::io::Error::new(std::io::ErrorKind::WouldBlock, e.to_string()),
-            )
-        })?;
+        // Another open of this directory holds the lock. A forked child
+        // holds a copy of our descriptors until it execs, so a lock just
+        // released can look held for a moment: retry briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        "lock",
+                        &lock_path,
+                        std::io::Error::new(std::io::ErrorKind::WouldBlock, e.to_string()),
+                    ))
+                }
+            }
+        }
         let meta = Meta::load(&dir)?;
         let rec = recovery::recover(&dir, &opts, &meta)?;
         let state = State {
@@ -270,7 +281,6 @@ impl RaftLog {
             poisoned: AtomicBool::new(false),
             stats: StatsCounters::default(),
         });
-        let fault = opts.fault.clone();
         let writer = Writer {
             dir: dir.clone(),
             opts,
@@ -297,7 +307,6 @@ impl RaftLog {
             shared,
             submit: Mutex::new(()),
             writer: Some(handle),
-            fault,
             _lock: lock,
         })
     }
@@ -444,22 +453,28 @@ impl RaftLog {
     /// Removes every entry after `index` (a conflicting suffix); durable on
     /// return. `index` may not be below the purge point.
     pub fn truncate_after(&self, index: u64) -> Result<()> {
+        self.truncate(Some(index))
+    }
+
+    /// Removes every entry; durable on return. The next append continues
+    /// at [`RaftLog::first_index`].
+    pub fn truncate_all(&self) -> Result<()> {
+        self.truncate(None)
+    }
+
+    fn truncate(&self, after: Option<u64>) -> Result<()> {
         let _order = self.submit.lock().unwrap_or_else(|e| e.into_inner());
         self.check()?;
-        if self.shared.lock().purged.is_some_and(|p| index < p.index) {
-            return Err(Error::OutOfRange {
-                index,
-                reason: "below the purge point",
-            });
+        if let (Some(index), Some(p)) = (after, self.shared.lock().purged) {
+            if index < p.index {
+                return Err(Error::OutOfRange {
+                    index,
+                    reason: "below the purge point",
+                });
+            }
         }
         let (tx, rx) = mpsc::channel();
-        self.send(
-            Cmd::Truncate {
-                after: index,
-                done: tx,
-            },
-            true,
-        )?;
+        self.send(Cmd::Truncate { after, done: tx }, true)?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -475,18 +490,20 @@ impl RaftLog {
         rx.recv().map_err(|_| Error::Closed)?
     }
 
-    /// Durably stores the vote (opaque bytes) before returning.
+    /// Durably stores the vote (opaque bytes) before returning. Ordered
+    /// with appends: every append queued before it is durable first.
     pub fn save_vote(&self, vote: &[u8]) -> Result<()> {
+        let _order = self.submit.lock().unwrap_or_else(|e| e.into_inner());
         self.check()?;
-        let mut meta = self.shared.meta.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = meta.clone();
-        next.vote = Some(Bytes::copy_from_slice(vote));
-        if let Err(e) = next.store(&self.dir, &self.fault) {
-            self.shared.poisoned.store(true, Ordering::Release);
-            return Err(e);
-        }
-        *meta = next;
-        Ok(())
+        let (tx, rx) = mpsc::channel();
+        self.send(
+            Cmd::Vote {
+                vote: Bytes::copy_from_slice(vote),
+                done: tx,
+            },
+            true,
+        )?;
+        rx.recv().map_err(|_| Error::Closed)?
     }
 
     /// The stored vote.

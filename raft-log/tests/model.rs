@@ -81,7 +81,11 @@ proptest! {
                     let first = m.entries[0].index;
                     let after = first - 1 + u64::from(*x) % (m.entries.len() as u64 + 1);
                     if m.purged.is_some_and(|p| after < p.index) { continue; }
-                    log.truncate_after(after).unwrap();
+                    if after + 1 == first && x % 2 == 0 {
+                        log.truncate_all().unwrap();
+                    } else {
+                        log.truncate_after(after).unwrap();
+                    }
                     m.entries.retain(|e| e.index <= after);
                     if m.entries.is_empty() { m.next = after + 1; }
                 }
