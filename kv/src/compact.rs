@@ -6,7 +6,9 @@
 //! legal read can reach. Physical removal runs on a background thread: it
 //! walks the records with `main ≤ rev` in steps of `compaction_batch`,
 //! deleting each record whose revision its key's index no longer holds, and
-//! pauses between steps so writes are never stalled for long. When done it
+//! pauses between steps so writes are never stalled for long. Each step's
+//! delete waits for in-flight reads and exports (the store's read barrier),
+//! so nothing a running read or snapshot export picked disappears under it. When done it
 //! records `compact_finished`. A crash midway is harmless: opening compacts
 //! the rebuilt index again and the worker resumes.
 
@@ -89,10 +91,9 @@ pub(crate) fn run<B: Backend>(inner: Arc<Inner<B>>) {
                 };
             }
         };
-        // Wait out reads that picked their revisions before this compaction.
-        drop(inner.read_barrier.write());
         match remove_garbage(&inner, target) {
-            Ok(true) => {
+            Ok(Pass::Superseded) => {}
+            Ok(Pass::Done) => {
                 let mut batch = WriteBatch::new();
                 batch.put(Meta::CompactFinished.key(), record::encode_i64(target));
                 if inner
@@ -106,7 +107,7 @@ pub(crate) fn run<B: Backend>(inner: Arc<Inner<B>>) {
                     inner.compaction_cv.notify_all();
                 }
             }
-            Ok(false) => return, // stopped
+            Ok(Pass::Stopped) => return,
             Err(_) => {
                 inner
                     .poisoned
@@ -118,14 +119,23 @@ pub(crate) fn run<B: Backend>(inner: Arc<Inner<B>>) {
     }
 }
 
-/// Deletes unreachable records with `main <= target`. Returns false if the
-/// store is being dropped before it finished.
-fn remove_garbage<B: Backend>(inner: &Inner<B>, target: i64) -> Result<bool> {
+/// How a pass of physical compaction ended.
+enum Pass {
+    Done,
+    /// The store is being dropped.
+    Stopped,
+    /// A snapshot import replaced the contents midway.
+    Superseded,
+}
+
+/// Deletes unreachable records with `main <= target`.
+fn remove_garbage<B: Backend>(inner: &Inner<B>, target: i64) -> Result<Pass> {
+    let epoch = inner.epoch.load(std::sync::atomic::Ordering::Acquire);
     let end = record::records_end_after(target);
     let mut start = record::records_start().to_vec();
     loop {
         if inner.compaction.lock().map(|s| s.stop).unwrap_or(true) {
-            return Ok(false);
+            return Ok(Pass::Stopped);
         }
         inner.check()?;
         let mut batch = WriteBatch::new();
@@ -150,11 +160,21 @@ fn remove_garbage<B: Backend>(inner: &Inner<B>, target: i64) -> Result<bool> {
             }
         }
         if !batch.is_empty() {
+            // Wait out reads (and exports) that picked their records before
+            // this step; new ones cannot need what it deletes.
+            let _quiet = inner.read_barrier.write().map_err(|_| Error::Poisoned)?;
+            if inner.epoch.load(std::sync::atomic::Ordering::Acquire) != epoch {
+                // The contents were replaced since this step was planned;
+                // the import scheduled a fresh pass.
+                return Ok(Pass::Superseded);
+            }
             inner.backend.write(batch).map_err(Error::Backend)?;
         }
-        let Some(last) = last else { return Ok(true) };
+        let Some(last) = last else {
+            return Ok(Pass::Done);
+        };
         if seen < inner.options.compaction_batch {
-            return Ok(true);
+            return Ok(Pass::Done);
         }
         start = last.to_vec();
         start.push(0);

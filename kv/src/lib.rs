@@ -14,6 +14,7 @@
 //! - [`backend`]: the narrow [`Backend`] trait and its sled implementation.
 //! - [`record`]: the on-disk layout of records and metadata.
 //! - [`store`]: the [`Store`]: open, read, write, flush; crash behaviour.
+//! - [`snapshot`]: point-in-time images (export / import).
 //! - [`request`]: request/response types shaped like etcd's messages.
 //! - [`error`]: the one [`Error`] enum.
 //!
@@ -47,6 +48,7 @@ pub mod range;
 pub mod record;
 pub mod request;
 pub mod revision;
+pub mod snapshot;
 pub mod store;
 pub mod txn;
 
@@ -54,6 +56,7 @@ pub use backend::{Backend, SledBackend, WriteBatch};
 pub use error::{Error, Result};
 pub use request::*;
 pub use revision::Revision;
+pub use snapshot::ImageInfo;
 pub use store::{Options, Store};
 pub use txn::{
     is_read_only, validate_delete, validate_put, validate_range, validate_txn, DEFAULT_MAX_TXN_OPS,

@@ -40,6 +40,9 @@ pub enum Meta {
     CompactScheduled,
     /// The revision whose compaction has physically finished (i64 BE).
     CompactFinished,
+    /// Present while a snapshot image is being imported: a store opened
+    /// with it holds a partial import and is wiped.
+    Importing,
 }
 
 impl Meta {
@@ -50,6 +53,7 @@ impl Meta {
             Meta::Applied => b"mapplied",
             Meta::CompactScheduled => b"mcompact_scheduled",
             Meta::CompactFinished => b"mcompact_finished",
+            Meta::Importing => b"mimporting",
         }
     }
 }

@@ -91,6 +91,9 @@ pub(crate) struct Inner<B> {
     pub(crate) poisoned: AtomicBool,
     pub(crate) compaction: Mutex<CompactionStatus>,
     pub(crate) compaction_cv: Condvar,
+    /// Bumped when the contents are replaced wholesale (snapshot import):
+    /// a compaction step planned before must not delete anything.
+    pub(crate) epoch: std::sync::atomic::AtomicU64,
     pub(crate) options: Options,
 }
 
@@ -114,7 +117,7 @@ impl<B: Backend> Inner<B> {
         self.state.read().map_err(|_| Error::Poisoned)
     }
 
-    fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>> {
+    pub(crate) fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>> {
         self.state.write().map_err(|_| Error::Poisoned)
     }
 }
@@ -158,50 +161,17 @@ impl<B: Backend> Store<B> {
 
     /// Opens a store over `backend` with `options`.
     pub fn open_with(backend: B, options: Options) -> Result<Self> {
-        let meta_i64 = |m: Meta, name: &str| -> Result<Option<i64>> {
-            match backend.get(m.key()).map_err(Error::Backend)? {
-                Some(v) => Ok(Some(record::decode_i64(name, &v)?)),
-                None => Ok(None),
-            }
-        };
-        let mut current = meta_i64(Meta::Current, "current")?.unwrap_or(1);
-        let scheduled = meta_i64(Meta::CompactScheduled, "compact_scheduled")?.unwrap_or(0);
-        let finished = meta_i64(Meta::CompactFinished, "compact_finished")?.unwrap_or(0);
-        let applied = backend.get(Meta::Applied.key()).map_err(Error::Backend)?;
-
-        let mut index: BTreeMap<Bytes, KeyIndex> = BTreeMap::new();
-        let end = [record::RECORD_PREFIX + 1];
-        for item in backend.scan(&record::records_start(), &end) {
-            let (k, v) = item.map_err(Error::Backend)?;
-            let rev = record::revision_of(&k)?;
-            current = current.max(rev.main);
-            match Record::decode(rev, &v)? {
-                Record::Put(kv) => {
-                    let ki = index.entry(kv.key.clone()).or_default();
-                    if ki.is_live() {
-                        ki.put(rev);
-                    } else {
-                        ki.restore(crate::Revision::new(kv.create_revision, 0), rev, kv.version);
-                    }
-                }
-                Record::Tombstone(key) => {
-                    // A tombstone whose puts are gone is garbage left by an
-                    // unfinished compaction; the compactor removes it.
-                    if let Some(ki) = index.get_mut(&key) {
-                        ki.tombstone(rev);
-                    }
-                }
-            }
+        if backend
+            .get(Meta::Importing.key())
+            .map_err(Error::Backend)?
+            .is_some()
+        {
+            // A snapshot import was cut short: start empty, the owner
+            // installs the snapshot again.
+            wipe(&backend)?;
+            backend.flush().map_err(Error::Backend)?;
         }
-        if scheduled > 0 {
-            compact::compact_index(&mut index, scheduled);
-        }
-        let state = State {
-            index,
-            current: current.max(scheduled),
-            compacted: scheduled,
-            applied,
-        };
+        let (state, scheduled, finished) = load(&backend)?;
         let inner = Arc::new(Inner {
             backend,
             state: RwLock::new(state),
@@ -213,6 +183,7 @@ impl<B: Backend> Store<B> {
                 stop: false,
             }),
             compaction_cv: Condvar::new(),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             options,
         });
         let worker = Arc::clone(&inner);
@@ -224,6 +195,10 @@ impl<B: Backend> Store<B> {
             inner,
             compactor: Some(compactor),
         })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner<B> {
+        &self.inner
     }
 
     /// The store revision (1 for an empty store).
@@ -413,5 +388,73 @@ impl<B: Backend> Drop for Store<B> {
         if let Some(h) = self.compactor.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// Reads the store's state from the backend: metadata, and the key index
+/// rebuilt from every record. Returns the state and the scheduled and
+/// finished compaction revisions.
+pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
+    let meta_i64 = |m: Meta, name: &str| -> Result<Option<i64>> {
+        match backend.get(m.key()).map_err(Error::Backend)? {
+            Some(v) => Ok(Some(record::decode_i64(name, &v)?)),
+            None => Ok(None),
+        }
+    };
+    let mut current = meta_i64(Meta::Current, "current")?.unwrap_or(1);
+    let scheduled = meta_i64(Meta::CompactScheduled, "compact_scheduled")?.unwrap_or(0);
+    let finished = meta_i64(Meta::CompactFinished, "compact_finished")?.unwrap_or(0);
+    let applied = backend.get(Meta::Applied.key()).map_err(Error::Backend)?;
+
+    let mut index: BTreeMap<Bytes, KeyIndex> = BTreeMap::new();
+    let end = [record::RECORD_PREFIX + 1];
+    for item in backend.scan(&record::records_start(), &end) {
+        let (k, v) = item.map_err(Error::Backend)?;
+        let rev = record::revision_of(&k)?;
+        current = current.max(rev.main);
+        match Record::decode(rev, &v)? {
+            Record::Put(kv) => {
+                let ki = index.entry(kv.key.clone()).or_default();
+                if ki.is_live() {
+                    ki.put(rev);
+                } else {
+                    ki.restore(crate::Revision::new(kv.create_revision, 0), rev, kv.version);
+                }
+            }
+            Record::Tombstone(key) => {
+                // A tombstone whose puts are gone is garbage left by an
+                // unfinished compaction; the compactor removes it.
+                if let Some(ki) = index.get_mut(&key) {
+                    ki.tombstone(rev);
+                }
+            }
+        }
+    }
+    if scheduled > 0 {
+        compact::compact_index(&mut index, scheduled);
+    }
+    let state = State {
+        index,
+        current: current.max(scheduled),
+        compacted: scheduled,
+        applied,
+    };
+    Ok((state, scheduled, finished))
+}
+
+/// Deletes every key of the backend but the import marker.
+pub(crate) fn wipe<B: Backend>(backend: &B) -> Result<()> {
+    loop {
+        let mut batch = WriteBatch::new();
+        for item in backend.scan(&[], &[0xff; 2]).take(1024) {
+            let (k, _) = item.map_err(Error::Backend)?;
+            if k.as_ref() != Meta::Importing.key() {
+                batch.delete(k);
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        backend.write(batch).map_err(Error::Backend)?;
     }
 }

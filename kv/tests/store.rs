@@ -539,3 +539,86 @@ fn range_options() {
         Err(Error::EmptyKey)
     ));
 }
+
+#[test]
+fn export_import_round_trip() {
+    let a = Store::open_temporary().unwrap();
+    for i in 0..40 {
+        a.put(
+            &PutRequest {
+                key: b(&format!("k{}", i % 7)),
+                value: b(&i.to_string()),
+                ..Default::default()
+            },
+            format!("p{i}").as_bytes(),
+        )
+        .unwrap();
+    }
+    a.delete_range(
+        &DeleteRangeRequest {
+            key: b("k3"),
+            ..Default::default()
+        },
+        b"p40",
+    )
+    .unwrap();
+    a.compact(30, b"p41").unwrap();
+    let mut image = Vec::new();
+    let info = a.export(&mut image).unwrap();
+    assert_eq!((info.revision, info.compacted), (42, 30));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bstore = Store::open_path(dir.path()).unwrap();
+    put(&bstore, "other", "data");
+    bstore.import(&mut image.as_slice()).unwrap();
+    assert_eq!(bstore.current_revision(), 42);
+    assert_eq!(bstore.compacted_revision(), 30);
+    assert_eq!(bstore.applied(), a.applied());
+    assert_eq!(bstore.hash_kv(0).unwrap().hash, a.hash_kv(0).unwrap().hash);
+    for rev in 30..=42 {
+        let req = RangeRequest {
+            key: b("\0"),
+            range_end: b("\0"),
+            revision: rev,
+            ..Default::default()
+        };
+        assert_eq!(
+            bstore.range(&req).unwrap().kvs,
+            a.range(&req).unwrap().kvs,
+            "rev {rev}"
+        );
+    }
+    assert!(get(&bstore, "other", 0).unwrap().kvs.is_empty());
+    drop(bstore);
+    let bstore = Store::open_path(dir.path()).unwrap();
+    assert_eq!(bstore.current_revision(), 42);
+    assert_eq!(get(&bstore, "k0", 0).unwrap().kvs[0].value, b("35"));
+}
+
+#[test]
+fn damaged_import_leaves_a_store_that_opens_empty() {
+    let a = Store::open_temporary().unwrap();
+    for i in 0..10 {
+        put(&a, &format!("k{i}"), "v");
+    }
+    let mut image = Vec::new();
+    a.export(&mut image).unwrap();
+    for damage in ["truncate", "flip"] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_path(dir.path()).unwrap();
+        put(&s, "old", "x");
+        let mut bad = image.clone();
+        if damage == "truncate" {
+            bad.truncate(bad.len() - 10);
+        } else {
+            let n = bad.len() / 2;
+            bad[n] ^= 1;
+        }
+        assert!(s.import(&mut bad.as_slice()).is_err(), "{damage}");
+        assert!(matches!(get(&s, "old", 0), Err(Error::Poisoned)));
+        drop(s);
+        let s = Store::open_path(dir.path()).unwrap();
+        assert_eq!(s.current_revision(), 1, "{damage}");
+        assert_eq!(s.key_count(), 0, "{damage}");
+    }
+}

@@ -7,6 +7,8 @@
 //! - [`authpb`]: users, roles and permissions.
 //! - [`etcdserverpb`]: every request/response and the `KV`, `Watch`, `Lease`,
 //!   `Cluster`, `Maintenance` and `Auth` services.
+//! - [`cairnpb`]: Cairn's own messages: the commands written to the Raft
+//!   log and the peer-to-peer service between members.
 //!
 //! `bytes` fields are generated as [`prost::bytes::Bytes`], so keys and
 //! values move between the network and the store without copies.
@@ -26,6 +28,11 @@ pub mod authpb {
 /// etcd's `etcdserverpb` package: the client-facing gRPC API.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// Cairn's own package: Raft log commands and the peer service.
+pub mod cairnpb {
+    tonic::include_proto!("cairnpb");
 }
 
 pub use prost;

@@ -1,8 +1,12 @@
 //! Cairn: an etcd-compatible key-value store, embeddable as a library.
 //!
-//! Not built yet: the Raft wiring, the etcd gRPC services and the `cairn`
-//! binary land on top of the storage engines [`cairn_kv`] and
-//! [`cairn_raft_log`], which are complete.
+//! Modules:
+//! - [`raft`]: openraft's type configuration and the adapters over Cairn's
+//!   storage engines ([`cairn_kv`], [`cairn_raft_log`]).
+//!
+//! Under construction: the etcd gRPC services and the `cairn` binary.
+
+pub mod raft;
 
 pub use cairn_kv as kv;
 pub use cairn_proto as proto;

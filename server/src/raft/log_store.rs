@@ -1,0 +1,156 @@
+//! openraft's `RaftLogStorage` over `cairn-raft-log`.
+//!
+//! Each openraft entry is stored whole (postcard-encoded) as the payload of
+//! a raft-log entry with the same index and term. The vote is stored as
+//! opaque bytes in raft-log's `meta`, durable before `save_vote` returns;
+//! appends complete their `IOFlushed` callback from raft-log's group commit,
+//! once fdatasynced. Calls that fsync on the caller's thread (vote,
+//! truncate, purge) run on tokio's blocking pool.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn_raft_log::{Options, RaftLog};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::RaftLogReader;
+
+use super::{decode, encode, Entry, LogId, TypeConfig, Vote};
+
+/// The Raft log of one member.
+#[derive(Clone)]
+pub struct LogStore {
+    log: Arc<RaftLog>,
+}
+
+fn io_err(e: cairn_raft_log::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+fn to_raft_log(id: &LogId) -> cairn_raft_log::LogId {
+    cairn_raft_log::LogId {
+        index: id.index,
+        term: id.leader_id.term,
+    }
+}
+
+fn from_raft_log(id: cairn_raft_log::LogId) -> LogId {
+    LogId::new_term_index(id.term, id.index)
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, cairn_raft_log::Error> {
+        Ok(Self {
+            log: Arc::new(RaftLog::open(dir, Options::default())?),
+        })
+    }
+
+    /// The underlying log (for metrics).
+    pub fn raft_log(&self) -> &Arc<RaftLog> {
+        &self.log
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&RaftLog) -> Result<T, cairn_raft_log::Error> + Send + 'static,
+    ) -> io::Result<T> {
+        let log = Arc::clone(&self.log);
+        tokio::task::spawn_blocking(move || f(&log))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let start = range.start_bound().cloned();
+        let end = range.end_bound().cloned();
+        let raw = self.blocking(move |log| log.entries((start, end))).await?;
+        raw.iter().map(|e| decode::<Entry>(&e.payload)).collect()
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.log.vote().map(|v| decode(&v)).transpose()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        Ok(LogState {
+            last_purged_log_id: self.log.purged().map(from_raft_log),
+            last_log_id: self.log.last_log_id().map(from_raft_log),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let raw = encode(vote)?;
+        self.blocking(move |log| log.save_vote(&raw)).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        if let Some(c) = committed {
+            self.log.save_committed(c.index).map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        let Some(index) = self.log.committed() else {
+            return Ok(None);
+        };
+        // Only the index is stored; the term comes from the log (or the
+        // purge point). If neither knows it, report nothing: safe.
+        if let Some(term) = self.log.term(index) {
+            return Ok(Some(LogId::new_term_index(term, index)));
+        }
+        Ok(self
+            .log
+            .purged()
+            .filter(|p| p.index == index)
+            .map(from_raft_log))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = Vec::new();
+        for e in entries {
+            batch.push(cairn_raft_log::Entry {
+                index: e.log_id.index,
+                term: e.log_id.leader_id.term,
+                payload: encode(&e)?.into(),
+            });
+        }
+        self.log
+            .append_with(batch, move |r| callback.io_completed(r.map_err(io_err)))
+            .map_err(io_err)
+    }
+
+    async fn truncate_after(&mut self, last: Option<LogId>) -> io::Result<()> {
+        self.blocking(move |log| match last {
+            Some(id) => log.truncate_after(id.index),
+            None => log.truncate_all(),
+        })
+        .await
+    }
+
+    async fn purge(&mut self, upto: LogId) -> io::Result<()> {
+        let id = to_raft_log(&upto);
+        self.blocking(move |log| log.purge(id)).await
+    }
+}

@@ -1,0 +1,120 @@
+//! Raft wiring: openraft's type configuration and the adapters that put
+//! Cairn's storage engines under it.
+//!
+//! - [`log_store`]: `RaftLogStorage` over `cairn-raft-log`.
+//! - [`state_machine`]: `RaftStateMachine` over `cairn-kv`.
+
+pub mod log_store;
+pub mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+
+use cairn_proto::cairnpb;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+/// A member as Raft knows it: its name and URLs (etcd's `Member`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+/// A command in the Raft log: a protobuf [`cairnpb::Command`], carried as
+/// its encoded bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Command(pub cairnpb::Command);
+
+/// What applying a command answered: a protobuf
+/// [`cairnpb::CommandResponse`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommandResponse(pub cairnpb::CommandResponse);
+
+macro_rules! protobuf_serde {
+    ($t:ident, $inner:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(&self.0.encode_to_vec())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw: Vec<u8> = serde_bytes_vec(d)?;
+                <$inner>::decode(Cursor::new(raw))
+                    .map($t)
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+fn serde_bytes_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = a.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_bytes(V)
+}
+
+protobuf_serde!(Command, cairnpb::Command);
+protobuf_serde!(CommandResponse, cairnpb::CommandResponse);
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use cairnpb::command::Op;
+        match &self.0.op {
+            Some(Op::Put(p)) => write!(f, "put {:?}", p.key),
+            Some(Op::DeleteRange(d)) => write!(f, "delete {:?}..{:?}", d.key, d.range_end),
+            Some(Op::Txn(t)) => write!(f, "txn ({} compares)", t.compare.len()),
+            Some(Op::Compact(c)) => write!(f, "compact {}", c.revision),
+            None => f.write_str("empty"),
+        }
+    }
+}
+
+openraft::declare_raft_types!(
+    /// Cairn's openraft configuration.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = u64,
+        Node = Member,
+        // etcd's Raft: one leader per term, so a log id is (term, index).
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+);
+
+/// Shorthands for openraft types under [`TypeConfig`].
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
+
+/// postcard encoding of a serde value, for what Cairn stores or sends.
+pub(crate) fn encode<T: Serialize>(v: &T) -> std::io::Result<Vec<u8>> {
+    postcard::to_stdvec(v).map_err(std::io::Error::other)
+}
+
+/// Decodes [`encode`]'s output.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> std::io::Result<T> {
+    postcard::from_bytes(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
