@@ -6,7 +6,9 @@
 //!
 //! Under construction: the etcd gRPC services and the `cairn` binary.
 
+pub mod convert;
 pub mod raft;
+pub mod status;
 
 pub use cairn_kv as kv;
 pub use cairn_proto as proto;

@@ -1,1 +1,316 @@
-pub struct StateMachine;
+//! openraft's `RaftStateMachine` over `cairn-kv`.
+//!
+//! Every applied entry is one kv write whose *applied position* — the
+//! entry's log id and the membership in force — is stored in the same
+//! atomic batch as the data. The store is not fsynced per apply (the Raft
+//! log is the source of durability): after a crash, `applied_state` names
+//! the last write that survived and openraft applies the rest again.
+//!
+//! Snapshots are kv images ([`cairn_kv::snapshot`]) in `<dir>/`, one
+//! current `snapshot-<term>-<index>` pair (`.img` data, `.meta`
+//! description). Building one flushes the store first, so the log below it
+//! may be purged.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_kv::Store;
+use cairn_proto::cairnpb::{self, command::Op, command_response::Result as Res};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, CommandResponse, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::convert;
+use crate::status;
+
+/// A snapshot whose data is an image file.
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, File>;
+
+/// What is stored as the kv store's applied position.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Applied {
+    log_id: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// The replicated state machine of one member.
+pub struct StateMachine {
+    store: Arc<Store>,
+    snap_dir: PathBuf,
+    applied: Applied,
+}
+
+fn kv_err(e: cairn_kv::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+impl StateMachine {
+    /// A state machine over `store`, keeping snapshots in `snap_dir`.
+    pub fn new(store: Arc<Store>, snap_dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(snap_dir)?;
+        let applied = match store.applied() {
+            Some(raw) if !raw.is_empty() => decode(&raw)?,
+            _ => Applied::default(),
+        };
+        Ok(Self {
+            store,
+            snap_dir: snap_dir.to_path_buf(),
+            applied,
+        })
+    }
+
+    /// The kv store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn position(&self) -> io::Result<Vec<u8>> {
+        encode(&self.applied)
+    }
+
+    /// Applies one command, recording `self.applied` with it.
+    fn execute(&self, cmd: &cairnpb::Command) -> io::Result<CommandResponse> {
+        let pos = self.position()?;
+        let result = match &cmd.op {
+            Some(Op::Put(p)) => self
+                .store
+                .put(&convert::put_request(p), &pos)
+                .map(|a| Res::Put(convert::put_response(a.response))),
+            Some(Op::DeleteRange(d)) => self
+                .store
+                .delete_range(&convert::delete_request(d), &pos)
+                .map(|a| Res::DeleteRange(convert::delete_response(a.response))),
+            Some(Op::Txn(t)) => self
+                .store
+                .txn(&convert::txn_request(t), &pos)
+                .map(|a| Res::Txn(convert::txn_response(a.response))),
+            Some(Op::Compact(c)) => self.store.compact(c.revision, &pos).map(|rev| {
+                Res::Compact(cairn_proto::etcdserverpb::CompactionResponse {
+                    header: convert::header(rev),
+                })
+            }),
+            None => self.store.record_applied(&pos).map(|()| {
+                Res::Error(cairnpb::ApplyError {
+                    kind: "empty".into(),
+                    message: "empty command".into(),
+                })
+            }),
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => match status::apply_error(&e) {
+                Some(a) => {
+                    // Deterministic failure: nothing written but the
+                    // position, so a restart does not apply it again.
+                    self.store.record_applied(&pos).map_err(kv_err)?;
+                    Res::Error(a)
+                }
+                None => return Err(kv_err(e)),
+            },
+        };
+        Ok(CommandResponse(cairnpb::CommandResponse {
+            result: Some(result),
+        }))
+    }
+
+    fn snapshot_paths(&self, id: &str) -> (PathBuf, PathBuf) {
+        (
+            self.snap_dir.join(format!("{id}.img")),
+            self.snap_dir.join(format!("{id}.meta")),
+        )
+    }
+
+    /// The current snapshot's id, from the `.meta` files present.
+    fn current_snapshot_id(&self) -> io::Result<Option<String>> {
+        let mut best: Option<(u64, u64, String)> = None;
+        for ent in fs::read_dir(&self.snap_dir)? {
+            let name = ent?.file_name().to_string_lossy().to_string();
+            let Some(id) = name.strip_suffix(".meta") else {
+                continue;
+            };
+            let mut parts = id.strip_prefix("snapshot-").unwrap_or("").split('-');
+            let (Some(Ok(t)), Some(Ok(i))) =
+                (parts.next().map(str::parse), parts.next().map(str::parse))
+            else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(bt, bi, _)| (t, i) > (*bt, *bi)) {
+                best = Some((t, i, id.to_string()));
+            }
+        }
+        Ok(best.map(|(_, _, id)| id))
+    }
+}
+
+fn snapshot_id(meta_log: &Option<LogId>) -> String {
+    match meta_log {
+        Some(l) => format!("snapshot-{}-{}", l.leader_id.term, l.index),
+        None => "snapshot-0-0".into(),
+    }
+}
+
+/// Makes `path`'s directory entry durable.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Removes every snapshot file but those of `keep`.
+fn remove_others(dir: &Path, keep: &str) -> io::Result<()> {
+    for ent in fs::read_dir(dir)? {
+        let ent = ent?;
+        let name = ent.file_name().to_string_lossy().to_string();
+        if name.starts_with("snapshot-") && !name.starts_with(&format!("{keep}.")) {
+            fs::remove_file(ent.path())?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Builds snapshots from a live store.
+pub struct SnapshotBuilder {
+    store: Arc<Store>,
+    snap_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = File;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let store = Arc::clone(&self.store);
+        let dir = self.snap_dir.clone();
+        tokio::task::spawn_blocking(move || build(&store, &dir))
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+fn build(store: &Store, dir: &Path) -> io::Result<Snapshot> {
+    // Everything in the image must be durable in the store too before the
+    // log below it can be purged.
+    store.flush().map_err(kv_err)?;
+    let tmp = dir.join("building.img");
+    let mut w = BufWriter::new(File::create(&tmp)?);
+    let info = store.export(&mut w).map_err(kv_err)?;
+    let f = w.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    let applied: Applied = match &info.applied {
+        Some(raw) if !raw.is_empty() => decode(raw)?,
+        _ => Applied::default(),
+    };
+    let id = snapshot_id(&applied.log_id);
+    let meta = SnapshotMeta {
+        last_log_id: applied.log_id,
+        last_membership: applied.membership,
+    };
+    let img = dir.join(format!("{id}.img"));
+    let meta_path = dir.join(format!("{id}.meta"));
+    fs::rename(&tmp, &img)?;
+    write_durably(&meta_path, &encode(&meta)?)?;
+    remove_others(dir, &id)?;
+    Ok(Snapshot {
+        meta,
+        snapshot: File::open(&img)?,
+    })
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    // Contents on disk before the rename publishes them.
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = File;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        Ok((self.applied.log_id, self.applied.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            self.applied.log_id = Some(entry.log_id);
+            let resp = match entry.payload {
+                EntryPayload::Normal(cmd) => self.execute(&cmd.0)?,
+                EntryPayload::Blank => {
+                    self.store
+                        .record_applied(&self.position()?)
+                        .map_err(kv_err)?;
+                    CommandResponse::default()
+                }
+                EntryPayload::Membership(m) => {
+                    self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                    self.store
+                        .record_applied(&self.position()?)
+                        .map_err(kv_err)?;
+                    CommandResponse::default()
+                }
+            };
+            if let Some(r) = responder {
+                r.send(resp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            store: Arc::clone(&self.store),
+            snap_dir: self.snap_dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: File) -> io::Result<()> {
+        let store = Arc::clone(&self.store);
+        let dir = self.snap_dir.clone();
+        let meta = meta.clone();
+        let id = snapshot_id(&meta.last_log_id);
+        let (img, meta_path) = self.snapshot_paths(&id);
+        let applied = tokio::task::spawn_blocking(move || -> io::Result<Applied> {
+            let mut r = BufReader::new(snapshot);
+            let info = store.import(&mut r).map_err(kv_err)?;
+            // Keep the received image as the current snapshot.
+            let mut f = r.into_inner();
+            use std::io::{Seek, SeekFrom};
+            f.seek(SeekFrom::Start(0))?;
+            let mut out = File::create(dir.join("installing.img"))?;
+            io::copy(&mut f, &mut out)?;
+            out.sync_all()?;
+            fs::rename(dir.join("installing.img"), &img)?;
+            write_durably(&meta_path, &encode(&meta)?)?;
+            remove_others(&dir, &id)?;
+            match &info.applied {
+                Some(raw) if !raw.is_empty() => decode(raw),
+                _ => Ok(Applied::default()),
+            }
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.applied = applied;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        let Some(id) = self.current_snapshot_id()? else {
+            return Ok(None);
+        };
+        let (img, meta_path) = self.snapshot_paths(&id);
+        let meta: SnapshotMeta = decode(&fs::read(meta_path)?)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: File::open(img)?,
+        }))
+    }
+}
