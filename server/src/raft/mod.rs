@@ -5,6 +5,7 @@
 //! - [`state_machine`]: `RaftStateMachine` over `cairn-kv`.
 
 pub mod log_store;
+pub mod network;
 pub mod state_machine;
 
 use std::fmt;
@@ -20,6 +21,10 @@ pub struct Member {
     pub name: String,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
+    /// Added as a learner (etcd's `--learner`): stays one until promoted.
+    /// A member added as a voter is a Raft learner only until it catches
+    /// up, then the leader promotes it.
+    pub learner: bool,
 }
 
 /// A command in the Raft log: a protobuf [`cairnpb::Command`], carried as

@@ -1,0 +1,183 @@
+//! A member's configuration, with etcd's defaults and meanings.
+
+use std::path::PathBuf;
+
+/// `--initial-cluster-state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ClusterState {
+    /// Bootstrap a new cluster from `initial_cluster`.
+    #[default]
+    New,
+    /// Join a running cluster this member was added to (MemberAdd).
+    Existing,
+}
+
+/// The configuration of one member. [`Config::default`] is etcd's default:
+/// a single member named `default`, data in `default.cairn`, clients on
+/// `localhost:2379`, peers on `localhost:2380`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Where the binary serves clients (the library does not listen).
+    pub listen_client_urls: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    /// Where the peer service listens; empty for an embedded single
+    /// member that will never have peers.
+    pub listen_peer_urls: Vec<String>,
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `name → peer URLs` of every initial member.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    /// Milliseconds.
+    pub heartbeat_interval: u64,
+    /// Milliseconds.
+    pub election_timeout: u64,
+    /// Applied entries between two snapshots.
+    pub snapshot_count: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+/// etcd's default `--max-request-bytes`.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
+/// The gRPC receive limit over `--max-request-bytes` (etcd's).
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            data_dir: PathBuf::from("default.cairn"),
+            listen_client_urls: vec!["http://localhost:2379".into()],
+            advertise_client_urls: vec!["http://localhost:2379".into()],
+            listen_peer_urls: vec!["http://localhost:2380".into()],
+            initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
+            initial_cluster: vec![("default".into(), vec!["http://localhost:2380".into()])],
+            initial_cluster_state: ClusterState::New,
+            initial_cluster_token: "etcd-cluster".into(),
+            heartbeat_interval: 100,
+            election_timeout: 1000,
+            snapshot_count: 100_000,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: 128,
+        }
+    }
+}
+
+impl Config {
+    /// An embedded single member with data in `data_dir` and no network
+    /// listeners.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen_client_urls: Vec::new(),
+            listen_peer_urls: Vec::new(),
+            ..Self::default()
+        }
+    }
+
+    /// Parses etcd's `--initial-cluster` form: `a=http://h:1,b=http://h:2`
+    /// (a name may appear more than once to give several URLs).
+    pub fn parse_initial_cluster(s: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, url) = part
+                .split_once('=')
+                .ok_or_else(|| format!("--initial-cluster: {part:?} is not name=url"))?;
+            check_url(url).map_err(|e| format!("--initial-cluster: {e}"))?;
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url.to_string()),
+                None => out.push((name.to_string(), vec![url.to_string()])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks the configuration the way etcd does before starting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_interval == 0 {
+            return Err("--heartbeat-interval must be > 0".into());
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.election_timeout > 50_000 {
+            return Err(format!(
+                "--election-timeout[{}ms] is too long, and should be set less than 50 seconds",
+                self.election_timeout
+            ));
+        }
+        if self.max_txn_ops == 0 {
+            return Err("--max-txn-ops must be > 0".into());
+        }
+        if self.max_request_bytes == 0 {
+            return Err("--max-request-bytes must be > 0".into());
+        }
+        for u in self
+            .listen_client_urls
+            .iter()
+            .chain(&self.advertise_client_urls)
+            .chain(&self.listen_peer_urls)
+            .chain(&self.initial_advertise_peer_urls)
+        {
+            check_url(u)?;
+        }
+        if self.initial_cluster_state == ClusterState::New || !self.initial_cluster.is_empty() {
+            let mine = self
+                .initial_cluster
+                .iter()
+                .find(|(n, _)| n == &self.name)
+                .ok_or_else(|| {
+                    format!(
+                        "couldn't find local name {:?} in the initial cluster configuration",
+                        self.name
+                    )
+                })?;
+            let mut a = mine.1.clone();
+            let mut b = self.initial_advertise_peer_urls.clone();
+            a.sort();
+            b.sort();
+            if a != b {
+                return Err(format!(
+                    "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} \
+                     (the two must list the same URLs)",
+                    self.name,
+                    mine.1.join(","),
+                    self.initial_advertise_peer_urls.join(",")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accepts `http://host:port` and `https://host:port`.
+pub fn check_url(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| format!("URL scheme must be http or https: {u:?}"))?;
+    let hostport = rest.trim_end_matches('/');
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| format!("URL address does not have the form \"host:port\": {u}"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!(
+            "URL address does not have the form \"host:port\": {u}"
+        ));
+    }
+    Ok(())
+}
+
+/// The `host:port` of a URL checked by [`check_url`].
+pub fn host_port(u: &str) -> &str {
+    u.strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .unwrap_or(u)
+        .trim_end_matches('/')
+}

@@ -1,0 +1,295 @@
+//! `cairn`: serves a Cairn member over etcd's v3 gRPC API. Takes etcd's
+//! flags (and `ETCD_*` environment variables) with etcd's defaults.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cairn::config::DEFAULT_MAX_REQUEST_BYTES;
+use cairn::{ClusterState, Config, Node};
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about = "An etcd-compatible key-value store")]
+struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    name: String,
+    /// Path to the data directory (default: ${name}.cairn).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// List of URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    listen_client_urls: String,
+    /// List of this member's client URLs to advertise to the cluster.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    advertise_client_urls: String,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    listen_peer_urls: String,
+    /// List of this member's peer URLs to advertise to the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (name=url,...).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    initial_cluster_state: String,
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    election_timeout: u64,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    snapshot_count: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    max_txn_ops: usize,
+    /// Log level: debug, info, warn, error, panic, or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Path to a YAML configuration file with etcd's keys. When given,
+    /// other flags and environment variables are ignored (as in etcd).
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
+}
+
+/// etcd's configuration file keys.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    listen_client_urls: Option<String>,
+    advertise_client_urls: Option<String>,
+    listen_peer_urls: Option<String>,
+    initial_advertise_peer_urls: Option<String>,
+    initial_cluster: Option<String>,
+    initial_cluster_state: Option<String>,
+    initial_cluster_token: Option<String>,
+    heartbeat_interval: Option<u64>,
+    election_timeout: Option<u64>,
+    snapshot_count: Option<u64>,
+    max_request_bytes: Option<usize>,
+    max_txn_ops: Option<usize>,
+    log_level: Option<String>,
+}
+
+fn urls(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn load_file(path: &PathBuf) -> Result<Flags, String> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let f: FileConfig = serde_yaml_ng::from_str(&raw)
+        .map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+    let d = Flags::parse_from(["cairn"]);
+    Ok(Flags {
+        name: f.name.unwrap_or(d.name),
+        data_dir: f.data_dir.or(d.data_dir),
+        listen_client_urls: f.listen_client_urls.unwrap_or(d.listen_client_urls),
+        advertise_client_urls: f.advertise_client_urls.unwrap_or(d.advertise_client_urls),
+        listen_peer_urls: f.listen_peer_urls.unwrap_or(d.listen_peer_urls),
+        initial_advertise_peer_urls: f
+            .initial_advertise_peer_urls
+            .unwrap_or(d.initial_advertise_peer_urls),
+        initial_cluster: f.initial_cluster.or(d.initial_cluster),
+        initial_cluster_state: f.initial_cluster_state.unwrap_or(d.initial_cluster_state),
+        initial_cluster_token: f.initial_cluster_token.unwrap_or(d.initial_cluster_token),
+        heartbeat_interval: f.heartbeat_interval.unwrap_or(d.heartbeat_interval),
+        election_timeout: f.election_timeout.unwrap_or(d.election_timeout),
+        snapshot_count: f.snapshot_count.unwrap_or(d.snapshot_count),
+        max_request_bytes: f.max_request_bytes.unwrap_or(d.max_request_bytes),
+        max_txn_ops: f.max_txn_ops.unwrap_or(d.max_txn_ops),
+        log_level: f.log_level.unwrap_or(d.log_level),
+        config_file: None,
+    })
+}
+
+fn to_config(f: &Flags) -> Result<Config, String> {
+    let initial_advertise_peer_urls = urls(&f.initial_advertise_peer_urls);
+    let initial_cluster = match &f.initial_cluster {
+        Some(s) => Config::parse_initial_cluster(s)?,
+        // etcd's default: this member alone, at its advertised peer URLs.
+        None => vec![(f.name.clone(), initial_advertise_peer_urls.clone())],
+    };
+    let initial_cluster_state = match f.initial_cluster_state.as_str() {
+        "new" => ClusterState::New,
+        "existing" => ClusterState::Existing,
+        other => {
+            return Err(format!(
+                "invalid value {other:?} for --initial-cluster-state: valid values are \"new\", \"existing\""
+            ))
+        }
+    };
+    Ok(Config {
+        name: f.name.clone(),
+        data_dir: f
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.cairn", f.name))),
+        listen_client_urls: urls(&f.listen_client_urls),
+        advertise_client_urls: urls(&f.advertise_client_urls),
+        listen_peer_urls: urls(&f.listen_peer_urls),
+        initial_advertise_peer_urls,
+        initial_cluster,
+        initial_cluster_state,
+        initial_cluster_token: f.initial_cluster_token.clone(),
+        heartbeat_interval: f.heartbeat_interval,
+        election_timeout: f.election_timeout,
+        snapshot_count: f.snapshot_count,
+        max_request_bytes: f.max_request_bytes,
+        max_txn_ops: f.max_txn_ops,
+    })
+}
+
+fn log_filter(level: &str) -> Result<&'static str, String> {
+    Ok(match level {
+        "debug" => "debug,h2=info,hyper=info,tower=info,openraft=info",
+        "info" => "info,openraft=warn",
+        "warn" => "warn",
+        "error" | "panic" | "fatal" => "error",
+        other => {
+            return Err(format!(
+                "invalid --log-level {other:?}: valid values are debug, info, warn, error, panic, fatal"
+            ))
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let flags = match &flags.config_file {
+        Some(p) => match load_file(p) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("cairn: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => flags,
+    };
+    let filter = match log_filter(&flags.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = match to_config(&flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let node = Node::start(config).await.map_err(|e| e.to_string())?;
+    let listeners = match cairn::server::bind_clients(&node).await {
+        Ok(l) => l,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e.to_string());
+        }
+    };
+    tracing::info!(
+        client_urls = %node.config().listen_client_urls.join(","),
+        "serving client requests"
+    );
+    let watcher = node.clone();
+    let stop = async move {
+        let removed = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if watcher.is_removed() {
+                    tracing::warn!("this member was removed from the cluster; stopping");
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = signal() => tracing::info!("received a stop signal; shutting down"),
+            _ = removed => {}
+        }
+    };
+    let served = cairn::server::serve(node.clone(), listeners, stop).await;
+    node.shutdown().await;
+    served.map_err(|e| e.to_string())
+}
+
+async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

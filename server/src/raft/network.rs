@@ -1,0 +1,451 @@
+//! The peer network: openraft's RPCs over gRPC (`cairnpb.Peer`).
+//!
+//! Each openraft message is postcard-encoded into a `RaftMessage`. Every
+//! call carries the sender's cluster id in the `cairn-cluster-id` metadata
+//! and a member refuses calls from another cluster, so two clusters that
+//! share addresses never mix logs.
+//!
+//! Snapshots travel as a client stream: a header (vote and snapshot meta),
+//! then the image file in chunks, written by the receiver to a temporary
+//! file under its snapshot directory and installed once complete. Neither
+//! side holds the whole image in memory.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_proto::cairnpb::peer_client::PeerClient;
+use cairn_proto::cairnpb::peer_server::Peer;
+use cairn_proto::cairnpb::RaftMessage;
+use openraft::errors::RPCError;
+use openraft::errors::{NetworkError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::state_machine::Snapshot;
+use super::{decode, encode, Member, SnapshotMeta, TypeConfig, Vote};
+use crate::forward::{ForwardHandler, ForwardRequest, ForwardResponse};
+
+/// Metadata key carrying the sender's cluster id.
+pub const CLUSTER_ID_HEADER: &str = "cairn-cluster-id";
+
+/// Size of one snapshot chunk on the wire.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Largest peer message accepted (entries batches, snapshot chunks).
+pub const MAX_PEER_MESSAGE: usize = 64 << 20;
+
+/// The first message of a snapshot stream.
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    vote: Vote,
+    meta: SnapshotMeta,
+}
+
+/// Opens gRPC channels to peers, one per address, shared by every user.
+#[derive(Clone)]
+pub struct Peers {
+    cluster_id: u64,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    pub fn new(cluster_id: u64) -> Self {
+        Self {
+            cluster_id,
+            channels: Arc::default(),
+        }
+    }
+
+    /// A client for the first peer URL of `member`.
+    pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, Status> {
+        let url = member
+            .peer_urls
+            .first()
+            .ok_or_else(|| Status::unavailable("member has no peer URL"))?;
+        self.client_for(url)
+    }
+
+    /// A client for the peer at `url`.
+    pub fn client_for(&self, url: &str) -> Result<PeerClient<Channel>, Status> {
+        let channel = {
+            let mut map = self
+                .channels
+                .lock()
+                .map_err(|_| Status::internal("peer channel map poisoned"))?;
+            match map.get(url) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Endpoint::from_shared(url.to_string())
+                        .map_err(|e| Status::invalid_argument(format!("bad peer URL {url}: {e}")))?
+                        .connect_timeout(Duration::from_secs(1))
+                        .tcp_nodelay(true)
+                        .connect_lazy();
+                    map.insert(url.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE))
+    }
+
+    /// A request carrying this cluster's id.
+    pub fn request<T>(&self, body: T) -> Request<T> {
+        let mut req = Request::new(body);
+        // A member still joining knows no cluster id yet and sends none.
+        if self.cluster_id == 0 {
+            return req;
+        }
+        if let Ok(v) = self.cluster_id.to_string().parse() {
+            req.metadata_mut().insert(CLUSTER_ID_HEADER, v);
+        }
+        req
+    }
+
+    /// Sends a forwarded request to the member at `url`.
+    pub async fn forward(
+        &self,
+        url: &str,
+        req: &ForwardRequest,
+    ) -> Result<ForwardResponse, Status> {
+        let payload = encode(req).map_err(|e| Status::internal(e.to_string()))?;
+        let mut client = self.client_for(url)?;
+        let resp = client
+            .forward(self.request(RaftMessage {
+                payload: payload.into(),
+            }))
+            .await?;
+        decode(&resp.into_inner().payload).map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> PeerConnection {
+        PeerConnection {
+            target,
+            client: self.client(node),
+            peers: self.clone(),
+        }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerConnection {
+    target: u64,
+    client: Result<PeerClient<Channel>, Status>,
+    peers: Peers,
+}
+
+fn unreachable(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+impl PeerConnection {
+    fn client(&self) -> Result<PeerClient<Channel>, RPCError<TypeConfig>> {
+        self.client.clone().map_err(|e| unreachable(&e))
+    }
+
+    async fn unary<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
+        &self,
+        which: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self.client()?;
+        let mut request = self.peers.request(RaftMessage {
+            payload: payload.into(),
+        });
+        request.set_timeout(option.hard_ttl());
+        let resp = match which {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::PreVote => client.pre_vote(request).await,
+            Rpc::Transfer => client.transfer_leader(request).await,
+        }
+        .map_err(|e| unreachable(&e))?;
+        let body = resp.into_inner().payload;
+        let result: Result<Resp, String> =
+            decode(&body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|msg| RPCError::Unreachable(Unreachable::from_string(msg)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    PreVote,
+    Transfer,
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = std::fs::File;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(Rpc::Vote, &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(Rpc::PreVote, &rpc, &option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(Rpc::Transfer, &req, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = encode(&SnapshotHeader {
+            vote,
+            meta: snapshot.meta.clone(),
+        })
+        .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let mut client = self
+            .client
+            .clone()
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        // Chunks are read on a blocking thread and fed through a small
+        // channel, so at most a few chunks are in memory at once.
+        let (tx, rx) = tokio::sync::mpsc::channel::<RaftMessage>(2);
+        let mut file = snapshot.snapshot;
+        let reader = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            if tx
+                .blocking_send(RaftMessage {
+                    payload: header.into(),
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+            loop {
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    let n = file.read(&mut buf[filled..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                buf.truncate(filled);
+                if tx
+                    .blocking_send(RaftMessage {
+                        payload: buf.into(),
+                    })
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let call = client.install_snapshot(self.peers.request(stream));
+        let resp = tokio::select! {
+            r = call => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+        let body = resp
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?
+            .into_inner()
+            .payload;
+        let result: Result<SnapshotResponse<TypeConfig>, String> =
+            decode(&body).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        result.map_err(|msg| StreamingError::Unreachable(Unreachable::from_string(msg)))
+    }
+}
+
+impl std::fmt::Debug for PeerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PeerConnection({})", self.target)
+    }
+}
+
+/// The `cairnpb.Peer` service of one member.
+pub struct PeerService {
+    pub cluster_id: u64,
+    pub raft: super::Raft,
+    pub snap_dir: PathBuf,
+    pub forward: Arc<dyn ForwardHandler>,
+}
+
+fn reply<T: Serialize>(r: Result<T, String>) -> Result<Response<RaftMessage>, Status> {
+    let payload = encode(&r).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftMessage {
+        payload: payload.into(),
+    }))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(m: &RaftMessage) -> Result<T, Status> {
+    decode(&m.payload).map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))
+}
+
+impl PeerService {
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let theirs = req
+            .metadata()
+            .get(CLUSTER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match theirs {
+            Some(id) if id == self.cluster_id => Ok(()),
+            Some(id) => Err(Status::failed_precondition(format!(
+                "request from cluster {id:x}, this member belongs to cluster {:x}",
+                self.cluster_id
+            ))),
+            None => Err(Status::failed_precondition("request without a cluster id")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.check(&req)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = parse(req.get_ref())?;
+        reply(
+            self.raft
+                .append_entries(rpc)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.check(&req)?;
+        let rpc: VoteRequest<TypeConfig> = parse(req.get_ref())?;
+        reply(self.raft.vote(rpc).await.map_err(|e| e.to_string()))
+    }
+
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.check(&req)?;
+        let rpc: VoteRequest<TypeConfig> = parse(req.get_ref())?;
+        reply(self.raft.pre_vote(rpc).await.map_err(|e| e.to_string()))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.check(&req)?;
+        let rpc: TransferLeaderRequest<TypeConfig> = parse(req.get_ref())?;
+        reply(
+            self.raft
+                .handle_transfer_leader(rpc)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.check(&req)?;
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let header: SnapshotHeader = parse(&first)?;
+        let tmp = tempfile::Builder::new()
+            .prefix("receiving-")
+            .suffix(".img")
+            .tempfile_in(&self.snap_dir)
+            .map_err(|e| Status::internal(format!("snapshot temp file: {e}")))?;
+        let (mut file, path) = tmp.into_parts();
+        let mut received = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            // Small synchronous writes into the page cache; durability is
+            // the installer's job.
+            file.write_all(&chunk.payload)
+                .map_err(|e| Status::internal(format!("snapshot write: {e}")))?;
+            received += chunk.payload.len() as u64;
+        }
+        tracing::info!(
+            bytes = received,
+            last = ?header.meta.last_log_id,
+            "received snapshot"
+        );
+        let reader = std::fs::File::open(&path)
+            .map_err(|e| Status::internal(format!("snapshot reopen: {e}")))?;
+        drop(file);
+        let snapshot = Snapshot {
+            meta: header.meta,
+            snapshot: reader,
+        };
+        let result = self
+            .raft
+            .install_full_snapshot(header.vote, snapshot)
+            .await
+            .map_err(|e| e.to_string());
+        // `path` is removed when dropped; the state machine kept its own
+        // copy if it installed the image.
+        drop(path);
+        reply(result)
+    }
+
+    async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let fr: ForwardRequest = parse(req.get_ref())?;
+        // A joining member asks for the cluster id before it knows it.
+        let anonymous = req.metadata().get(CLUSTER_ID_HEADER).is_none();
+        if !(anonymous && matches!(fr, ForwardRequest::ClusterInfo)) {
+            self.check(&req)?;
+        }
+        let resp = self.forward.handle(fr).await;
+        let payload = encode(&resp).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftMessage {
+            payload: payload.into(),
+        }))
+    }
+}

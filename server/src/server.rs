@@ -1,0 +1,64 @@
+//! Serving a [`Node`] to clients over etcd's gRPC API.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
+use crate::api::{ClusterService, KvService, MaintenanceService};
+use crate::config::host_port;
+use crate::node::{Node, StartError};
+
+/// Binds every `--listen-client-urls` address (before serving, so a bad
+/// address fails the start) and returns the listeners.
+pub async fn bind_clients(node: &Node) -> Result<Vec<TcpListener>, StartError> {
+    let mut out = Vec::new();
+    for url in &node.config().listen_client_urls {
+        let listener = TcpListener::bind(host_port(url)).await.map_err(|e| {
+            StartError::Config(format!("listen-client-urls {url}: cannot bind: {e}"))
+        })?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// Serves etcd's KV, Cluster, Maintenance and Health services on
+/// `listeners` until `shutdown` completes.
+pub async fn serve(
+    node: Node,
+    listeners: Vec<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for listener in listeners {
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(health)
+            .add_service(KvService::server(&node))
+            .add_service(ClusterService::server(&node))
+            .add_service(MaintenanceService::server(&node));
+        let mut rx = stop_rx.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tasks.push(tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        match t.await {
+            Ok(r) => r?,
+            Err(e) => tracing::error!(error = %e, "client server task"),
+        }
+    }
+    Ok(())
+}
