@@ -1,0 +1,359 @@
+//! Test harness: real `cairn` (and etcd) processes on free 127.0.0.1
+//! ports, with temporary data dirs; everything is killed and removed on
+//! drop.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn::proto::etcdserverpb::kv_client::KvClient;
+use cairn::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn::proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use tonic::transport::Channel;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Finds a binary on PATH (or /usr/bin); the test command installs
+/// etcd-server and etcd-client, so a missing one is a failure.
+pub fn which(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin"]) {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} not found: run scripts/test, which installs etcd-server and etcd-client");
+}
+
+/// One `cairn` member process.
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub extra: Vec<String>,
+    pub initial_cluster: String,
+    pub state: &'static str,
+    child: Option<Child>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        self.client_url.trim_start_matches("http://").to_string()
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["--name", &self.name])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen-client-urls", &self.client_url])
+            .args(["--advertise-client-urls", &self.client_url])
+            .args(["--listen-peer-urls", &self.peer_url])
+            .args(["--initial-advertise-peer-urls", &self.peer_url])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", self.state])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start cairn");
+        self.child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("{} did not stop on SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.client_url.clone())
+            .expect("url")
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(20))
+            .connect_lazy()
+    }
+
+    pub async fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel().await)
+    }
+
+    /// (member id, leader id) from Maintenance.Status, if it answers.
+    pub async fn status(&self) -> Option<(u64, u64)> {
+        let mut m = MaintenanceClient::new(self.channel().await);
+        let r = tokio::time::timeout(Duration::from_secs(2), m.status(StatusRequest {}))
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+        Some((r.header?.member_id, r.leader))
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of `cairn` processes sharing a temp dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+    pub extra: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` members (fast timeouts for tests unless `extra` says
+    /// otherwise) and waits for a leader.
+    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.iter().any(|e| e == "--election-timeout") {
+            extra.extend(["--heartbeat-interval".into(), "50".into()]);
+            extra.extend(["--election-timeout".into(), "500".into()]);
+        }
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| {
+                let name = format!("m{i}");
+                Member {
+                    client_url: format!("http://127.0.0.1:{}", free_port()),
+                    peer_url: format!("http://127.0.0.1:{}", free_port()),
+                    data_dir: dir.path().join(&name),
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    extra: extra.clone(),
+                    initial_cluster: String::new(),
+                    state: "new",
+                    child: None,
+                }
+            })
+            .collect();
+        let ic = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster = ic.clone();
+            m.start();
+        }
+        let c = Cluster {
+            dir,
+            members,
+            extra,
+        };
+        c.wait_leader(Duration::from_secs(30)).await;
+        c
+    }
+
+    /// A new (not yet started) member joining with state `existing`.
+    pub fn new_member(&mut self, name: &str, extra: &[&str]) -> usize {
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let mut ic: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect();
+        ic.push(format!("{name}={peer_url}"));
+        let mut ex = self.extra.clone();
+        ex.extend(extra.iter().map(|s| s.to_string()));
+        self.members.push(Member {
+            name: name.into(),
+            client_url: format!("http://127.0.0.1:{}", free_port()),
+            peer_url,
+            data_dir: self.dir.path().join(name),
+            log: self.dir.path().join(format!("{name}.log")),
+            extra: ex,
+            initial_cluster: ic.join(","),
+            state: "existing",
+            child: None,
+        });
+        self.members.len() - 1
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.endpoint())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until every running member reports the same leader; returns
+    /// the leader's index in `members`.
+    pub async fn wait_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            let mut ids = Vec::new();
+            for m in &self.members {
+                if m.child.is_none() {
+                    continue;
+                }
+                match m.status().await {
+                    Some((id, leader)) => {
+                        ids.push(id);
+                        leaders.push(leader);
+                    }
+                    None => leaders.push(0),
+                }
+            }
+            if let Some(&l) = leaders.first() {
+                if l != 0 && leaders.iter().all(|x| *x == l) {
+                    if let Some(i) = self.index_of_id(l, &ids).await {
+                        return i;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("no agreed leader within {timeout:?}: {leaders:x?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn index_of_id(&self, id: u64, _ids: &[u64]) -> Option<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.child.is_none() {
+                continue;
+            }
+            if let Some((mid, _)) = m.status().await {
+                if mid == id {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn dump_logs(&self) {
+        for m in &self.members {
+            let text = m.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("==== {} ====", m.name);
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// Runs etcdctl (v3 API) against `endpoints`; returns (success, stdout, stderr).
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> (bool, String, String) {
+    etcdctl_stdin(endpoints, args, None)
+}
+
+pub fn etcdctl_stdin(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut cmd = Command::new(which("etcdctl"));
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=15s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run etcdctl");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().expect("etcdctl output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// etcdctl that must succeed; returns stdout.
+#[track_caller]
+pub fn ctl(endpoints: &str, args: &[&str]) -> String {
+    let (ok, out, err) = etcdctl(endpoints, args);
+    assert!(ok, "etcdctl {args:?} failed: {err}{out}");
+    out
+}
+
+pub async fn put(kv: &mut KvClient<Channel>, k: &str, v: &str) -> i64 {
+    kv.put(PutRequest {
+        key: k.as_bytes().to_vec().into(),
+        value: v.as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+    .await
+    .expect("put")
+    .into_inner()
+    .header
+    .expect("header")
+    .revision
+}
+
+pub async fn get(kv: &mut KvClient<Channel>, k: &str) -> Option<String> {
+    kv.range(RangeRequest {
+        key: k.as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+    .await
+    .expect("range")
+    .into_inner()
+    .kvs
+    .first()
+    .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+}
