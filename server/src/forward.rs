@@ -77,6 +77,8 @@ pub enum ForwardResponse {
     ClusterInfo {
         cluster_id: u64,
         members: Vec<(u64, Member)>,
+        /// Log index of the membership the list comes from.
+        membership_index: u64,
     },
     /// The receiver is not the leader (nothing was proposed); ask again.
     NotLeader,

@@ -254,9 +254,16 @@ async fn run(config: Config) -> Result<(), String> {
             return Err(e.to_string());
         }
     };
+    tokio::select! {
+        _ = node.wait_ready() => {}
+        _ = signal() => {
+            node.shutdown().await;
+            return Ok(());
+        }
+    }
     tracing::info!(
         client_urls = %node.config().listen_client_urls.join(","),
-        "serving client requests"
+        "ready; serving client requests"
     );
     let watcher = node.clone();
     let stop = async move {

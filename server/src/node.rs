@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,10 @@ pub(crate) struct Inner {
     pub peers: Peers,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
+    /// Set once another member showed a newer membership without us.
+    removed: AtomicBool,
+    /// True once this member's name and client URLs are in the membership.
+    ready: watch::Sender<bool>,
 }
 
 /// Raft state as etcd's Status reports it.
@@ -217,8 +222,11 @@ impl Node {
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
             heartbeat_interval: config.heartbeat_interval,
-            election_timeout_min: config.election_timeout,
-            election_timeout_max: config.election_timeout * 2,
+            // Followers time out after [et/2, et); openraft's leader lease
+            // is the maximum, so a dead leader is replaced within about
+            // one to two election timeouts.
+            election_timeout_min: config.election_timeout / 2,
+            election_timeout_max: config.election_timeout,
             install_snapshot_timeout: 10_000.max(config.election_timeout * 4),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
             // etcd keeps this many entries after a snapshot so a slightly
@@ -253,6 +261,8 @@ impl Node {
             peers,
             tasks: Mutex::new(Vec::new()),
             stop,
+            removed: AtomicBool::new(false),
+            ready: watch::channel(false).0,
         });
 
         // Peer service first, so the others can reach us while we bootstrap.
@@ -356,6 +366,14 @@ impl Node {
         self.inner.shutdown().await;
     }
 
+    /// Waits until this member has published its name and client URLs to
+    /// the cluster (which needs a quorum), as etcd does before it serves
+    /// clients.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.inner.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
     /// True once this member has been removed from the cluster.
     pub fn is_removed(&self) -> bool {
         self.inner.is_removed()
@@ -444,6 +462,7 @@ async fn join_identity(config: &Config) -> Result<Identity, StartError> {
                 Ok(ForwardResponse::ClusterInfo {
                     cluster_id,
                     members,
+                    ..
                 }) => {
                     for (id, m) in members {
                         let mut theirs = m.peer_urls.clone();
@@ -486,7 +505,15 @@ impl Inner {
         self.config.max_request_bytes + GRPC_OVERHEAD_BYTES
     }
 
+    fn membership_index(&self) -> u64 {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.membership_config.log_id().map(|l| l.index).unwrap_or(0)
+    }
+
     pub fn is_removed(&self) -> bool {
+        if self.removed.load(Ordering::Relaxed) {
+            return true;
+        }
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         membership.get_node(&self.id).is_none() && m.membership_config.log_id().is_some()
@@ -746,11 +773,11 @@ impl Inner {
                             "etcdserver: re-configuration failed due to not enough started members",
                         ));
                     }
-                    let change = ChangeMembers::Batch(vec![
-                        ChangeMembers::RemoveVoters([id].into()),
-                        ChangeMembers::RemoveNodes([id].into()),
-                    ]);
-                    self.raft.change_membership(change, false).await.map(|_| ())
+                    // retain=false: the removed voter is not kept as a learner.
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                        .await
+                        .map(|_| ())
                 } else {
                     self.raft
                         .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
@@ -772,13 +799,13 @@ impl Inner {
                         "etcdserver: can only promote a learner member which is in sync with leader",
                     ));
                 }
-                let mut member = m.member;
-                member.learner = false;
-                let change = ChangeMembers::Batch(vec![
-                    ChangeMembers::SetNodes([(id, member)].into()),
-                    ChangeMembers::AddVoterIds([id].into()),
-                ]);
-                self.raft.change_membership(change, true).await.map(|_| ())
+                // A voter is listed as a voter whatever its `learner` flag
+                // says, so only the voter set changes.
+                let _ = m;
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds([id].into()), true)
+                    .await
+                    .map(|_| ())
             }
             MembershipChange::UpdatePeerUrls { id, peer_urls } => {
                 let Some(m) = find(id) else {
@@ -878,6 +905,69 @@ impl Inner {
         });
         self.push_task(t);
 
+        // Every member: keep peer URLs current as the membership changes.
+        let me = Arc::clone(self);
+        let mut stop = self.stop.subscribe();
+        let t = tokio::spawn(async move {
+            let mut rx = me.raft.metrics();
+            loop {
+                {
+                    let m = rx.borrow_watched().clone();
+                    me.peers
+                        .update_urls(m.membership_config.membership().nodes());
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+            }
+        });
+        self.push_task(t);
+
+        // Every follower: ask another member now and then whether we were
+        // removed. A removed member hears from no leader again, and
+        // openraft keeps its last leader in view while its pre-votes fail,
+        // so it cannot tell by itself.
+        let me = Arc::clone(self);
+        let mut stop = self.stop.subscribe();
+        let t = tokio::spawn(async move {
+            let every = Duration::from_millis((me.config.election_timeout * 2).max(1000));
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if me.leader() == Some(me.id) {
+                    continue;
+                }
+                let mine = me.membership_index();
+                let mut others: Vec<MemberInfo> =
+                    me.members().into_iter().filter(|m| m.id != me.id).collect();
+                // The leader first: it has the newest membership.
+                let leader = me.leader();
+                others.sort_by_key(|m| Some(m.id) != leader);
+                for m in others {
+                    let Some(url) = m.member.peer_urls.first() else {
+                        continue;
+                    };
+                    if let Ok(ForwardResponse::ClusterInfo {
+                        members,
+                        membership_index,
+                        ..
+                    }) = me.peers.forward(url, &ForwardRequest::ClusterInfo).await
+                    {
+                        if membership_index > mine && !members.iter().any(|(id, _)| *id == me.id) {
+                            tracing::warn!("this member has been removed from the cluster");
+                            me.removed.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+        });
+        self.push_task(t);
+
         // Every member: publish name and client URLs (etcd's publish).
         let me = Arc::clone(self);
         let mut stop = self.stop.subscribe();
@@ -888,6 +978,7 @@ impl Inner {
                         && m.member.name == me.config.name
                 });
                 if published == Some(true) {
+                    me.ready.send_replace(true);
                     return;
                 }
                 if published.is_some() {
@@ -897,7 +988,10 @@ impl Inner {
                         client_urls: me.config.advertise_client_urls.clone(),
                     };
                     match me.change_membership(change).await {
-                        Ok(()) => return,
+                        Ok(()) => {
+                            me.ready.send_replace(true);
+                            return;
+                        }
                         Err(e) => tracing::debug!(error = %e, "publish failed; will retry"),
                     }
                 }
@@ -1010,6 +1104,7 @@ impl ForwardHandler for Inner {
                     .into_iter()
                     .map(|m| (m.id, m.member))
                     .collect(),
+                membership_index: self.membership_index(),
             },
         }
     }

@@ -21,12 +21,27 @@ async fn etcdctl_against_one_member() {
         ctl(&ep, &["get", "--prefix", "foo"]),
         "foo\nbar\nfoo1\nv1\nfoo2\nv2\n"
     );
-    assert_eq!(ctl(&ep, &["get", "--prefix", "foo", "--limit=2"]), "foo\nbar\nfoo1\nv1\n");
-    assert_eq!(ctl(&ep, &["get", "--prefix", "foo", "--keys-only"]), "foo\n\nfoo1\n\nfoo2\n\n");
-    assert_eq!(ctl(&ep, &["get", "foo", "zzz"]), "foo\nbar\nfoo1\nv1\nfoo2\nv2\n");
-    assert_eq!(ctl(&ep, &["get", "--from-key", "foo2"]), "foo2\nv2\nzzz\nlast\n");
     assert_eq!(
-        ctl(&ep, &["get", "--prefix", "foo", "--sort-by=KEY", "--order=DESCEND"]),
+        ctl(&ep, &["get", "--prefix", "foo", "--limit=2"]),
+        "foo\nbar\nfoo1\nv1\n"
+    );
+    assert_eq!(
+        ctl(&ep, &["get", "--prefix", "foo", "--keys-only"]),
+        "foo\n\nfoo1\n\nfoo2\n\n"
+    );
+    assert_eq!(
+        ctl(&ep, &["get", "foo", "zzz"]),
+        "foo\nbar\nfoo1\nv1\nfoo2\nv2\n"
+    );
+    assert_eq!(
+        ctl(&ep, &["get", "--from-key", "foo2"]),
+        "foo2\nv2\nzzz\nlast\n"
+    );
+    assert_eq!(
+        ctl(
+            &ep,
+            &["get", "--prefix", "foo", "--sort-by=KEY", "--order=DESCEND"]
+        ),
         "foo2\nv2\nfoo1\nv1\nfoo\nbar\n"
     );
 
@@ -47,7 +62,10 @@ async fn etcdctl_against_one_member() {
     assert_eq!(ctl(&ep, &["get", "foo"]), "foo\nbar2\n");
     let (ok, _, err) = etcdctl(&ep, &["get", "foo", "--rev=100"]);
     assert!(!ok);
-    assert!(err.contains("etcdserver: mvcc: required revision is a future revision"), "{err}");
+    assert!(
+        err.contains("etcdserver: mvcc: required revision is a future revision"),
+        "{err}"
+    );
 
     // del, with prefix and prev-kv.
     assert_eq!(ctl(&ep, &["del", "foo1"]), "1\n");
@@ -74,10 +92,16 @@ async fn etcdctl_against_one_member() {
     );
     let (ok, _, err) = etcdctl(&ep, &["get", "foo", "--rev=2"]);
     assert!(!ok);
-    assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+    assert!(
+        err.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{err}"
+    );
     let (ok, _, err) = etcdctl(&ep, &["compaction", &rev.to_string()]);
     assert!(!ok);
-    assert!(err.contains("required revision has been compacted"), "{err}");
+    assert!(
+        err.contains("required revision has been compacted"),
+        "{err}"
+    );
     assert_eq!(ctl(&ep, &["get", "foo"]), "foo\nbar2\n");
 
     // endpoint status / health, member list.
@@ -90,7 +114,10 @@ async fn etcdctl_against_one_member() {
     assert!(s["raftIndex"].as_u64().unwrap_or(0) >= 10);
     // etcdctl 3.4 prints the health line on stderr.
     let (ok, out, err) = etcdctl(&ep, &["endpoint", "health"]);
-    assert!(ok && format!("{out}{err}").contains("is healthy"), "{out}{err}");
+    assert!(
+        ok && format!("{out}{err}").contains("is healthy"),
+        "{out}{err}"
+    );
     let members = ctl(&ep, &["member", "list"]);
     assert!(members.contains(", started, m0, "), "{members}");
     assert!(members.contains(&c.members[0].client_url), "{members}");
@@ -120,19 +147,22 @@ async fn etcdctl_against_one_member() {
     let big = TxnRequest {
         success: (0..129)
             .map(|i| cairn::proto::etcdserverpb::RequestOp {
-                request: Some(cairn::proto::etcdserverpb::request_op::Request::RequestRange(
-                    RangeRequest {
+                request: Some(
+                    cairn::proto::etcdserverpb::request_op::Request::RequestRange(RangeRequest {
                         key: format!("k{i}").into_bytes().into(),
                         ..Default::default()
-                    },
-                )),
+                    }),
+                ),
             })
             .collect(),
         ..Default::default()
     };
     let e = kv.txn(big).await.expect_err("too many ops");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert_eq!(e.message(), "etcdserver: too many operations in txn request");
+    assert_eq!(
+        e.message(),
+        "etcdserver: too many operations in txn request"
+    );
     let e = kv
         .put(cairn::proto::etcdserverpb::PutRequest {
             key: b"big".to_vec().into(),

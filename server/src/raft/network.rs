@@ -57,6 +57,9 @@ struct SnapshotHeader {
 pub struct Peers {
     cluster_id: u64,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Each member's current peer URL, refreshed from the membership so a
+    /// MemberUpdate takes effect on connections openraft already holds.
+    urls: Arc<Mutex<HashMap<u64, String>>>,
 }
 
 impl Peers {
@@ -64,7 +67,31 @@ impl Peers {
         Self {
             cluster_id,
             channels: Arc::default(),
+            urls: Arc::default(),
         }
+    }
+
+    /// Records the peer URL of every member in `members`.
+    pub fn update_urls<'a>(&self, members: impl Iterator<Item = (&'a u64, &'a Member)>) {
+        if let Ok(mut map) = self.urls.lock() {
+            for (id, m) in members {
+                if let Some(u) = m.peer_urls.first() {
+                    map.insert(*id, u.clone());
+                }
+            }
+        }
+    }
+
+    /// A client for member `id`, at its current URL.
+    fn client_by_id(&self, id: u64) -> Result<PeerClient<Channel>, Status> {
+        let url = self
+            .urls
+            .lock()
+            .map_err(|_| Status::internal("peer URL map poisoned"))?
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Status::unavailable(format!("no peer URL known for {id:x}")))?;
+        self.client_for(&url)
     }
 
     /// A client for the first peer URL of `member`.
@@ -135,9 +162,13 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> PeerConnection {
+        if let Ok(mut map) = self.urls.lock() {
+            if let Some(u) = node.peer_urls.first() {
+                map.entry(target).or_insert_with(|| u.clone());
+            }
+        }
         PeerConnection {
             target,
-            client: self.client(node),
             peers: self.clone(),
         }
     }
@@ -146,7 +177,6 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
 /// openraft's connection to one peer.
 pub struct PeerConnection {
     target: u64,
-    client: Result<PeerClient<Channel>, Status>,
     peers: Peers,
 }
 
@@ -156,7 +186,9 @@ fn unreachable(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig> {
 
 impl PeerConnection {
     fn client(&self) -> Result<PeerClient<Channel>, RPCError<TypeConfig>> {
-        self.client.clone().map_err(|e| unreachable(&e))
+        self.peers
+            .client_by_id(self.target)
+            .map_err(|e| unreachable(&e))
     }
 
     async fn unary<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
@@ -241,8 +273,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         })
         .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let mut client = self
-            .client
-            .clone()
+            .peers
+            .client_by_id(self.target)
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         // Chunks are read on a blocking thread and fed through a small
         // channel, so at most a few chunks are in memory at once.

@@ -25,7 +25,11 @@ pub fn free_port() -> u16 {
 /// Finds a binary on PATH (or /usr/bin); the test command installs
 /// etcd-server and etcd-client, so a missing one is a failure.
 pub fn which(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/bin"])
+    {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;
@@ -294,7 +298,11 @@ pub fn etcdctl(endpoints: &str, args: &[&str]) -> (bool, String, String) {
     etcdctl_stdin(endpoints, args, None)
 }
 
-pub fn etcdctl_stdin(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+pub fn etcdctl_stdin(
+    endpoints: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
     use std::io::Write;
     let mut cmd = Command::new(which("etcdctl"));
     cmd.env("ETCDCTL_API", "3")

@@ -1,0 +1,377 @@
+//! Three-member clusters of real `cairn` processes: etcdctl against every
+//! member, membership changes, kill -9 of the leader under load, full
+//! restarts, snapshot catch-up, removal.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn::proto::etcdserverpb::{PutRequest, RangeRequest};
+use common::*;
+
+fn member_lines(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(", ").map(String::from).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_with_etcdctl() {
+    let mut c = Cluster::start(3, &[]).await;
+    let all = c.endpoints();
+
+    // Writes through every member (followers forward), reads from every
+    // member see all of them (linearizable by default).
+    for (i, m) in c.members.iter().enumerate() {
+        ctl(&m.endpoint(), &["put", &format!("k{i}"), &format!("v{i}")]);
+    }
+    for m in &c.members {
+        assert_eq!(
+            ctl(&m.endpoint(), &["get", "--prefix", "k"]),
+            "k0\nv0\nk1\nv1\nk2\nv2\n"
+        );
+        // Serializable reads are served locally; after the linearizable
+        // read above, they see the same.
+        assert_eq!(
+            ctl(&m.endpoint(), &["get", "--prefix", "k", "--consistency=s"]),
+            "k0\nv0\nk1\nv1\nk2\nv2\n"
+        );
+    }
+
+    // Member list: every member published its name and client URL.
+    let list = member_lines(&ctl(&all, &["member", "list"]));
+    assert_eq!(list.len(), 3);
+    for m in &c.members {
+        let row = list
+            .iter()
+            .find(|r| r[2] == m.name)
+            .unwrap_or_else(|| panic!("{} not listed: {list:?}", m.name));
+        assert_eq!(row[1], "started");
+        assert_eq!(row[3], m.peer_url);
+        assert_eq!(row[4], m.client_url);
+        assert_eq!(row[5], "false");
+    }
+
+    // Endpoint status: one leader, everyone agrees on it.
+    let st: serde_json::Value =
+        serde_json::from_str(&ctl(&all, &["endpoint", "status", "-w", "json"])).expect("json");
+    let leaders: Vec<u64> = st
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["Status"]["leader"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(leaders.len(), 3);
+    assert!(
+        leaders.iter().all(|l| *l == leaders[0] && *l != 0),
+        "{leaders:?}"
+    );
+
+    // Add a learner, start it, promote it once it caught up.
+    let out = ctl(
+        &all,
+        &[
+            "member",
+            "add",
+            "m3",
+            "--learner",
+            "--peer-urls=http://127.0.0.1:1",
+        ],
+    );
+    assert!(out.contains("added to cluster"), "{out}");
+    // Duplicate peer URLs are refused with etcd's error.
+    let (ok, _, err) = etcdctl(
+        &all,
+        &["member", "add", "dup", "--peer-urls=http://127.0.0.1:1"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("etcdserver: Peer URLs already exists"),
+        "{err}"
+    );
+    let id = member_lines(&ctl(&all, &["member", "list"]))
+        .into_iter()
+        .find(|r| r[3] == "http://127.0.0.1:1")
+        .map(|r| r[0].clone())
+        .expect("learner listed");
+    // Not started, so not in sync: promotion refused.
+    let (ok, _, err) = etcdctl(&all, &["member", "promote", &id]);
+    assert!(!ok);
+    assert!(
+        err.contains("etcdserver: can only promote a learner member which is in sync with leader"),
+        "{err}"
+    );
+    // Fix its peer URL to a real one (MemberUpdate), then start it.
+    let idx = c.new_member("m3", &[]);
+    let new_peer = c.members[idx].peer_url.clone();
+    ctl(
+        &all,
+        &["member", "update", &id, &format!("--peer-urls={new_peer}")],
+    );
+    c.members[idx].start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = etcdctl(&all, &["member", "promote", &id]);
+        if ok {
+            assert!(out.contains("promoted"), "{out}");
+            break;
+        }
+        assert!(err.contains("in sync"), "{err}");
+        assert!(Instant::now() < deadline, "learner never caught up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // It publishes its name once started (asynchronously, as in etcd).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = member_lines(&ctl(&all, &["member", "list"]));
+        let row = list.iter().find(|r| r[0] == id).expect("listed").clone();
+        assert_eq!(row[5], "false", "promoted member listed as learner");
+        if row[2] == "m3" {
+            assert_eq!(row[4], c.members[idx].client_url);
+            break;
+        }
+        assert!(Instant::now() < deadline, "m3 never published its name");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        ctl(&c.members[idx].endpoint(), &["get", "--prefix", "k"]),
+        "k0\nv0\nk1\nv1\nk2\nv2\n"
+    );
+    // Promoting a voter is refused.
+    let (ok, _, err) = etcdctl(&all, &["member", "promote", &id]);
+    assert!(!ok);
+    assert!(
+        err.contains("etcdserver: can only promote a learner member"),
+        "{err}"
+    );
+
+    // Unknown member ids.
+    let (ok, _, err) = etcdctl(&all, &["member", "remove", "1234"]);
+    assert!(!ok);
+    assert!(err.contains("etcdserver: member not found"), "{err}");
+
+    // Remove it: it stops, the rest go on.
+    ctl(&all, &["member", "remove", &id]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.members[idx].is_running() {
+        if Instant::now() > deadline {
+            c.dump_logs();
+            panic!("removed member kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = member_lines(&ctl(&all, &["member", "list"]));
+    assert_eq!(list.len(), 3, "{list:?}");
+    ctl(&all, &["put", "after-remove", "yes"]);
+    assert_eq!(ctl(&all, &["get", "after-remove"]), "after-remove\nyes\n");
+}
+
+/// Concurrent writers against every member; kill -9 the leader midway.
+/// Every acknowledged write is there afterwards, and a new leader serves
+/// within 3 election timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_leader_under_load_loses_no_acknowledged_write() {
+    let election_ms = 500u64;
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<std::sync::Mutex<BTreeMap<String, String>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        // Writers talk to the followers so they survive the kill.
+        let target = (0..3).filter(|i| *i != leader).nth(w % 2).unwrap_or(0);
+        let mut kv = c.members[target].kv().await;
+        let stop = Arc::clone(&stop);
+        let acked = Arc::clone(&acked);
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("w{w}-{n}");
+                let val = format!("{n}");
+                let r = kv
+                    .put(PutRequest {
+                        key: key.clone().into_bytes().into(),
+                        value: val.clone().into_bytes().into(),
+                        ..Default::default()
+                    })
+                    .await;
+                if r.is_ok() {
+                    if let Ok(mut a) = acked.lock() {
+                        a.insert(key, val);
+                    }
+                }
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed_at = Instant::now();
+    c.members[leader].kill();
+    // A new leader among the survivors.
+    let new_leader = c.wait_leader(Duration::from_secs(20)).await;
+    let elected_in = killed_at.elapsed();
+    assert_ne!(new_leader, leader);
+    // And it serves a write.
+    let mut kv = c.members[new_leader].kv().await;
+    put(&mut kv, "after-kill", "1").await;
+    let served_in = killed_at.elapsed();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.await;
+    }
+    assert!(
+        served_in <= Duration::from_millis(3 * election_ms) + Duration::from_millis(500),
+        "new leader took {elected_in:?} to be agreed, {served_in:?} to serve"
+    );
+
+    // Bring the old leader back; it catches up.
+    c.members[leader].start();
+    c.wait_leader(Duration::from_secs(20)).await;
+    let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(
+        acked.len() > 50,
+        "too few writes acknowledged: {}",
+        acked.len()
+    );
+    for m in &c.members {
+        let mut kv = m.kv().await;
+        let r = kv
+            .range(RangeRequest {
+                key: b"w".to_vec().into(),
+                range_end: b"x".to_vec().into(),
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        let got: BTreeMap<String, String> = r
+            .kvs
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                )
+            })
+            .collect();
+        for (k, v) in &acked {
+            assert_eq!(got.get(k), Some(v), "{} lost acknowledged {k}", m.name);
+        }
+    }
+}
+
+/// All members stopped and restarted from their data dirs: data and
+/// revisions intact, identical on every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_all_members_keeps_data() {
+    let mut c = Cluster::start(3, &[]).await;
+    let all = c.endpoints();
+    for i in 0..100 {
+        ctl(
+            &c.members[i % 3].endpoint(),
+            &["put", &format!("k{i:03}"), &format!("v{i}")],
+        );
+    }
+    ctl(&all, &["del", "k050"]);
+    let before = ctl(&all, &["get", "--prefix", "k", "-w", "json"]);
+    for m in &mut c.members {
+        m.kill();
+    }
+    for m in &mut c.members {
+        m.start();
+    }
+    c.wait_leader(Duration::from_secs(30)).await;
+    let strip = |s: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(s).expect("json");
+        v["header"]["raft_term"] = 0.into();
+        v["header"]["member_id"] = 0.into();
+        v
+    };
+    for m in &c.members {
+        let after = ctl(&m.endpoint(), &["get", "--prefix", "k", "-w", "json"]);
+        assert_eq!(strip(&before), strip(&after), "{}", m.name);
+    }
+}
+
+/// A member added after 10,000 writes, with a small --snapshot-count,
+/// catches up from a snapshot (the log it would need is purged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_member_catches_up_by_snapshot() {
+    let mut c = Cluster::start(3, &["--snapshot-count", "500"]).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let mut kv = c.members[leader].kv().await;
+        tasks.push(tokio::spawn(async move {
+            for n in 0..625 {
+                put(&mut kv, &format!("s{w:02}-{n:04}"), &format!("{n}")).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let all = c.endpoints();
+    let idx = c.new_member("late", &[]);
+    let peer = c.members[idx].peer_url.clone();
+    ctl(
+        &all,
+        &["member", "add", "late", &format!("--peer-urls={peer}")],
+    );
+    c.members[idx].start();
+    let ep = c.members[idx].endpoint();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, _) = etcdctl(&ep, &["get", "s15-0624", "--consistency=s"]);
+        if ok && out == "s15-0624\n624\n" {
+            break;
+        }
+        if Instant::now() > deadline {
+            c.dump_logs();
+            panic!("late member never caught up");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = c.members[idx].log_text();
+    assert!(
+        log.contains("received snapshot"),
+        "no snapshot was installed:\n{log}"
+    );
+    // Same data as the leader, counted through gRPC.
+    let count = |m: usize| {
+        let m = &c.members[m];
+        async move {
+            let mut kv = m.kv().await;
+            kv.range(RangeRequest {
+                key: b"s".to_vec().into(),
+                range_end: b"t".to_vec().into(),
+                count_only: true,
+                serializable: true,
+                ..Default::default()
+            })
+            .await
+            .expect("count")
+            .into_inner()
+            .count
+        }
+    };
+    assert_eq!(count(idx).await, 10_000);
+    assert_eq!(count(leader).await, 10_000);
+    // Once caught up it was promoted to a voter (it was added as one).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&ctl(&ep, &["endpoint", "status", "-w", "json"])).expect("json");
+        if st[0]["Status"]["isLearner"].as_bool() != Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never promoted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
