@@ -128,6 +128,7 @@ pub(crate) struct Inner {
     stop: watch::Sender<bool>,
     /// Set once another member showed a newer membership without us.
     removed: AtomicBool,
+    shutting_down: AtomicBool,
     /// True once this member's name and client URLs are in the membership.
     ready: watch::Sender<bool>,
 }
@@ -262,6 +263,7 @@ impl Node {
             tasks: Mutex::new(Vec::new()),
             stop,
             removed: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
             ready: watch::channel(false).0,
         });
 
@@ -1005,9 +1007,11 @@ impl Inner {
     }
 
     async fn shutdown(&self) {
-        if self.stop.send_replace(true) {
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
             return;
         }
+        // The peer service keeps running during the handoff: the new
+        // leader must reach this member to tell it about the new term.
         let m = self.raft.metrics().borrow_watched().clone();
         if m.state == ServerState::Leader {
             let target = m
@@ -1039,6 +1043,7 @@ impl Inner {
                 }
             }
         }
+        self.stop.send_replace(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -375,3 +375,32 @@ async fn new_member_catches_up_by_snapshot() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// SIGTERM on the leader hands leadership over before exiting: with a
+/// 5 s election timeout, a new leader is in place far sooner than an
+/// election could produce one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_leader_hands_leadership_over() {
+    let mut c = Cluster::start(
+        3,
+        &["--heartbeat-interval", "100", "--election-timeout", "5000"],
+    )
+    .await;
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    ctl(&c.endpoints(), &["put", "before", "1"]);
+    let t0 = Instant::now();
+    let st = c.members[leader].stop();
+    assert!(st.success(), "clean exit: {st:?}");
+    let new_leader = c.wait_leader(Duration::from_secs(20)).await;
+    let took = t0.elapsed();
+    assert_ne!(new_leader, leader);
+    if took >= Duration::from_millis(2500) {
+        c.dump_logs();
+    }
+    assert!(
+        took < Duration::from_millis(2500),
+        "leadership took {took:?} to move (an election alone needs >= 2.5 s)"
+    );
+    let ep = c.members[new_leader].endpoint();
+    assert_eq!(ctl(&ep, &["get", "before"]), "before\n1\n");
+}

@@ -365,3 +365,64 @@ pub async fn get(kv: &mut KvClient<Channel>, k: &str) -> Option<String> {
     .first()
     .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
 }
+
+/// A real etcd 3.4 process (Debian's etcd-server), single member.
+pub struct Etcd {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub client_url: String,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client_url = format!("http://127.0.0.1:{}", free_port());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let child = Command::new(which("etcd"))
+            .args(["--name", "ref", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("ref={peer_url}")])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        Etcd {
+            child,
+            _dir: dir,
+            client_url,
+        }
+    }
+
+    pub async fn kv(&self) -> KvClient<Channel> {
+        let ch = Channel::from_shared(self.client_url.clone())
+            .expect("url")
+            .connect_lazy();
+        let mut kv = KvClient::new(ch);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = kv
+                .range(RangeRequest {
+                    key: b"probe".to_vec().into(),
+                    ..Default::default()
+                })
+                .await;
+            if r.is_ok() {
+                return kv;
+            }
+            assert!(Instant::now() < deadline, "etcd did not come up: {r:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
