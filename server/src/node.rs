@@ -382,13 +382,19 @@ impl Node {
     }
 }
 
-async fn resolve(url: &str) -> Result<SocketAddr, StartError> {
+/// The address to bind for `url`; IPv4 first, so `localhost` means
+/// 127.0.0.1 as it does for etcd.
+pub(crate) async fn resolve(url: &str) -> Result<SocketAddr, StartError> {
     let hp = host_port(url);
-    let mut addrs = tokio::net::lookup_host(hp)
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(hp)
         .await
-        .map_err(|e| StartError::Config(format!("cannot resolve {url}: {e}")))?;
+        .map_err(|e| StartError::Config(format!("cannot resolve {url}: {e}")))?
+        .collect();
     addrs
-        .next()
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
         .ok_or_else(|| StartError::Config(format!("cannot resolve {url}")))
 }
 
@@ -761,6 +767,12 @@ impl Inner {
                 if url_taken(&member.peer_urls, 0) {
                     return Err(Status::failed_precondition(
                         "etcdserver: Peer URLs already exists",
+                    ));
+                }
+                // etcd allows one learner at a time.
+                if member.learner && members.iter().any(|m| m.is_learner) {
+                    return Err(Status::failed_precondition(
+                        "etcdserver: too many learner members in cluster",
                     ));
                 }
                 self.raft.add_learner(id, member, false).await.map(|_| ())

@@ -5,7 +5,6 @@ use std::future::Future;
 use tokio::net::TcpListener;
 
 use crate::api::{ClusterService, KvService, MaintenanceService};
-use crate::config::host_port;
 use crate::node::{Node, StartError};
 
 /// Binds every `--listen-client-urls` address (before serving, so a bad
@@ -13,7 +12,8 @@ use crate::node::{Node, StartError};
 pub async fn bind_clients(node: &Node) -> Result<Vec<TcpListener>, StartError> {
     let mut out = Vec::new();
     for url in &node.config().listen_client_urls {
-        let listener = TcpListener::bind(host_port(url)).await.map_err(|e| {
+        let addr = crate::node::resolve(url).await?;
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
             StartError::Config(format!("listen-client-urls {url}: cannot bind: {e}"))
         })?;
         out.push(listener);

@@ -83,6 +83,22 @@ async fn three_members_with_etcdctl() {
         ],
     );
     assert!(out.contains("added to cluster"), "{out}");
+    // One learner at a time, as in etcd.
+    let (ok, _, err) = etcdctl(
+        &all,
+        &[
+            "member",
+            "add",
+            "l2",
+            "--learner",
+            "--peer-urls=http://127.0.0.1:2",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("etcdserver: too many learner members in cluster"),
+        "{err}"
+    );
     // Duplicate peer URLs are refused with etcd's error.
     let (ok, _, err) = etcdctl(
         &all,
@@ -403,4 +419,28 @@ async fn sigterm_on_leader_hands_leadership_over() {
     );
     let ep = c.members[new_leader].endpoint();
     assert_eq!(ctl(&ep, &["get", "before"]), "before\n1\n");
+}
+
+/// Five members: any two may die and the cluster goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_survive_two_failures() {
+    let mut c = Cluster::start(5, &[]).await;
+    let all = c.endpoints();
+    ctl(&all, &["put", "five", "1"]);
+    let list = member_lines(&ctl(&all, &["member", "list"]));
+    assert_eq!(list.len(), 5);
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    // Kill the leader and one follower.
+    let other = (leader + 1) % 5;
+    c.members[leader].kill();
+    c.members[other].kill();
+    let new_leader = c.wait_leader(Duration::from_secs(20)).await;
+    let ep = c.members[new_leader].endpoint();
+    ctl(&ep, &["put", "five", "2"]);
+    for (i, m) in c.members.iter().enumerate() {
+        if i == leader || i == other {
+            continue;
+        }
+        assert_eq!(ctl(&m.endpoint(), &["get", "five"]), "five\n2\n");
+    }
 }
