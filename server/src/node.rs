@@ -129,6 +129,8 @@ pub(crate) struct Inner {
     /// Set once another member showed a newer membership without us.
     removed: AtomicBool,
     shutting_down: AtomicBool,
+    /// When an AppendEntries from a current leader last arrived.
+    leader_contact: Arc<Mutex<Option<Instant>>>,
     /// True once this member's name and client URLs are in the membership.
     ready: watch::Sender<bool>,
 }
@@ -264,6 +266,7 @@ impl Node {
             stop,
             removed: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
+            leader_contact: Arc::default(),
             ready: watch::channel(false).0,
         });
 
@@ -275,6 +278,7 @@ impl Node {
             })?;
             let svc = PeerService {
                 cluster_id: identity.cluster_id,
+                leader_contact: Arc::clone(&inner.leader_contact),
                 raft: raft.clone(),
                 snap_dir: member_dir.join("snap"),
                 forward: Arc::clone(&inner) as Arc<dyn ForwardHandler>,
@@ -527,8 +531,24 @@ impl Inner {
         membership.get_node(&self.id).is_none() && m.membership_config.log_id().is_some()
     }
 
+    /// The leader, if this member is in touch with one: a leader that a
+    /// quorum acknowledged within an election timeout, or for a follower,
+    /// a leader heard from within an election timeout. (openraft keeps a
+    /// follower's last leader in view while it fails to elect a new one,
+    /// so the leader id alone does not say the cluster has a leader.)
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().current_leader
+        let m = self.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        let window = Duration::from_millis(self.config.election_timeout);
+        if leader == self.id {
+            if m.membership_config.membership().voter_ids().count() <= 1 {
+                return Some(leader);
+            }
+            let acked = m.last_quorum_acked?;
+            return (openraft::rt::Instant::elapsed(&*acked) < window).then_some(leader);
+        }
+        let last = self.leader_contact.lock().ok().and_then(|t| *t)?;
+        (last.elapsed() < window).then_some(leader)
     }
 
     pub fn raft_status(&self) -> RaftStatus {
@@ -539,7 +559,7 @@ impl Inner {
             .voter_ids()
             .any(|v| v == self.id);
         RaftStatus {
-            leader: m.current_leader.unwrap_or(0),
+            leader: self.leader().unwrap_or(0),
             term: m.current_term,
             raft_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
@@ -1114,15 +1134,23 @@ impl ForwardHandler for Inner {
                     Err(e) => wire(e),
                 }
             }
-            ForwardRequest::ClusterInfo => ForwardResponse::ClusterInfo {
-                cluster_id: self.cluster_id,
-                members: self
-                    .members()
-                    .into_iter()
-                    .map(|m| (m.id, m.member))
-                    .collect(),
-                membership_index: self.membership_index(),
-            },
+            ForwardRequest::ClusterInfo => {
+                // Linearizable: a member added by MemberAdd (which returns
+                // once the change is committed) is in the answer even if
+                // this member had not applied it yet.
+                if let Err(e) = self.read_barrier().await {
+                    return wire(e);
+                }
+                ForwardResponse::ClusterInfo {
+                    cluster_id: self.cluster_id,
+                    members: self
+                        .members()
+                        .into_iter()
+                        .map(|m| (m.id, m.member))
+                        .collect(),
+                    membership_index: self.membership_index(),
+                }
+            }
         }
     }
 }

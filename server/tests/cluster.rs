@@ -444,3 +444,46 @@ async fn five_members_survive_two_failures() {
         assert_eq!(ctl(&m.endpoint(), &["get", "five"]), "five\n2\n");
     }
 }
+
+/// With `hasleader: true` metadata (kube-apiserver sends it), a member
+/// that lost its quorum answers `etcdserver: no leader`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn has_leader_metadata_without_quorum() {
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let survivor = (leader + 1) % 3;
+    let mut kv = c.members[survivor].kv().await;
+    let with_meta = || {
+        let mut req = tonic::Request::new(RangeRequest {
+            key: b"k".to_vec().into(),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("hasleader", "true".parse().expect("metadata"));
+        req
+    };
+    kv.range(with_meta())
+        .await
+        .expect("served while the leader lives");
+    for i in 0..3 {
+        if i != survivor {
+            c.members[i].kill();
+        }
+    }
+    // Within a couple of election timeouts the survivor knows it is alone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match kv.range(with_meta()).await {
+            Err(e) if e.message() == "etcdserver: no leader" => {
+                assert_eq!(e.code(), tonic::Code::Unavailable);
+                break;
+            }
+            other => {
+                assert!(Instant::now() < deadline, "still answered {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // Status reports no leader too.
+    assert_eq!(c.members[survivor].status().await.map(|s| s.1), Some(0));
+}

@@ -343,6 +343,8 @@ impl std::fmt::Debug for PeerConnection {
 /// The `cairnpb.Peer` service of one member.
 pub struct PeerService {
     pub cluster_id: u64,
+    /// When an AppendEntries from a current leader last arrived.
+    pub leader_contact: Arc<Mutex<Option<std::time::Instant>>>,
     pub raft: super::Raft,
     pub snap_dir: PathBuf,
     pub forward: Arc<dyn ForwardHandler>,
@@ -385,12 +387,13 @@ impl Peer for PeerService {
     ) -> Result<Response<RaftMessage>, Status> {
         self.check(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = parse(req.get_ref())?;
-        reply(
-            self.raft
-                .append_entries(rpc)
-                .await
-                .map_err(|e| e.to_string()),
-        )
+        let result = self.raft.append_entries(rpc).await;
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            if let Ok(mut t) = self.leader_contact.lock() {
+                *t = Some(std::time::Instant::now());
+            }
+        }
+        reply(result.map_err(|e| e.to_string()))
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

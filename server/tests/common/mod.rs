@@ -284,7 +284,7 @@ impl Cluster {
     pub fn dump_logs(&self) {
         for m in &self.members {
             let text = m.log_text();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            let tail: Vec<&str> = text.lines().rev().take(120).collect();
             eprintln!("==== {} ====", m.name);
             for l in tail.into_iter().rev() {
                 eprintln!("{l}");
