@@ -43,6 +43,7 @@ pub mod backend;
 pub mod compact;
 pub mod error;
 pub mod hash;
+pub mod history;
 pub mod key_index;
 pub mod range;
 pub mod record;
@@ -54,6 +55,7 @@ pub mod txn;
 
 pub use backend::{Backend, SledBackend, WriteBatch};
 pub use error::{Error, Result};
+pub use history::History;
 pub use request::*;
 pub use revision::Revision;
 pub use snapshot::ImageInfo;

@@ -136,7 +136,7 @@ impl<B: Backend> Inner<B> {
 /// # Ok::<(), cairn_kv::Error>(())
 /// ```
 pub struct Store<B: Backend = SledBackend> {
-    inner: Arc<Inner<B>>,
+    pub(crate) inner: Arc<Inner<B>>,
     compactor: Option<JoinHandle<()>>,
 }
 

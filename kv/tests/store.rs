@@ -622,3 +622,92 @@ fn damaged_import_leaves_a_store_that_opens_empty() {
         assert_eq!(s.key_count(), 0, "{damage}");
     }
 }
+
+/// History replays exactly the events the writes produced, in order, with
+/// prev kvs; chunking never splits a revision; compaction cuts it off.
+#[test]
+fn history_matches_the_events_of_the_writes() {
+    let s = Store::open_temporary().unwrap();
+    let mut produced: Vec<(i64, Event)> = Vec::new();
+    for i in 0..60 {
+        let k = format!("k{}", i % 7);
+        let a = match i % 5 {
+            0..=2 => {
+                let a = put(&s, &k, &format!("v{i}"));
+                (a.revision, a.events)
+            }
+            3 => {
+                let a = s
+                    .delete_range(
+                        &DeleteRangeRequest {
+                            key: b(&k),
+                            ..Default::default()
+                        },
+                        b"",
+                    )
+                    .unwrap();
+                (a.revision, a.events)
+            }
+            _ => {
+                // A txn writing two keys in one revision.
+                let a = s
+                    .txn(
+                        &TxnRequest {
+                            success: vec![
+                                RequestOp::Put(PutRequest {
+                                    key: b("t1"),
+                                    value: b(&format!("{i}")),
+                                    ..Default::default()
+                                }),
+                                RequestOp::DeleteRange(DeleteRangeRequest {
+                                    key: b("k"),
+                                    range_end: b("l"),
+                                    ..Default::default()
+                                }),
+                            ],
+                            ..Default::default()
+                        },
+                        b"",
+                    )
+                    .unwrap();
+                (a.revision, a.events)
+            }
+        };
+        produced.extend(a.1.into_iter().map(|e| (a.0, e)));
+    }
+    let current = s.current_revision();
+    let all = s.history(2, current, usize::MAX).unwrap();
+    assert_eq!(all.next, current + 1);
+    assert_eq!(all.events, produced);
+
+    // In chunks of at most ~3 events: same sequence, revisions whole.
+    let mut chunked = Vec::new();
+    let mut from = 2;
+    while from <= current {
+        let h = s.history(from, current, 3).unwrap();
+        assert!(h.next > from);
+        if let (Some(last), true) = (h.events.last(), h.next <= current) {
+            assert!(last.0 < h.next);
+            assert!(
+                produced.iter().filter(|(r, _)| *r == last.0).count()
+                    <= h.events.iter().filter(|(r, _)| *r == last.0).count()
+            );
+        }
+        chunked.extend(h.events);
+        from = h.next;
+    }
+    assert_eq!(chunked, produced);
+
+    s.compact(current - 10, b"").unwrap();
+    assert!(matches!(
+        s.history(current - 10, current, 10),
+        Err(Error::Compacted { .. })
+    ));
+    let tail = s.history(current - 9, current, usize::MAX).unwrap();
+    let want: Vec<_> = produced
+        .iter()
+        .filter(|(r, _)| *r >= current - 9)
+        .cloned()
+        .collect();
+    assert_eq!(tail.events, want);
+}

@@ -38,6 +38,9 @@ pub struct Config {
     pub snapshot_count: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// How often an idle watcher with `progress_notify` gets a progress
+    /// notification (etcd's `--experimental-watch-progress-notify-interval`).
+    pub watch_progress_notify_interval: std::time::Duration,
 }
 
 /// etcd's default `--max-request-bytes`.
@@ -62,6 +65,7 @@ impl Default for Config {
             snapshot_count: 100_000,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
+            watch_progress_notify_interval: std::time::Duration::from_secs(600),
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod node;
 pub mod raft;
 pub mod server;
 pub mod status;
+pub mod watch;
 
 pub use cairn_kv as kv;
 pub use cairn_proto as proto;

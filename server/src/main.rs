@@ -75,6 +75,14 @@ struct Flags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
+    /// Duration of periodic watch progress notifications (Go duration,
+    /// e.g. 10m, 5s, 500ms).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m"
+    )]
+    experimental_watch_progress_notify_interval: String,
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -102,6 +110,7 @@ struct FileConfig {
     snapshot_count: Option<u64>,
     max_request_bytes: Option<usize>,
     max_txn_ops: Option<usize>,
+    experimental_watch_progress_notify_interval: Option<String>,
     log_level: Option<String>,
 }
 
@@ -136,6 +145,9 @@ fn load_file(path: &PathBuf) -> Result<Flags, String> {
         snapshot_count: f.snapshot_count.unwrap_or(d.snapshot_count),
         max_request_bytes: f.max_request_bytes.unwrap_or(d.max_request_bytes),
         max_txn_ops: f.max_txn_ops.unwrap_or(d.max_txn_ops),
+        experimental_watch_progress_notify_interval: f
+            .experimental_watch_progress_notify_interval
+            .unwrap_or(d.experimental_watch_progress_notify_interval),
         log_level: f.log_level.unwrap_or(d.log_level),
         config_file: None,
     })
@@ -175,7 +187,46 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         snapshot_count: f.snapshot_count,
         max_request_bytes: f.max_request_bytes,
         max_txn_ops: f.max_txn_ops,
+        watch_progress_notify_interval: parse_duration(
+            &f.experimental_watch_progress_notify_interval,
+        )
+        .map_err(|e| format!("--experimental-watch-progress-notify-interval: {e}"))?,
     })
+}
+
+/// Parses a Go duration: `1h2m3s`, `500ms`, `1.5s`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
+        let (num, tail) = rest.split_at(num_len);
+        let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let secs = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("unknown unit {unit:?} in duration {s:?}")),
+        };
+        total += n * secs;
+        rest = tail;
+    }
+    if total <= 0.0 {
+        return Err(format!("duration must be positive: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 fn log_filter(level: &str) -> Result<&'static str, String> {

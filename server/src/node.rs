@@ -121,6 +121,8 @@ pub(crate) struct Inner {
     pub config: Config,
     pub raft: Raft,
     pub store: Arc<Store>,
+    /// Applied events, for watches.
+    pub events: crate::watch::EventSender,
     #[allow(dead_code)]
     pub log: LogStore,
     pub peers: Peers,
@@ -220,7 +222,9 @@ impl Node {
         std::fs::create_dir_all(&member_dir)?;
         let log = LogStore::open(&member_dir.join("wal"))?;
         let store = Arc::new(Store::open_path(member_dir.join("kv"))?);
-        let sm = StateMachine::new(Arc::clone(&store), &member_dir.join("snap"))?;
+        let (events, _) = tokio::sync::broadcast::channel(crate::watch::BROADCAST_REVISIONS);
+        let sm = StateMachine::new(Arc::clone(&store), &member_dir.join("snap"))?
+            .with_events(events.clone());
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -260,6 +264,7 @@ impl Node {
             config: config.clone(),
             raft: raft.clone(),
             store,
+            events,
             log,
             peers,
             tasks: Mutex::new(Vec::new()),

@@ -41,7 +41,8 @@ pub async fn serve(
             .add_service(health)
             .add_service(KvService::server(&node))
             .add_service(ClusterService::server(&node))
-            .add_service(MaintenanceService::server(&node));
+            .add_service(MaintenanceService::server(&node))
+            .add_service(crate::watch::WatchService::server(&node));
         let mut rx = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tasks.push(tokio::spawn(async move {

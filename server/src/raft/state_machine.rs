@@ -42,6 +42,8 @@ pub struct StateMachine {
     store: Arc<Store>,
     snap_dir: PathBuf,
     applied: Applied,
+    /// Where each applied revision's events go (watches).
+    events: Option<crate::watch::EventSender>,
 }
 
 fn kv_err(e: cairn_kv::Error) -> io::Error {
@@ -60,7 +62,24 @@ impl StateMachine {
             store,
             snap_dir: snap_dir.to_path_buf(),
             applied,
+            events: None,
         })
+    }
+
+    /// Publishes the events of every applied revision on `tx`.
+    pub fn with_events(mut self, tx: crate::watch::EventSender) -> Self {
+        self.events = Some(tx);
+        self
+    }
+
+    fn publish(&self, revision: i64, events: Vec<cairn_kv::Event>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.events {
+            // No receivers is fine: nobody watches.
+            let _ = tx.send(Arc::new(crate::watch::RevEvents { revision, events }));
+        }
     }
 
     /// The kv store.
@@ -76,18 +95,21 @@ impl StateMachine {
     fn execute(&self, cmd: &cairnpb::Command) -> io::Result<CommandResponse> {
         let pos = self.position()?;
         let result = match &cmd.op {
-            Some(Op::Put(p)) => self
-                .store
-                .put(&convert::put_request(p), &pos)
-                .map(|a| Res::Put(convert::put_response(a.response))),
+            Some(Op::Put(p)) => self.store.put(&convert::put_request(p), &pos).map(|a| {
+                self.publish(a.revision, a.events);
+                Res::Put(convert::put_response(a.response))
+            }),
             Some(Op::DeleteRange(d)) => self
                 .store
                 .delete_range(&convert::delete_request(d), &pos)
-                .map(|a| Res::DeleteRange(convert::delete_response(a.response))),
-            Some(Op::Txn(t)) => self
-                .store
-                .txn(&convert::txn_request(t), &pos)
-                .map(|a| Res::Txn(convert::txn_response(a.response))),
+                .map(|a| {
+                    self.publish(a.revision, a.events);
+                    Res::DeleteRange(convert::delete_response(a.response))
+                }),
+            Some(Op::Txn(t)) => self.store.txn(&convert::txn_request(t), &pos).map(|a| {
+                self.publish(a.revision, a.events);
+                Res::Txn(convert::txn_response(a.response))
+            }),
             Some(Op::Compact(c)) => self.store.compact(c.revision, &pos).map(|rev| {
                 Res::Compact(cairn_proto::etcdserverpb::CompactionResponse {
                     header: convert::header(rev),

@@ -1,0 +1,107 @@
+//! Reading the store's history as events, for watches that start in the
+//! past or fall behind: every change with a main revision in a range, in
+//! revision order, each with the key's previous version.
+
+use bytes::Bytes;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::record::{self, Record};
+use crate::request::{Event, EventKind, KeyValue};
+use crate::revision::Revision;
+use crate::store::Store;
+use crate::txn;
+
+/// Events read from history.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Every event with `from <= main revision <= until`, in order; all
+    /// events of one revision are included together.
+    pub events: Vec<(i64, Event)>,
+    /// The first revision not included (`until + 1` when complete).
+    pub next: i64,
+}
+
+impl<B: Backend> Store<B> {
+    /// The events of revisions `from..=until` (`until` capped at the
+    /// current revision), stopping after the revision in which
+    /// `max_events` is reached. Fails with [`Error::Compacted`] when
+    /// `from` is at or below the compacted revision.
+    pub fn history(&self, from: i64, until: i64, max_events: usize) -> Result<History> {
+        self.inner.check()?;
+        let _reading = self
+            .inner
+            .read_barrier
+            .read()
+            .map_err(|_| Error::Poisoned)?;
+        let (current, compacted) = {
+            let st = self.inner.read_state()?;
+            (st.current, st.compacted)
+        };
+        if from <= compacted {
+            return Err(Error::Compacted {
+                requested: from,
+                compacted,
+            });
+        }
+        let until = until.min(current);
+        let mut out = History {
+            events: Vec::new(),
+            next: from,
+        };
+        if from > until {
+            return Ok(out);
+        }
+        let start = record::record_key(Revision::new(from, 0));
+        let end = record::records_end_after(until);
+        let mut last_main = None;
+        for item in self.inner.backend.scan(&start, &end) {
+            let (k, v) = self.inner.guard(item.map_err(Error::Backend))?;
+            let rev = record::revision_of(&k)?;
+            if out.events.len() >= max_events && last_main != Some(rev.main) {
+                out.next = rev.main;
+                return self.recheck(out, from);
+            }
+            last_main = Some(rev.main);
+            let (kind, kv) = match Record::decode(rev, &v)? {
+                Record::Put(kv) => (EventKind::Put, kv),
+                Record::Tombstone(key) => (
+                    EventKind::Delete,
+                    KeyValue {
+                        key,
+                        mod_revision: rev.main,
+                        ..Default::default()
+                    },
+                ),
+            };
+            let prev_kv = self.version_before(&kv.key, rev.main)?;
+            out.events.push((rev.main, Event { kind, kv, prev_kv }));
+        }
+        out.next = until + 1;
+        self.recheck(out, from)
+    }
+
+    /// The key's value just before revision `main`, if it existed.
+    fn version_before(&self, key: &Bytes, main: i64) -> Result<Option<KeyValue>> {
+        let at = {
+            let st = self.inner.read_state()?;
+            st.index.get(key).and_then(|ki| ki.get(main - 1))
+        };
+        match at {
+            Some(at) => txn::fetch_put(&self.inner.backend, at.modified).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A compaction that overtook the read may have cut what was read.
+    fn recheck(&self, out: History, from: i64) -> Result<History> {
+        let compacted = self.inner.read_state()?.compacted;
+        if from <= compacted {
+            return Err(Error::Compacted {
+                requested: from,
+                compacted,
+            });
+        }
+        Ok(out)
+    }
+}
