@@ -14,6 +14,7 @@ pub mod msg {
     pub const KEY_NOT_FOUND: &str = "etcdserver: key not found";
     pub const VALUE_PROVIDED: &str = "etcdserver: value is provided";
     pub const LEASE_PROVIDED: &str = "etcdserver: lease is provided";
+    pub const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
     pub const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
     pub const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
     pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";

@@ -60,6 +60,15 @@ async fn etcdctl_against_one_member() {
     ctl(&ep, &["put", "foo", "bar2"]);
     assert_eq!(ctl(&ep, &["get", "foo", "--rev=2"]), "foo\nbar\n");
     assert_eq!(ctl(&ep, &["get", "foo"]), "foo\nbar2\n");
+    // No lease exists, so naming one is etcd's "lease not found" and
+    // writes nothing.
+    let (ok, _, err) = etcdctl(&ep, &["put", "foo", "leased", "--lease=1234"]);
+    assert!(!ok);
+    assert!(
+        err.contains("etcdserver: requested lease not found"),
+        "{err}"
+    );
+    assert_eq!(ctl(&ep, &["get", "foo"]), "foo\nbar2\n");
     let (ok, _, err) = etcdctl(&ep, &["get", "foo", "--rev=100"]);
     assert!(!ok);
     assert!(
