@@ -116,6 +116,8 @@ pub struct Node {
 }
 
 pub(crate) struct Inner {
+    /// The last log index when this process started (see `read_index`).
+    startup_last_log: u64,
     pub id: u64,
     pub cluster_id: u64,
     pub config: Config,
@@ -257,8 +259,15 @@ impl Node {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        // Everything in the log at startup may have been committed and
+        // acknowledged before a crash, while the committed index read back
+        // can be older. A member that resumes leadership of its old term
+        // (openraft restores it without an election) must not answer a
+        // linearizable read below this.
+        let startup_last_log = log.raft_log().last_log_id().map_or(0, |l| l.index);
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
+            startup_last_log,
             id: identity.member_id,
             cluster_id: identity.cluster_id,
             config: config.clone(),
@@ -687,13 +696,38 @@ impl Inner {
         }
     }
 
+    /// The read index as leader: openraft's (leadership confirmed by a
+    /// quorum), but never below the log this process started with, which
+    /// may hold acknowledged writes that openraft does not yet know to be
+    /// committed. (Capped at the current last index: a log that was cut
+    /// since lost only entries that were never committed.) Fails with an
+    /// API error on a follower.
+    async fn local_read_index(
+        &self,
+    ) -> Result<
+        u64,
+        RaftError<
+            crate::raft::TypeConfig,
+            openraft::error::LinearizableReadError<crate::raft::TypeConfig>,
+        >,
+    > {
+        let r = self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await?;
+        let last = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or(0);
+        Ok(r.index().max(self.startup_last_log.min(last)))
+    }
+
     /// Waits until this member's state reflects every write committed
     /// before the call (etcd's linearizable read).
     pub async fn read_barrier(&self) -> Result<(), Status> {
         let deadline = Instant::now() + self.timeout();
         loop {
-            let index = match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                Ok(r) => Some(r.index()),
+            let index = match self.local_read_index().await {
+                Ok(r) => Some(r),
                 Err(RaftError::APIError(_)) => None,
                 Err(e) => return Err(Status::unavailable(format!("etcdserver: {e}"))),
             };
@@ -1122,13 +1156,11 @@ impl ForwardHandler for Inner {
                     Err(e) => wire(e),
                 }
             }
-            ForwardRequest::ReadIndex => {
-                match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                    Ok(r) => ForwardResponse::ReadIndex(r.index()),
-                    Err(RaftError::APIError(_)) => ForwardResponse::NotLeader,
-                    Err(e) => wire(Status::unavailable(format!("etcdserver: {e}"))),
-                }
-            }
+            ForwardRequest::ReadIndex => match self.local_read_index().await {
+                Ok(r) => ForwardResponse::ReadIndex(r),
+                Err(RaftError::APIError(_)) => ForwardResponse::NotLeader,
+                Err(e) => wire(Status::unavailable(format!("etcdserver: {e}"))),
+            },
             ForwardRequest::Membership(change) => {
                 if self.leader() != Some(self.id) {
                     return ForwardResponse::NotLeader;
