@@ -157,6 +157,12 @@ pub(crate) fn background(shared: Arc<Shared>) {
     }
 }
 
+/// Zeros written ahead of the records in the active segment at a time.
+/// Overwriting already-allocated, already-written blocks lets `fdatasync`
+/// skip the file-size and extent updates an appending write needs.
+const PREALLOCATE_BYTES: u64 = 1 << 20;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
 /// Owns the active segment; held by the leader.
 pub(crate) struct Writer {
     pub(crate) dir: PathBuf,
@@ -166,6 +172,9 @@ pub(crate) struct Writer {
     pub(crate) active_seq: u64,
     pub(crate) active: File,
     pub(crate) active_len: u64,
+    /// The active segment is zero-filled (and its size synced) up to here:
+    /// a sync of records written below it changes no file metadata.
+    pub(crate) zeroed_until: u64,
     /// Encoding buffer, reused across batches.
     pub(crate) buf: Vec<u8>,
 }
@@ -273,6 +282,21 @@ impl Writer {
         }
         let path = segment::path(&self.dir, self.active_seq);
         lio::check(&self.opts.fault, lio::Fault::Write, &path)?;
+        let end = self.active_len + batch.buf.len() as u64;
+        if end > self.zeroed_until {
+            // Extend the file with zeros ahead of the records; the sync
+            // below makes both durable, and the next syncs are cheaper.
+            let until = end + PREALLOCATE_BYTES;
+            let mut at = self.zeroed_until.max(end);
+            while at < until {
+                let n = (until - at).min(ZEROS.len() as u64) as usize;
+                self.active
+                    .write_all_at(&ZEROS[..n], at)
+                    .map_err(|e| Error::io("write", &path, e))?;
+                at += n as u64;
+            }
+            self.zeroed_until = until;
+        }
         self.active
             .write_all_at(&batch.buf, self.active_len)
             .map_err(|e| Error::io("write", &path, e))?;
@@ -292,6 +316,15 @@ impl Writer {
 
     /// Starts the next segment.
     fn rotate(&mut self) -> Result<()> {
+        // Only the last segment may end in zeros: drop the preallocated
+        // tail durably before a later segment exists.
+        if self.zeroed_until > self.active_len {
+            let path = segment::path(&self.dir, self.active_seq);
+            self.active
+                .set_len(self.active_len)
+                .map_err(|e| Error::io("truncate", &path, e))?;
+            lio::sync_data(&self.active, &path, &self.opts.fault)?;
+        }
         let seq = self.active_seq + 1;
         let f = segment::create(&self.dir, seq, &self.opts.fault)?;
         let path = segment::path(&self.dir, seq);
@@ -308,6 +341,7 @@ impl Writer {
         self.active = f;
         self.active_seq = seq;
         self.active_len = segment::HEADER_LEN;
+        self.zeroed_until = segment::HEADER_LEN;
         Ok(())
     }
 
@@ -401,6 +435,7 @@ impl Writer {
         // The cut must be durable before new entries reuse the indices.
         lio::sync_data(&self.active, &path, &self.opts.fault)?;
         self.active_len = cut_offset;
+        self.zeroed_until = cut_offset;
         if let Some(r) = self.segs.get_mut(&cut_seq) {
             r.last = match r.first {
                 Some(f) if f < from => Some(from - 1),

@@ -289,6 +289,7 @@ impl RaftLog {
             active_seq: rec.active_seq,
             active: rec.active,
             active_len: rec.active_len,
+            zeroed_until: rec.active_len,
             buf: Vec::new(),
         };
         let shared = Arc::new(Shared {

@@ -5,7 +5,8 @@
 //!
 //! | crash during…                   | leaves                                   | on open                               |
 //! |---------------------------------|------------------------------------------|---------------------------------------|
-//! | a group-commit write            | a partial last record / batch at the end | tail cut at the last valid record, fsynced |
+//! | a group-commit write            | a partial last record / batch at the end, then zeros | tail cut at the last valid record, fsynced |
+//! | no write (clean stop)           | zeros preallocated after the last record | cut like a torn tail                  |
 //! | segment creation                | a last segment shorter than its header   | header rewritten                      |
 //! | truncate (later segs removed first, then cut) | extra un-acknowledged entries | kept: they were never acknowledged as gone |
 //! | purge (meta written, then files removed) | segments wholly below the purge point | removed                         |

@@ -8,6 +8,13 @@
 //!
 //! Only the last segment is written to. A new segment is created with its
 //! header, fdatasynced, and the directory fsynced before any record goes in.
+//!
+//! The last segment is extended with zeros 1 MiB ahead of its records, in
+//! the same write-and-sync as the batch that needs the room; records then
+//! overwrite the zeros, so most syncs change no file metadata. On open the
+//! zeros after the last record are cut like any torn tail. Before the next
+//! segment is created the zeros are cut off and the cut synced, so every
+//! segment but the last ends exactly at its last record.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
