@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn::proto::etcdserverpb::{PutRequest, RangeRequest};
+use cairn::proto::etcdserverpb::{
+    watch_client, watch_request, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest,
+};
 use common::*;
 
 fn member_lines(out: &str) -> Vec<Vec<String>> {
@@ -465,6 +467,34 @@ async fn has_leader_metadata_without_quorum() {
     kv.range(with_meta())
         .await
         .expect("served while the leader lives");
+    // A watch stream opened with the same metadata.
+    let (wtx, wrx) = tokio::sync::mpsc::channel(4);
+    wtx.send(WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: b"k".to_vec().into(),
+                ..Default::default()
+            },
+        )),
+    })
+    .await
+    .expect("queue");
+    let mut wreq = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(wrx));
+    wreq.metadata_mut()
+        .insert("hasleader", "true".parse().expect("metadata"));
+    let mut watch = watch_client::WatchClient::new(c.members[survivor].channel().await)
+        .watch(wreq)
+        .await
+        .expect("watch")
+        .into_inner();
+    assert!(
+        watch
+            .message()
+            .await
+            .expect("created")
+            .expect("open")
+            .created
+    );
     for i in 0..3 {
         if i != survivor {
             c.members[i].kill();
@@ -486,4 +516,13 @@ async fn has_leader_metadata_without_quorum() {
     }
     // Status reports no leader too.
     assert_eq!(c.members[survivor].status().await.map(|s| s.1), Some(0));
+    // And the watch stream was cancelled with the same error.
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("watch stream still open without a leader");
+    match end {
+        Err(e) => assert_eq!(e.message(), "etcdserver: no leader"),
+        Ok(m) => panic!("watch went on: {m:?}"),
+    }
+    drop(wtx);
 }
