@@ -477,3 +477,89 @@ async fn stalled_shared_stream_loses_and_repeats_nothing() {
     // Nothing more arrives.
     assert!(s.next().await.is_none());
 }
+
+/// etcd#19179: a watch opened exactly at the compaction revision could
+/// miss a delete made in that revision. Cairn cancels it as compacted, so
+/// the client relists instead of missing the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_at_the_compaction_revision_is_compacted() {
+    let c = Cluster::start(1, &[]).await;
+    let ch = c.members[0].channel().await;
+    let mut kv = c.members[0].kv().await;
+    put(&mut kv, "d", "1").await;
+    let del = kv
+        .delete_range(DeleteRangeRequest {
+            key: b"d".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision;
+    kv.compact(CompactionRequest {
+        revision: del,
+        physical: true,
+    })
+    .await
+    .expect("compact");
+    let mut s = Stream::open(ch, create("d", "", del, false, vec![])).await;
+    assert!(s.next().await.expect("created").created);
+    let end = s.next().await.expect("cancel");
+    assert!(end.canceled);
+    assert_eq!(end.compact_revision, del);
+}
+
+/// etcd#20221: a watch on a future revision must not report progress
+/// beyond what exists, and delivers exactly the events from its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_on_a_future_revision() {
+    let c = Cluster::start(
+        1,
+        &["--experimental-watch-progress-notify-interval", "100ms"],
+    )
+    .await;
+    let ch = c.members[0].channel().await;
+    let mut kv = c.members[0].kv().await;
+    let now = put(&mut kv, "f", "0").await;
+    let mut req = create("f", "", now + 5, false, vec![]);
+    if let Some(RequestUnion::CreateRequest(cr)) = &mut req.request_union {
+        cr.progress_notify = true;
+    }
+    let mut s = Stream::open(ch, req).await;
+    assert!(s.next().await.expect("created").created);
+    // Several notification intervals with no writes: nothing may claim a
+    // revision past the current one.
+    let quiet = tokio::time::timeout(Duration::from_millis(400), async {
+        while let Some(r) = s.next().await {
+            let rev = r.header.as_ref().expect("header").revision;
+            assert!(rev <= now, "progress at {rev} while the store is at {now}");
+        }
+    });
+    let _ = quiet.await;
+    let mut revs = Vec::new();
+    for i in 1..=10 {
+        revs.push(put(&mut kv, "f", &i.to_string()).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < 6 && std::time::Instant::now() < deadline {
+        let r = s.next().await.expect("response");
+        let rev = r.header.as_ref().expect("header").revision;
+        if r.events.is_empty() {
+            // A progress notification never claims a revision that did
+            // not exist when it was sent, nor one before the events
+            // already delivered.
+            assert!(rev <= *revs.last().expect("writes"), "progress at {rev}");
+            assert!(got.last().is_none_or(|&g| rev >= g));
+        }
+        got.extend(
+            r.events
+                .iter()
+                .map(|e| e.kv.as_ref().expect("kv").mod_revision),
+        );
+    }
+    assert_eq!(got, revs[4..].to_vec());
+}
