@@ -351,3 +351,49 @@ async fn signal() {
         _ = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With no flags, a single member named "default" on localhost's
+    /// 2379/2380 with data in `default.cairn` and etcd's defaults.
+    #[test]
+    fn no_flags_means_etcds_defaults() {
+        let c = to_config(&Flags::parse_from(["cairn"])).expect("config");
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.cairn"));
+        assert_eq!(c.listen_client_urls, ["http://localhost:2379"]);
+        assert_eq!(c.advertise_client_urls, ["http://localhost:2379"]);
+        assert_eq!(c.listen_peer_urls, ["http://localhost:2380"]);
+        assert_eq!(c.initial_advertise_peer_urls, ["http://localhost:2380"]);
+        assert_eq!(
+            c.initial_cluster,
+            [(
+                "default".to_string(),
+                vec!["http://localhost:2380".to_string()]
+            )]
+        );
+        assert_eq!(c.initial_cluster_state, ClusterState::New);
+        assert_eq!(c.initial_cluster_token, "etcd-cluster");
+        assert_eq!((c.heartbeat_interval, c.election_timeout), (100, 1000));
+        assert_eq!(c.snapshot_count, 100_000);
+        assert_eq!(c.max_request_bytes, 1536 * 1024);
+        assert_eq!(c.max_txn_ops, 128);
+        assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(600));
+        // A name alone moves the data dir, as in etcd.
+        let c = to_config(&Flags::parse_from(["cairn", "--name", "m1"])).expect("config");
+        assert_eq!(c.data_dir, PathBuf::from("m1.cairn"));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+}
