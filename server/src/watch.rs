@@ -146,6 +146,10 @@ impl Watch for WatchService {
         tokio::spawn(async move {
             let mut watchers: HashMap<i64, WatcherHandle> = HashMap::new();
             let mut next_id: i64 = 0;
+            // The revision a pending progress answer must reach; 0 when
+            // none is pending. Requests made while one is pending share
+            // its answer (as in etcd), so a stream has at most one.
+            let progress_target = Arc::new(AtomicI64::new(0));
             let mut leader_check = tokio::time::interval(Duration::from_millis(500));
             loop {
                 let msg = tokio::select! {
@@ -226,16 +230,30 @@ impl Watch for WatchService {
                         // revision current at the request. A watcher sends
                         // its events before advancing `next`, so this
                         // answer is queued after them.
-                        let target = node.inner.store.current_revision();
+                        let current = node.inner.store.current_revision();
+                        if progress_target.fetch_max(current, Ordering::AcqRel) != 0 {
+                            continue;
+                        }
+                        let progress_target = Arc::clone(&progress_target);
                         tokio::spawn(async move {
                             loop {
+                                let target = progress_target.load(Ordering::Acquire);
                                 let delivered = nexts
                                     .iter()
                                     .map(|n| n.load(Ordering::Acquire) - 1)
                                     .min()
                                     .unwrap_or(target)
                                     .min(node.inner.store.current_revision());
-                                if delivered >= target {
+                                if delivered >= target
+                                    && progress_target
+                                        .compare_exchange(
+                                            target,
+                                            0,
+                                            Ordering::AcqRel,
+                                            Ordering::Acquire,
+                                        )
+                                        .is_ok()
+                                {
                                     let _ = tx
                                         .send(Ok(pb::WatchResponse {
                                             header: Some(node.inner.header(delivered)),
