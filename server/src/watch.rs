@@ -151,9 +151,12 @@ impl Watch for WatchService {
             // its answer (as in etcd), so a stream has at most one.
             let progress_target = Arc::new(AtomicI64::new(0));
             let mut leader_check = tokio::time::interval(Duration::from_millis(500));
+            // A client that closes its sending side still gets events until
+            // it goes away, as with etcd.
+            let mut requests_done = false;
             loop {
                 let msg = tokio::select! {
-                    m = incoming.message() => m,
+                    m = incoming.message(), if !requests_done => m,
                     _ = leader_check.tick(), if wants_leader => {
                         if node.inner.leader().is_none() {
                             let _ = tx.send(Err(Status::unavailable(msg::NO_LEADER))).await;
@@ -165,7 +168,11 @@ impl Watch for WatchService {
                 };
                 let req = match msg {
                     Ok(Some(r)) => r,
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => {
+                        requests_done = true;
+                        continue;
+                    }
+                    Err(_) => break,
                 };
                 match req.request_union {
                     Some(RequestUnion::CreateRequest(c)) => {

@@ -580,3 +580,25 @@ async fn watch_on_a_future_revision() {
     }
     assert_eq!(got, revs[4..].to_vec());
 }
+
+/// A client that closes its sending side after creating a watch still
+/// receives events, as with etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_after_the_client_closes_its_side() {
+    let c = Cluster::start(1, &[]).await;
+    let ch = c.members[0].channel().await;
+    let mut s = Stream::open(ch, create("h", "", 0, false, vec![])).await;
+    assert!(s.next().await.expect("created").created);
+    let Stream { tx, mut rx } = s;
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut kv = c.members[0].kv().await;
+    let rev = put(&mut kv, "h", "1").await;
+    let r = tokio::time::timeout(Duration::from_secs(5), rx.message())
+        .await
+        .expect("no event within 5 s")
+        .expect("stream error")
+        .expect("stream ended");
+    assert_eq!(r.events.len(), 1);
+    assert_eq!(r.events[0].kv.as_ref().expect("kv").mod_revision, rev);
+}
