@@ -125,7 +125,6 @@ pub(crate) struct Inner {
     pub store: Arc<Store>,
     /// Applied events, for watches.
     pub events: crate::watch::EventSender,
-    #[allow(dead_code)]
     pub log: LogStore,
     pub peers: Peers,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -712,12 +711,7 @@ impl Inner {
         >,
     > {
         let r = self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await?;
-        let last = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .last_log_index
-            .unwrap_or(0);
+        let last = self.log.raft_log().last_log_id().map_or(0, |l| l.index);
         Ok(r.index().max(self.startup_last_log.min(last)))
     }
 
