@@ -157,6 +157,11 @@ fn build(dir: &std::path::Path, n: u64) -> Vec<std::path::PathBuf> {
     segs
 }
 
+/// Where a segment's records end: the zeros after them are preallocation.
+fn records_end(raw: &[u8]) -> usize {
+    raw.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)
+}
+
 /// Small deterministic PRNG (no dependency needed for offsets).
 struct Rng(u64);
 impl Rng {
@@ -177,7 +182,7 @@ fn torn_tail_is_cut_at_any_offset() {
         let last = segs.last().unwrap();
         // Cut inside the records, not the preallocated zeros after them.
         let raw = std::fs::read(last).unwrap();
-        let len = raw.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1) as u64;
+        let len = records_end(&raw) as u64;
         let cut = rng.next() % (len + 1);
         std::fs::OpenOptions::new()
             .write(true)
@@ -213,10 +218,7 @@ fn bit_flips_are_refused_or_cut_never_served() {
         let mut raw = std::fs::read(path).unwrap();
         // The last segment ends in preallocated zeros: flip a bit of the
         // records themselves (a flip in the zeros is checked below).
-        let used = raw
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(raw.len(), |p| p + 1);
+        let used = records_end(&raw);
         let off = (rng.next() % used as u64) as usize;
         raw[off] ^= 1 << (rng.next() % 8);
         std::fs::write(path, &raw).unwrap();
@@ -258,7 +260,7 @@ fn flips_in_the_preallocated_tail_lose_nothing() {
         let segs = build(dir.path(), 300);
         let path = segs.last().unwrap();
         let mut raw = std::fs::read(path).unwrap();
-        let used = raw.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        let used = records_end(&raw);
         assert!(raw.len() > used, "the last segment has no zero tail");
         let off = used + (rng.next() % (raw.len() - used) as u64) as usize;
         raw[off] ^= 1 << (rng.next() % 8);

@@ -20,15 +20,19 @@ use crate::Client;
 /// The etcd API version Cairn reports (`Maintenance.Status.version`).
 pub const ETCD_VERSION: &str = "3.5.17";
 
-/// Fails with `etcdserver: no leader` when the client asked for a leader
-/// (metadata `hasleader: true`) and none is known.
-fn check_leader<T>(node: &Node, req: &Request<T>) -> Result<(), Status> {
-    let wants = req
-        .metadata()
+/// Whether the client asked to be served only with a leader (metadata
+/// `hasleader: true`, sent by kube-apiserver).
+pub(crate) fn wants_leader<T>(req: &Request<T>) -> bool {
+    req.metadata()
         .get("hasleader")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "true");
-    if wants {
+        .is_some_and(|v| v == "true")
+}
+
+/// Fails with `etcdserver: no leader` when the client asked for a leader
+/// and none is known.
+fn check_leader<T>(node: &Node, req: &Request<T>) -> Result<(), Status> {
+    if wants_leader(req) {
         node.inner.require_leader()?;
     }
     Ok(())

@@ -131,11 +131,7 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let wants_leader = req
-            .metadata()
-            .get("hasleader")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == "true");
+        let wants_leader = crate::api::wants_leader(&req);
         if wants_leader {
             self.node.inner.require_leader()?;
         }
@@ -182,8 +178,9 @@ impl Watch for WatchService {
                             while watchers.contains_key(&next_id) {
                                 next_id += 1;
                             }
+                            let id = next_id;
                             next_id += 1;
-                            next_id - 1
+                            id
                         };
                         let header = Some(node.inner.header(node.inner.store.current_revision()));
                         if watchers.contains_key(&id) || id < 0 {

@@ -26,6 +26,14 @@ fn create(key: &str, end: &str, start: i64, prev_kv: bool, filters: Vec<i32>) ->
     }
 }
 
+/// `req` (a create request) with `set` applied to its options.
+fn with(mut req: WatchRequest, set: impl FnOnce(&mut WatchCreateRequest)) -> WatchRequest {
+    if let Some(RequestUnion::CreateRequest(c)) = &mut req.request_union {
+        set(c);
+    }
+    req
+}
+
 /// A watch stream: requests in, normalized responses out.
 struct Stream {
     tx: mpsc::Sender<WatchRequest>,
@@ -87,13 +95,7 @@ async fn writes(kv: &mut cairn::proto::etcdserverpb::kv_client::KvClient<Channel
     for (k, v) in [("a", "1"), ("b", "1"), ("a", "2"), ("ab", "1"), ("c", "1")] {
         put(kv, k, v).await;
     }
-    kv.delete_range(DeleteRangeRequest {
-        key: b"a".to_vec().into(),
-        range_end: b"b".to_vec().into(),
-        ..Default::default()
-    })
-    .await
-    .expect("delete");
+    delete(kv, "a", "b").await;
     kv.txn(TxnRequest {
         success: vec![
             RequestOp {
@@ -306,21 +308,12 @@ async fn large_responses_are_fragmented_on_request() {
     }
     // Deleting all ten in one revision makes about 10 KB of events with
     // their previous values.
-    let mut frag_req = create("f", "g", 0, true, vec![]);
-    if let Some(RequestUnion::CreateRequest(cr)) = &mut frag_req.request_union {
-        cr.fragment = true;
-    }
+    let frag_req = with(create("f", "g", 0, true, vec![]), |c| c.fragment = true);
     let mut frag = Stream::open(ch.clone(), frag_req).await;
     let mut whole = Stream::open(ch.clone(), create("f", "g", 0, true, vec![])).await;
     assert!(frag.next().await.expect("created").created);
     assert!(whole.next().await.expect("created").created);
-    kv.delete_range(DeleteRangeRequest {
-        key: b"f".to_vec().into(),
-        range_end: b"g".to_vec().into(),
-        ..Default::default()
-    })
-    .await
-    .expect("delete");
+    delete(&mut kv, "f", "g").await;
     let parts = frag.events(10).await;
     assert!(parts.len() >= 3, "{} parts", parts.len());
     let flags: Vec<bool> = parts.iter().map(|r| r.fragment).collect();
@@ -357,10 +350,9 @@ async fn progress_never_overtakes_events() {
         .expect("range")
         .into_inner();
     let r = list.header.expect("header").revision;
-    let mut watch_req = create("/r/", "/r0", r + 1, true, vec![]);
-    if let Some(RequestUnion::CreateRequest(cr)) = &mut watch_req.request_union {
-        cr.progress_notify = true;
-    }
+    let watch_req = with(create("/r/", "/r0", r + 1, true, vec![]), |c| {
+        c.progress_notify = true
+    });
     let mut s = Stream::open(ch.clone(), watch_req).await;
     assert!(s.next().await.expect("created").created);
     let writer = tokio::spawn(async move {
@@ -504,17 +496,7 @@ async fn watch_at_the_compaction_revision_is_compacted() {
     let ch = c.members[0].channel().await;
     let mut kv = c.members[0].kv().await;
     put(&mut kv, "d", "1").await;
-    let del = kv
-        .delete_range(DeleteRangeRequest {
-            key: b"d".to_vec().into(),
-            ..Default::default()
-        })
-        .await
-        .expect("delete")
-        .into_inner()
-        .header
-        .expect("header")
-        .revision;
+    let del = delete(&mut kv, "d", "").await;
     kv.compact(CompactionRequest {
         revision: del,
         physical: true,
@@ -540,10 +522,9 @@ async fn watch_on_a_future_revision() {
     let ch = c.members[0].channel().await;
     let mut kv = c.members[0].kv().await;
     let now = put(&mut kv, "f", "0").await;
-    let mut req = create("f", "", now + 5, false, vec![]);
-    if let Some(RequestUnion::CreateRequest(cr)) = &mut req.request_union {
-        cr.progress_notify = true;
-    }
+    let req = with(create("f", "", now + 5, false, vec![]), |c| {
+        c.progress_notify = true
+    });
     let mut s = Stream::open(ch, req).await;
     assert!(s.next().await.expect("created").created);
     // Several notification intervals with no writes: nothing may claim a

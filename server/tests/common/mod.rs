@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cairn::proto::etcdserverpb::kv_client::KvClient;
 use cairn::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn::proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use cairn::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, StatusRequest};
 use tonic::transport::Channel;
 
 /// A port the OS reports free and this test process has not handed out
@@ -348,6 +348,21 @@ pub fn ctl(endpoints: &str, args: &[&str]) -> String {
     let (ok, out, err) = etcdctl(endpoints, args);
     assert!(ok, "etcdctl {args:?} failed: {err}{out}");
     out
+}
+
+/// Deletes `[key, end)` (`end` empty: the key alone); returns the revision.
+pub async fn delete(kv: &mut KvClient<Channel>, key: &str, end: &str) -> i64 {
+    kv.delete_range(DeleteRangeRequest {
+        key: key.as_bytes().to_vec().into(),
+        range_end: end.as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+    .await
+    .expect("delete")
+    .into_inner()
+    .header
+    .expect("header")
+    .revision
 }
 
 pub async fn put(kv: &mut KvClient<Channel>, k: &str, v: &str) -> i64 {
