@@ -146,6 +146,11 @@ impl Watch for WatchService {
             // none is pending. Requests made while one is pending share
             // its answer (as in etcd), so a stream has at most one.
             let progress_target = Arc::new(AtomicI64::new(0));
+            // Highest event revision queued on the stream; held while a
+            // watcher queues events and advances, and while a progress
+            // answer is chosen and queued, so no answer names a revision
+            // below an event sent before it.
+            let sent = Arc::new(tokio::sync::Mutex::new(0i64));
             let mut leader_check = tokio::time::interval(Duration::from_millis(500));
             // A client that closes its sending side still gets events until
             // it goes away, as with etcd.
@@ -199,8 +204,15 @@ impl Watch for WatchService {
                             continue;
                         }
                         watchers.retain(|_, w| !w.task.is_finished());
-                        let handle =
-                            start_watcher(&node, id, c, tx.clone(), progress_interval).await;
+                        let handle = start_watcher(
+                            &node,
+                            id,
+                            c,
+                            tx.clone(),
+                            Arc::clone(&sent),
+                            progress_interval,
+                        )
+                        .await;
                         watchers.insert(id, handle);
                     }
                     Some(RequestUnion::CancelRequest(c)) => {
@@ -239,16 +251,23 @@ impl Watch for WatchService {
                             continue;
                         }
                         let progress_target = Arc::clone(&progress_target);
+                        let sent = Arc::clone(&sent);
                         tokio::spawn(async move {
                             loop {
                                 let target = progress_target.load(Ordering::Acquire);
+                                let sent_rev = sent.lock().await;
+                                let current = node.inner.store.current_revision();
+                                // A watcher starting past the current
+                                // revision has nothing to deliver yet.
                                 let delivered = nexts
                                     .iter()
                                     .map(|n| n.load(Ordering::Acquire) - 1)
+                                    .filter(|&d| d <= current)
                                     .min()
-                                    .unwrap_or(target)
-                                    .min(node.inner.store.current_revision());
+                                    .unwrap_or(current)
+                                    .min(current);
                                 if delivered >= target
+                                    && delivered >= *sent_rev
                                     && progress_target
                                         .compare_exchange(
                                             target,
@@ -267,6 +286,7 @@ impl Watch for WatchService {
                                         .await;
                                     return;
                                 }
+                                drop(sent_rev);
                                 if tx.is_closed() {
                                     return;
                                 }
@@ -292,6 +312,7 @@ async fn start_watcher(
     id: i64,
     c: pb::WatchCreateRequest,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    sent: Arc<tokio::sync::Mutex<i64>>,
     progress_interval: Duration,
 ) -> WatcherHandle {
     let key = if c.key.is_empty() {
@@ -333,6 +354,7 @@ async fn start_watcher(
         id,
         filter,
         tx,
+        sent,
         next: Arc::clone(&next),
         progress: c.progress_notify.then_some(progress_interval),
     };
@@ -352,6 +374,8 @@ struct Watcher {
     id: i64,
     filter: Filter,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    /// The stream's highest queued event revision (see the stream task).
+    sent: Arc<tokio::sync::Mutex<i64>>,
     next: Arc<AtomicI64>,
     progress: Option<Duration>,
 }
@@ -422,13 +446,17 @@ impl Watcher {
                         .filter(|e| self.filter.matches(e))
                         .map(|e| self.filter.to_pb(e))
                         .collect();
-                    if !events.is_empty() {
-                        if !self.send_events(batch.revision, events).await {
+                    if events.is_empty() {
+                        self.next.store(batch.revision + 1, Ordering::Release);
+                    } else {
+                        if !self
+                            .send_events(batch.revision, events, batch.revision + 1)
+                            .await
+                        {
                             return;
                         }
                         last_sent = tokio::time::Instant::now();
                     }
-                    self.next.store(batch.revision + 1, Ordering::Release);
                 }
                 Some(Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Some(Err(broadcast::error::RecvError::Closed)) => return,
@@ -471,18 +499,34 @@ impl Watcher {
             .filter(|(_, e)| self.filter.matches(e))
             .map(|(_, e)| self.filter.to_pb(e))
             .collect();
-        if !events.is_empty() && !self.send_events(current, events).await {
+        if events.is_empty() {
+            self.next.store(h.next, Ordering::Release);
+        } else if !self.send_events(current, events, h.next).await {
             return Step::Stop;
         }
-        self.next.store(h.next, Ordering::Release);
         Step::Go
     }
 
     /// Sends events in one response or, when the watcher asked for
     /// fragments and the response would exceed the request size limit, in
     /// several: all but the last marked `fragment`. False when the stream
-    /// is gone.
-    async fn send_events(&self, revision: i64, events: Vec<mvccpb::Event>) -> bool {
+    /// is gone. Then the watcher's next revision becomes `next`.
+    async fn send_events(&self, revision: i64, events: Vec<mvccpb::Event>, next: i64) -> bool {
+        let mut sent = self.sent.lock().await;
+        let newest = events
+            .iter()
+            .filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision))
+            .max()
+            .unwrap_or(0);
+        if !self.queue_events(revision, events).await {
+            return false;
+        }
+        *sent = (*sent).max(newest);
+        self.next.store(next, Ordering::Release);
+        true
+    }
+
+    async fn queue_events(&self, revision: i64, events: Vec<mvccpb::Event>) -> bool {
         let header = Some(self.node.inner.header(revision));
         let limit = self.node.config().max_request_bytes;
         let size: usize = events.iter().map(prost::Message::encoded_len).sum();
