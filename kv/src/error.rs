@@ -36,6 +36,13 @@ pub enum Error {
     /// (etcd: `duplicate key given in txn request`).
     #[error("duplicate key given in txn request")]
     DuplicateKey,
+    /// A put names a lease that does not exist, or a revoke an unknown
+    /// lease (etcd: `requested lease not found`).
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// A grant names a lease id already in use (etcd: `lease already exists`).
+    #[error("lease already exists")]
+    LeaseExists,
     /// A stored record that does not decode: the data on disk is damaged.
     #[error("corrupt record at {location}: {reason}")]
     Corrupt { location: String, reason: String },

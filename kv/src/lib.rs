@@ -9,6 +9,7 @@
 //! - [`key_index`]: key → generations of revisions, rebuilt on open.
 //! - [`range`]: which records a range reads; filters, sort and limit.
 //! - [`txn`]: request validation (etcd's rules) and the write transaction.
+//! - [`lease`]: the lease table: grant, revoke (one-revision delete), checkpoint.
 //! - [`compact`]: logical and physical (background, bounded-step) compaction.
 //! - [`hash`]: consistency hashes.
 //! - [`backend`]: the narrow [`Backend`] trait and its sled implementation.
@@ -45,6 +46,7 @@ pub mod error;
 pub mod hash;
 pub mod history;
 pub mod key_index;
+pub mod lease;
 pub mod range;
 pub mod record;
 pub mod request;
@@ -56,6 +58,7 @@ pub mod txn;
 pub use backend::{Backend, SledBackend, WriteBatch};
 pub use error::{Error, Result};
 pub use history::History;
+pub use lease::Lease;
 pub use request::*;
 pub use revision::Revision;
 pub use snapshot::ImageInfo;

@@ -6,6 +6,7 @@
 //! |------------------------|--------------------------------------------|
 //! | `r` ++ revision (16 B) | a [`Record`]: one put or tombstone          |
 //! | `m` ++ name            | store metadata ([`Meta`]), see below        |
+//! | `l` ++ id (8 B)        | a lease (layout in [`crate::lease`])        |
 //!
 //! A record's value:
 //!

@@ -3,13 +3,15 @@
 //! ```text
 //! "CAIRNKV1"
 //! current i64 BE | compacted i64 BE | applied length u32 BE | applied bytes
-//! records, oldest first: key length u32 BE | backend key | value length u32 BE | value
-//! end: u32::MAX | CRC32 of every byte before it, u32 BE
+//! entries: key length u32 BE | backend key | value length u32 BE | value
+//!   first the history records, oldest first; then the lease table
+//! //! end: u32::MAX | CRC32 of every byte before it, u32 BE
 //! ```
 //!
 //! [`Store::export`] writes every record up to the revision current when it
 //! started, while writes go on (records are immutable; the read barrier
-//! keeps physical compaction off them meanwhile). [`Store::import`] replaces
+//! keeps physical compaction off them meanwhile), and the lease table as it
+//! was at that same moment. [`Store::import`] replaces
 //! a store's whole contents: it first writes an "importing" marker, so a
 //! crash midway leaves a store that opens empty (and gets the snapshot
 //! again) rather than a mix of old and new.
@@ -20,6 +22,7 @@ use bytes::Bytes;
 
 use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
+use crate::lease;
 use crate::record::{self, Meta};
 use crate::store::{self, Store};
 
@@ -68,9 +71,14 @@ impl<B: Backend> Store<B> {
         let inner = self.inner();
         inner.check()?;
         let _reading = inner.read_barrier.read().map_err(|_| Error::Poisoned)?;
-        let (current, compacted, applied) = {
+        let (current, compacted, applied, leases) = {
             let st = inner.read_state()?;
-            (st.current, st.compacted, st.applied.clone())
+            let leases: Vec<(Bytes, Bytes)> = st
+                .leases
+                .iter()
+                .map(|(id, l)| (lease::lease_key(*id), lease::encode(l.ttl, l.remaining_ttl)))
+                .collect();
+            (st.current, st.compacted, st.applied.clone(), leases)
         };
         let mut out = CrcWriter {
             w,
@@ -93,6 +101,12 @@ impl<B: Backend> Store<B> {
             out.put(&(v.len() as u32).to_be_bytes())?;
             out.put(&v)?;
             records += 1;
+        }
+        for (k, v) in &leases {
+            out.put(&(k.len() as u32).to_be_bytes())?;
+            out.put(k)?;
+            out.put(&(v.len() as u32).to_be_bytes())?;
+            out.put(v)?;
         }
         out.put(&END.to_be_bytes())?;
         let crc = out.crc.clone().finalize();
@@ -162,9 +176,13 @@ impl<B: Backend> Store<B> {
             let k = read(klen as usize, &mut crc)?;
             let vlen = u32_of(read(4, &mut crc)?) as usize;
             let v = read(vlen, &mut crc)?;
-            record::revision_of(&k)?;
+            if lease::is_lease_key(&k) {
+                lease::decode(&k, &v)?;
+            } else {
+                record::revision_of(&k)?;
+                records += 1;
+            }
             batch.put(k, v);
-            records += 1;
             if batch.len() >= 1024 {
                 inner.guard(
                     inner

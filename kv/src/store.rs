@@ -40,6 +40,7 @@ use crate::compact::{self, CompactionStatus};
 use crate::error::{Error, Result};
 use crate::hash;
 use crate::key_index::KeyIndex;
+use crate::lease;
 use crate::range;
 use crate::record::{self, Meta, Record};
 use crate::request::{
@@ -78,6 +79,8 @@ pub(crate) struct State {
     pub(crate) compacted: i64,
     /// The applied position of the latest write.
     pub(crate) applied: Option<Bytes>,
+    /// The lease table, with each lease's keys.
+    pub(crate) leases: lease::Leases,
 }
 
 pub(crate) struct Inner<B> {
@@ -407,6 +410,8 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
     let applied = backend.get(Meta::Applied.key()).map_err(Error::Backend)?;
 
     let mut index: BTreeMap<Bytes, KeyIndex> = BTreeMap::new();
+    // key → lease of its latest put, for keys whose latest put had one.
+    let mut key_lease: BTreeMap<Bytes, i64> = BTreeMap::new();
     let end = [record::RECORD_PREFIX + 1];
     for item in backend.scan(&record::records_start(), &end) {
         let (k, v) = item.map_err(Error::Backend)?;
@@ -414,6 +419,11 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
         current = current.max(rev.main);
         match Record::decode(rev, &v)? {
             Record::Put(kv) => {
+                if kv.lease != 0 {
+                    key_lease.insert(kv.key.clone(), kv.lease);
+                } else {
+                    key_lease.remove(&kv.key);
+                }
                 let ki = index.entry(kv.key.clone()).or_default();
                 if ki.is_live() {
                     ki.put(rev);
@@ -422,6 +432,7 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
                 }
             }
             Record::Tombstone(key) => {
+                key_lease.remove(&key);
                 // A tombstone whose puts are gone is garbage left by an
                 // unfinished compaction; the compactor removes it.
                 if let Some(ki) = index.get_mut(&key) {
@@ -433,11 +444,16 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
     if scheduled > 0 {
         compact::compact_index(&mut index, scheduled);
     }
+    let mut leases = lease::load(backend)?;
+    lease::attach(&mut leases, key_lease, |k| {
+        index.get(k).is_some_and(KeyIndex::is_live)
+    });
     let state = State {
         index,
         current: current.max(scheduled),
         compacted: scheduled,
         applied,
+        leases,
     };
     Ok((state, scheduled, finished))
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
 use crate::key_index::KeyIndex;
+use crate::lease;
 use crate::range;
 use crate::record::{self, Meta, Record};
 use crate::request::{
@@ -256,6 +257,10 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
             Some(p) => Some(self.fetch(p.modified)?),
             None => None,
         };
+        if req.lease != 0 && !self.state.leases.contains_key(&req.lease) {
+            // etcd checks a plain put's lease before its key.
+            return Err(Error::LeaseNotFound);
+        }
         let (value, lease) = match (&prev_kv, req.ignore_value, req.ignore_lease) {
             (None, true, _) | (None, _, true) => return Err(Error::KeyNotFound),
             (p, iv, il) => (
@@ -400,6 +405,9 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
             if (p.ignore_value || p.ignore_lease) && !self.exists(&p.key) {
                 return Err(Error::KeyNotFound);
             }
+            if p.lease != 0 && !self.state.leases.contains_key(&p.lease) {
+                return Err(Error::LeaseNotFound);
+            }
         }
         Ok(())
     }
@@ -487,7 +495,16 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
     /// Writes the transaction's records, the new store revision and
     /// `applied` in one batch, then publishes the revision. On a backend
     /// failure the index is rolled back and the error returned.
-    pub(crate) fn commit(mut self, applied: &[u8]) -> Result<(i64, Vec<Event>)> {
+    pub(crate) fn commit(self, applied: &[u8]) -> Result<(i64, Vec<Event>)> {
+        self.commit_with(applied, WriteBatch::new())
+    }
+
+    /// [`WriteTxn::commit`] with `extra` operations in the same batch.
+    pub(crate) fn commit_with(
+        mut self,
+        applied: &[u8],
+        extra: WriteBatch,
+    ) -> Result<(i64, Vec<Event>)> {
         let mut batch = WriteBatch::new();
         let rev = self.begin + 1;
         for (sub, rec) in self.changes.iter().enumerate() {
@@ -498,6 +515,12 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         }
         if !self.changes.is_empty() {
             batch.put(Meta::Current.key(), record::encode_i64(rev));
+        }
+        for (k, v) in extra.into_ops() {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
         }
         let applied = Bytes::copy_from_slice(applied);
         batch.put(Meta::Applied.key(), applied.clone());
@@ -510,6 +533,7 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         }
         self.state.applied = Some(applied);
         self.undo.clear();
+        lease::track(&mut self.state.leases, &self.events);
         Ok((self.state.current, std::mem::take(&mut self.events)))
     }
 }

@@ -1,9 +1,9 @@
 //! Model test: random sequences of put / delete_range / txn / compact /
-//! range-at-revision / reopen run against the store and against a simple
+//! range-at-revision / lease grant / lease revoke / reopen run against the store and against a simple
 //! in-memory model of etcd's semantics (a full copy of the key space at
 //! every revision); every response, event and error must agree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use cairn_kv::*;
@@ -13,6 +13,7 @@ use proptest::prelude::*;
 struct Model {
     history: Vec<BTreeMap<Bytes, KeyValue>>,
     compacted: i64,
+    leases: BTreeSet<i64>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -22,6 +23,8 @@ enum Outcome {
     Delete(DeleteRangeResponse, Vec<Event>, i64),
     Txn(TxnResponse, Vec<Event>, i64),
     Compact(i64),
+    Revoke(i64, Vec<Event>, i64),
+    Granted,
     Err(String),
 }
 
@@ -57,6 +60,7 @@ impl Model {
         Self {
             history: vec![BTreeMap::new(), BTreeMap::new()],
             compacted: 0,
+            leases: BTreeSet::new(),
         }
     }
 
@@ -176,6 +180,9 @@ impl Model {
     fn put(&self, w: &mut Work, req: &PutRequest) -> Result<PutResponse, String> {
         let rev = w.begin + 1;
         let prev = w.cur.get(&req.key).cloned();
+        if req.lease != 0 && !self.leases.contains(&req.lease) {
+            return Err("requested lease not found".into());
+        }
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err("key not found".into());
         }
@@ -333,6 +340,9 @@ impl Model {
                     if (p.ignore_value || p.ignore_lease) && !w.pre.contains_key(&p.key) {
                         return Outcome::Err("key not found".into());
                     }
+                    if p.lease != 0 && !self.leases.contains(&p.lease) {
+                        return Outcome::Err("requested lease not found".into());
+                    }
                 }
             }
         }
@@ -366,7 +376,11 @@ enum Op {
     Delete(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(i64),
+    Grant(i64),
+    Revoke(i64),
     Reopen,
+    /// Export an image and import it into a fresh store, which replaces it.
+    Image,
 }
 
 fn key() -> impl Strategy<Value = Bytes> {
@@ -515,7 +529,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => delete_req().prop_map(Op::Delete),
         4 => txn_req().prop_map(Op::Txn),
         1 => (0i64..30).prop_map(Op::Compact),
+        1 => (1i64..3).prop_map(Op::Grant),
+        1 => (1i64..3).prop_map(Op::Revoke),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Image),
     ]
 }
 
@@ -533,8 +550,37 @@ fn store_outcome(store: &Store, op: &Op, pos: &[u8]) -> Outcome {
             .txn(t, pos)
             .map_or_else(e, |a| Outcome::Txn(a.response, a.events, a.revision)),
         Op::Compact(r) => store.compact(*r, pos).map_or_else(e, Outcome::Compact),
-        Op::Reopen => unreachable!(),
+        Op::Grant(id) => store
+            .lease_grant(*id, 10, pos)
+            .map_or_else(e, |()| Outcome::Granted),
+        Op::Revoke(id) => store
+            .lease_revoke(*id, pos)
+            .map_or_else(e, |a| Outcome::Revoke(a.response, a.events, a.revision)),
+        Op::Reopen | Op::Image => unreachable!(),
     }
+}
+
+/// The store's leases and their keys, as the model sees them.
+fn leases_of(store: &Store) -> Vec<(i64, Vec<Bytes>)> {
+    store
+        .leases()
+        .iter()
+        .map(|l| (l.id, store.lease_keys(l.id)))
+        .collect()
+}
+
+fn model_leases(m: &Model) -> Vec<(i64, Vec<Bytes>)> {
+    let cur = &m.history[m.current() as usize];
+    m.leases
+        .iter()
+        .map(|id| {
+            let keys = cur
+                .values()
+                .filter(|kv| kv.lease == *id)
+                .map(|kv| kv.key.clone());
+            (*id, keys.collect())
+        })
+        .collect()
 }
 
 fn model_outcome(m: &mut Model, op: &Op) -> Outcome {
@@ -578,7 +624,36 @@ fn model_outcome(m: &mut Model, op: &Op) -> Outcome {
                 Outcome::Compact(m.current())
             }
         }
-        Op::Reopen => unreachable!(),
+        Op::Grant(id) => {
+            if m.leases.insert(*id) {
+                Outcome::Granted
+            } else {
+                Outcome::Err("lease already exists".into())
+            }
+        }
+        Op::Revoke(id) => {
+            if !m.leases.remove(id) {
+                return Outcome::Err("requested lease not found".into());
+            }
+            let mut w = m.work();
+            let mut deleted = 0;
+            let doomed: Vec<Bytes> = w
+                .cur
+                .values()
+                .filter(|kv| kv.lease == *id)
+                .map(|kv| kv.key.clone())
+                .collect();
+            for key in doomed {
+                let req = DeleteRangeRequest {
+                    key,
+                    ..Default::default()
+                };
+                deleted += m.delete(&mut w, &req).deleted;
+            }
+            let (ev, rev) = m.commit(w);
+            Outcome::Revoke(deleted, ev, rev)
+        }
+        Op::Reopen | Op::Image => unreachable!(),
     }
 }
 
@@ -590,13 +665,29 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open_path(dir.path()).unwrap();
         let mut model = Model::new();
+        let mut images = Vec::new();
+        let mut path = dir.path().to_path_buf();
         for (i, op) in ops.iter().enumerate() {
             if let Op::Reopen = op {
                 store.flush().unwrap();
                 drop(store);
-                store = Store::open_path(dir.path()).unwrap();
+                store = Store::open_path(&path).unwrap();
                 prop_assert_eq!(store.current_revision(), model.current());
                 prop_assert_eq!(store.compacted_revision(), model.compacted);
+                prop_assert_eq!(leases_of(&store), model_leases(&model));
+                continue;
+            }
+            if let Op::Image = op {
+                let mut img = Vec::new();
+                store.export(&mut img).unwrap();
+                let d = tempfile::tempdir().unwrap();
+                let fresh = Store::open_path(d.path()).unwrap();
+                fresh.import(&mut img.as_slice()).unwrap();
+                path = d.path().to_path_buf();
+                images.push(d);
+                prop_assert_eq!(fresh.current_revision(), model.current());
+                prop_assert_eq!(leases_of(&fresh), model_leases(&model));
+                store = fresh;
                 continue;
             }
             let pos = format!("pos-{i}");
@@ -605,6 +696,7 @@ proptest! {
             prop_assert_eq!(&got, &want, "op #{} {:?}", i, op);
             prop_assert_eq!(store.current_revision(), model.current());
         }
+        prop_assert_eq!(leases_of(&store), model_leases(&model));
         // Every revision still readable matches the model, key for key.
         store.wait_for_compaction().unwrap();
         for rev in model.compacted.max(1)..=model.current() {

@@ -118,6 +118,7 @@ fn put_options() {
     );
     assert!(matches!(r, Err(Error::KeyNotFound)));
     assert_eq!(s.current_revision(), 1);
+    s.lease_grant(7, 60, b"").unwrap();
     s.put(
         &PutRequest {
             key: b("k"),
@@ -710,4 +711,88 @@ fn history_matches_the_events_of_the_writes() {
         .cloned()
         .collect();
     assert_eq!(tail.events, want);
+}
+
+fn put_leased(s: &Store<impl Backend>, k: &str, lease: i64) -> Result<Applied<PutResponse>> {
+    s.put(
+        &PutRequest {
+            key: b(k),
+            value: b("v"),
+            lease,
+            ..Default::default()
+        },
+        b"",
+    )
+}
+
+#[test]
+fn leases_attach_detach_revoke_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_path(dir.path()).unwrap();
+    assert!(matches!(put_leased(&s, "a", 7), Err(Error::LeaseNotFound)));
+    s.lease_grant(7, 60, b"g7").unwrap();
+    s.lease_grant(8, 30, b"g8").unwrap();
+    assert!(matches!(s.lease_grant(7, 5, b""), Err(Error::LeaseExists)));
+    assert_eq!(s.current_revision(), 1, "grants change no revision");
+    for k in ["c", "a", "b"] {
+        put_leased(&s, k, 7).unwrap();
+    }
+    put_leased(&s, "d", 8).unwrap();
+    put_leased(&s, "b", 0).unwrap(); // detaches b
+    put_leased(&s, "d", 7).unwrap(); // moves d from 8 to 7
+    s.delete_range(
+        &DeleteRangeRequest {
+            key: b("c"),
+            ..Default::default()
+        },
+        b"",
+    )
+    .unwrap();
+    assert_eq!(s.lease_keys(7), vec![b("a"), b("d")]);
+    assert!(s.lease_keys(8).is_empty());
+    s.lease_checkpoint(&[(7, 42), (99, 1)], b"cp").unwrap();
+    s.flush().unwrap();
+    drop(s);
+
+    let s = Store::open_path(dir.path()).unwrap();
+    assert_eq!(s.lease_keys(7), vec![b("a"), b("d")]);
+    assert_eq!(
+        s.leases(),
+        vec![
+            Lease {
+                id: 7,
+                ttl: 60,
+                remaining_ttl: 42
+            },
+            Lease {
+                id: 8,
+                ttl: 30,
+                remaining_ttl: 0
+            }
+        ]
+    );
+    let before = s.current_revision();
+    let r = s.lease_revoke(7, b"r7").unwrap();
+    assert_eq!(r.response, 2);
+    assert_eq!(r.revision, before + 1, "one revision for every key");
+    let deleted: Vec<_> = r.events.iter().map(|e| e.kv.key.clone()).collect();
+    assert_eq!(deleted, vec![b("a"), b("d")]);
+    assert!(r
+        .events
+        .iter()
+        .all(|e| e.kind == EventKind::Delete && e.prev_kv.as_ref().is_some_and(|p| p.lease == 7)));
+    assert!(s.lease(7).is_none());
+    assert!(matches!(s.lease_revoke(7, b""), Err(Error::LeaseNotFound)));
+    let empty = s.lease_revoke(8, b"r8").unwrap();
+    assert_eq!(
+        (empty.response, empty.revision),
+        (0, before + 1),
+        "revoking a lease without keys changes no revision"
+    );
+    assert_eq!(get(&s, "b", 0).unwrap().kvs.len(), 1);
+    s.flush().unwrap();
+    drop(s);
+    let s = Store::open_path(dir.path()).unwrap();
+    assert!(s.leases().is_empty());
+    assert_eq!(s.applied().as_deref(), Some(&b"r8"[..]));
 }

@@ -31,7 +31,7 @@ pub(crate) fn wants_leader<T>(req: &Request<T>) -> bool {
 
 /// Fails with `etcdserver: no leader` when the client asked for a leader
 /// and none is known.
-fn check_leader<T>(node: &Node, req: &Request<T>) -> Result<(), Status> {
+pub(crate) fn check_leader<T>(node: &Node, req: &Request<T>) -> Result<(), Status> {
     if wants_leader(req) {
         node.inner.require_leader()?;
     }

@@ -61,7 +61,6 @@ impl Client {
     /// etcd's Put.
     pub async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
         kv::validate_put(&convert::put_request(&req)).map_err(|e| status::from_kv(&e))?;
-        no_lease(req.lease)?;
         match self.propose(Op::Put(req)).await? {
             Res::Put(mut r) => {
                 r.header = self.header(r.header);
@@ -94,7 +93,6 @@ impl Client {
             self.node.inner.config.max_txn_ops,
         )
         .map_err(|e| status::from_kv(&e))?;
-        txn_no_lease(&req)?;
         match self.propose(Op::Txn(req)).await? {
             Res::Txn(mut r) => {
                 r.header = self.header(r.header);
@@ -152,26 +150,4 @@ impl Client {
 
 fn unexpected(r: Res) -> Status {
     Status::internal(format!("unexpected apply result {r:?}"))
-}
-
-/// Leases cannot be granted yet, so every lease a request names is
-/// unknown: etcd answers that with `requested lease not found`. Checked
-/// before proposing, so a Txn naming a lease in either branch fails.
-fn no_lease(lease: i64) -> Result<()> {
-    if lease == 0 {
-        Ok(())
-    } else {
-        Err(Status::not_found(status::msg::LEASE_NOT_FOUND))
-    }
-}
-
-fn txn_no_lease(req: &pb::TxnRequest) -> Result<()> {
-    for op in req.success.iter().chain(&req.failure) {
-        match &op.request {
-            Some(pb::request_op::Request::RequestPut(p)) => no_lease(p.lease)?,
-            Some(pb::request_op::Request::RequestTxn(t)) => txn_no_lease(t)?,
-            _ => {}
-        }
-    }
-    Ok(())
 }

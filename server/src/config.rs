@@ -41,6 +41,12 @@ pub struct Config {
     /// How often an idle watcher with `progress_notify` gets a progress
     /// notification (etcd's `--experimental-watch-progress-notify-interval`).
     pub watch_progress_notify_interval: std::time::Duration,
+    /// How far a lease's remaining TTL may drift from its last Raft
+    /// checkpoint before the leader records it again (etcd's
+    /// `--experimental-lease-checkpoint-interval`; etcd's default is 5m and
+    /// off unless enabled, Cairn's is 5s and always on). Bounds what a
+    /// leader change can add to an un-renewed lease.
+    pub lease_checkpoint_interval: std::time::Duration,
 }
 
 /// etcd's default `--max-request-bytes`.
@@ -66,6 +72,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
             watch_progress_notify_interval: std::time::Duration::from_secs(600),
+            lease_checkpoint_interval: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -44,6 +44,13 @@ pub enum ForwardRequest {
     Membership(MembershipChange),
     /// The cluster id and members, for a member joining a running cluster.
     ClusterInfo,
+    /// A keep-alive of a lease (only the leader renews).
+    LeaseRenew(i64),
+    /// A lease's remaining time (only the leader knows it).
+    LeaseTimeToLive {
+        id: i64,
+        keys: bool,
+    },
 }
 
 /// A gRPC status as it crosses the peer network.
@@ -80,6 +87,9 @@ pub enum ForwardResponse {
         /// Log index of the membership the list comes from.
         membership_index: u64,
     },
+    /// The TTL a renewed lease has now; 0 if there is no such lease.
+    LeaseRenewed(i64),
+    LeaseTimeToLive(crate::lease::WireTimeToLive),
     /// The receiver is not the leader (nothing was proposed); ask again.
     NotLeader,
     Error(WireStatus),

@@ -22,7 +22,8 @@
 //! Modules:
 //! - [`node`]: a member — storage, Raft, peers, membership.
 //! - [`client`]: the in-process client.
-//! - [`api`]: etcd's gRPC services over a node.
+//! - [`api`]: etcd's gRPC services over a node ([`watch`] and [`lease`]
+//!   have their own modules).
 //! - [`raft`]: openraft's type configuration and the adapters over Cairn's
 //!   storage engines ([`cairn_kv`], [`cairn_raft_log`]), and the peer network.
 
@@ -31,6 +32,7 @@ pub mod client;
 pub mod config;
 pub mod convert;
 pub mod forward;
+pub mod lease;
 pub mod node;
 pub mod raft;
 pub mod server;

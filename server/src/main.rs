@@ -83,6 +83,24 @@ struct Flags {
         default_value = "10m"
     )]
     experimental_watch_progress_notify_interval: String,
+    /// How far a lease's remaining TTL may drift before the leader
+    /// checkpoints it through Raft (bounds what a leader change adds).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL",
+        default_value = "5s"
+    )]
+    experimental_lease_checkpoint_interval: String,
+    /// Accepted for etcd compatibility; Cairn always checkpoints leases.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    experimental_enable_lease_checkpoint: bool,
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -111,6 +129,8 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     max_txn_ops: Option<usize>,
     experimental_watch_progress_notify_interval: Option<String>,
+    experimental_lease_checkpoint_interval: Option<String>,
+    experimental_enable_lease_checkpoint: Option<bool>,
     log_level: Option<String>,
 }
 
@@ -148,6 +168,12 @@ fn load_file(path: &PathBuf) -> Result<Flags, String> {
         experimental_watch_progress_notify_interval: f
             .experimental_watch_progress_notify_interval
             .unwrap_or(d.experimental_watch_progress_notify_interval),
+        experimental_lease_checkpoint_interval: f
+            .experimental_lease_checkpoint_interval
+            .unwrap_or(d.experimental_lease_checkpoint_interval),
+        experimental_enable_lease_checkpoint: f
+            .experimental_enable_lease_checkpoint
+            .unwrap_or(d.experimental_enable_lease_checkpoint),
         log_level: f.log_level.unwrap_or(d.log_level),
         config_file: None,
     })
@@ -191,6 +217,8 @@ fn to_config(f: &Flags) -> Result<Config, String> {
             &f.experimental_watch_progress_notify_interval,
         )
         .map_err(|e| format!("--experimental-watch-progress-notify-interval: {e}"))?,
+        lease_checkpoint_interval: parse_duration(&f.experimental_lease_checkpoint_interval)
+            .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?,
     })
 }
 
@@ -381,6 +409,7 @@ mod tests {
         assert_eq!(c.max_request_bytes, 1536 * 1024);
         assert_eq!(c.max_txn_ops, 128);
         assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(600));
+        assert_eq!(c.lease_checkpoint_interval, Duration::from_secs(5));
         // A name alone moves the data dir, as in etcd.
         let c = to_config(&Flags::parse_from(["cairn", "--name", "m1"])).expect("config");
         assert_eq!(c.data_dir, PathBuf::from("m1.cairn"));

@@ -136,6 +136,10 @@ pub(crate) struct Inner {
     leader_contact: Arc<Mutex<Option<Instant>>>,
     /// True once this member's name and client URLs are in the membership.
     ready: watch::Sender<bool>,
+    /// Lease deadlines (the leader's).
+    pub(crate) lessor: Arc<crate::lease::Lessor>,
+    /// Ids for leases granted without one.
+    pub(crate) lease_ids: crate::lease::IdGen,
 }
 
 /// Raft state as etcd's Status reports it.
@@ -224,8 +228,10 @@ impl Node {
         let log = LogStore::open(&member_dir.join("wal"))?;
         let store = Arc::new(Store::open_path(member_dir.join("kv"))?);
         let (events, _) = tokio::sync::broadcast::channel(crate::watch::BROADCAST_REVISIONS);
+        let lessor = Arc::new(crate::lease::Lessor::default());
         let sm = StateMachine::new(Arc::clone(&store), &member_dir.join("snap"))?
-            .with_events(events.clone());
+            .with_events(events.clone())
+            .with_lessor(Arc::clone(&lessor));
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -281,6 +287,8 @@ impl Node {
             shutting_down: AtomicBool::new(false),
             leader_contact: Arc::default(),
             ready: watch::channel(false).0,
+            lessor,
+            lease_ids: crate::lease::IdGen::new(identity.member_id),
         });
 
         // Peer service first, so the others can reach us while we bootstrap.
@@ -675,6 +683,28 @@ impl Inner {
         }
     }
 
+    /// Sends `req` to the leader. `Ok(None)`: no answer worth keeping (this
+    /// member is the leader, the leader moved, or it could not be reached);
+    /// the caller may try again.
+    pub(crate) async fn ask_leader(
+        &self,
+        req: ForwardRequest,
+        deadline: Instant,
+    ) -> Result<Option<ForwardResponse>, Status> {
+        let (leader, node) = self.wait_leader(deadline).await?;
+        if leader == self.id {
+            return Ok(None);
+        }
+        let url = node
+            .peer_urls
+            .first()
+            .ok_or_else(|| Status::unavailable(msg::NO_LEADER))?;
+        match self.peers.forward(url, &req).await {
+            Ok(ForwardResponse::NotLeader) | Err(_) => Ok(None),
+            Ok(r) => Ok(Some(r)),
+        }
+    }
+
     /// Proposes on this member. `Ok(None)`: not the leader, nothing was
     /// proposed.
     async fn write_local(
@@ -936,6 +966,9 @@ impl Inner {
     }
 
     fn spawn_background(self: &Arc<Self>) {
+        let t = tokio::spawn(Arc::clone(self).run_lessor(self.stop.subscribe()));
+        self.push_task(t);
+
         // Leader: promote members added as voters once they caught up.
         let me = Arc::clone(self);
         let mut stop = self.stop.subscribe();
@@ -1164,6 +1197,9 @@ impl ForwardHandler for Inner {
                     Ok(None) => ForwardResponse::NotLeader,
                     Err(e) => wire(e),
                 }
+            }
+            r @ (ForwardRequest::LeaseRenew(_) | ForwardRequest::LeaseTimeToLive { .. }) => {
+                self.handle_lease_forward(r).await
             }
             ForwardRequest::ClusterInfo => {
                 // Linearizable: a member added by MemberAdd (which returns

@@ -21,7 +21,7 @@ pub async fn bind_clients(node: &Node) -> Result<Vec<TcpListener>, StartError> {
     Ok(out)
 }
 
-/// Serves etcd's KV, Cluster, Maintenance and Health services on
+/// Serves etcd's KV, Watch, Lease, Cluster, Maintenance and Health services on
 /// `listeners` until `shutdown` completes.
 pub async fn serve(
     node: Node,
@@ -42,7 +42,8 @@ pub async fn serve(
             .add_service(KvService::server(&node))
             .add_service(ClusterService::server(&node))
             .add_service(MaintenanceService::server(&node))
-            .add_service(crate::watch::WatchService::server(&node));
+            .add_service(crate::watch::WatchService::server(&node))
+            .add_service(crate::lease::LeaseService::server(&node));
         let mut rx = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tasks.push(tokio::spawn(async move {

@@ -15,6 +15,8 @@ pub mod msg {
     pub const VALUE_PROVIDED: &str = "etcdserver: value is provided";
     pub const LEASE_PROVIDED: &str = "etcdserver: lease is provided";
     pub const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+    pub const LEASE_EXISTS: &str = "etcdserver: lease already exists";
+    pub const LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
     pub const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
     pub const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
     pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
@@ -35,6 +37,8 @@ pub fn apply_error(e: &kv::Error) -> Option<ApplyError> {
         kv::Error::KeyNotFound => "key_not_found",
         kv::Error::ValueProvided => "value_provided",
         kv::Error::LeaseProvided => "lease_provided",
+        kv::Error::LeaseNotFound => "lease_not_found",
+        kv::Error::LeaseExists => "lease_exists",
         kv::Error::TooManyOps { .. } => "too_many_ops",
         kv::Error::DuplicateKey => "duplicate_key",
         kv::Error::Corrupt { .. } | kv::Error::Backend(_) | kv::Error::Poisoned => return None,
@@ -54,6 +58,8 @@ pub fn from_apply_error(e: &ApplyError) -> Status {
         "key_not_found" => Status::new(Code::InvalidArgument, msg::KEY_NOT_FOUND),
         "value_provided" => Status::new(Code::InvalidArgument, msg::VALUE_PROVIDED),
         "lease_provided" => Status::new(Code::InvalidArgument, msg::LEASE_PROVIDED),
+        "lease_not_found" => Status::new(Code::NotFound, msg::LEASE_NOT_FOUND),
+        "lease_exists" => Status::new(Code::FailedPrecondition, msg::LEASE_EXISTS),
         "too_many_ops" => Status::new(Code::InvalidArgument, msg::TOO_MANY_OPS),
         "duplicate_key" => Status::new(Code::InvalidArgument, msg::DUPLICATE_KEY),
         _ => Status::new(Code::Internal, e.message.clone()),

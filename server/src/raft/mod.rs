@@ -90,6 +90,11 @@ impl fmt::Display for Command {
             Some(Op::DeleteRange(d)) => write!(f, "delete {:?}..{:?}", d.key, d.range_end),
             Some(Op::Txn(t)) => write!(f, "txn ({} compares)", t.compare.len()),
             Some(Op::Compact(c)) => write!(f, "compact {}", c.revision),
+            Some(Op::LeaseGrant(g)) => write!(f, "lease grant {:x} ttl {}", g.id, g.ttl),
+            Some(Op::LeaseRevoke(r)) => write!(f, "lease revoke {:x}", r.id),
+            Some(Op::LeaseCheckpoint(c)) => {
+                write!(f, "lease checkpoint ({} leases)", c.checkpoints.len())
+            }
             None => f.write_str("empty"),
         }
     }

@@ -44,6 +44,8 @@ pub struct StateMachine {
     applied: Applied,
     /// Where each applied revision's events go (watches).
     events: Option<crate::watch::EventSender>,
+    /// Told of applied grants and revokes.
+    lessor: Option<Arc<crate::lease::Lessor>>,
 }
 
 fn kv_err(e: cairn_kv::Error) -> io::Error {
@@ -63,7 +65,14 @@ impl StateMachine {
             snap_dir: snap_dir.to_path_buf(),
             applied,
             events: None,
+            lessor: None,
         })
+    }
+
+    /// Tells `lessor` of every applied grant and revoke.
+    pub fn with_lessor(mut self, lessor: Arc<crate::lease::Lessor>) -> Self {
+        self.lessor = Some(lessor);
+        self
     }
 
     /// Publishes the events of every applied revision on `tx`.
@@ -115,6 +124,38 @@ impl StateMachine {
                     header: convert::header(rev),
                 })
             }),
+            Some(Op::LeaseGrant(g)) => self.store.lease_grant(g.id, g.ttl, &pos).map(|()| {
+                if let Some(l) = &self.lessor {
+                    l.granted(g.id, g.ttl);
+                }
+                Res::LeaseGrant(cairn_proto::etcdserverpb::LeaseGrantResponse {
+                    header: convert::header(self.store.current_revision()),
+                    id: g.id,
+                    ttl: g.ttl,
+                    error: String::new(),
+                })
+            }),
+            Some(Op::LeaseRevoke(r)) => self.store.lease_revoke(r.id, &pos).map(|a| {
+                self.publish(a.revision, a.events);
+                if let Some(l) = &self.lessor {
+                    l.revoked(r.id);
+                }
+                Res::LeaseRevoke(cairn_proto::etcdserverpb::LeaseRevokeResponse {
+                    header: convert::header(a.revision),
+                })
+            }),
+            Some(Op::LeaseCheckpoint(c)) => {
+                let cps: Vec<(i64, i64)> = c
+                    .checkpoints
+                    .iter()
+                    .map(|c| (c.id, c.remaining_ttl))
+                    .collect();
+                self.store.lease_checkpoint(&cps, &pos).map(|()| {
+                    Res::LeaseCheckpoint(cairn_proto::etcdserverpb::LeaseCheckpointResponse {
+                        header: convert::header(self.store.current_revision()),
+                    })
+                })
+            }
             None => self.store.record_applied(&pos).map(|()| {
                 Res::Error(cairnpb::ApplyError {
                     kind: "empty".into(),

@@ -1,0 +1,314 @@
+//! The lease table: which leases exist, their TTLs and the keys attached.
+//!
+//! A lease is granted with an id and a TTL in seconds. A put naming a lease
+//! attaches its key; a put naming another lease (or none) and a delete
+//! detach it. Revoking a lease deletes every key attached to it in ONE
+//! revision, in key order, producing DELETE events — the only change to the
+//! key space a lease makes. The store does not keep time: deciding that a
+//! lease expired is the owner's job (for Cairn, the Raft leader's lessor,
+//! which then proposes a revoke).
+//!
+//! # Layout and durability
+//!
+//! A lease is one backend entry (see [`crate::record`]):
+//!
+//! ```text
+//! key:   'l' | id i64 BE (8 B)
+//! value: ttl i64 BE | remaining_ttl i64 BE
+//! ```
+//!
+//! `remaining_ttl` is the last checkpointed remaining TTL (0 = none: the
+//! lease has its whole TTL). Grants, revokes and checkpoints are written in
+//! the same atomic batch as the applied position (and, for a revoke, the
+//! tombstones of its keys), like every other write. Which keys a lease
+//! holds is not stored separately: opening the store derives it from the
+//! latest record of each live key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::backend::{Backend, WriteBatch};
+use crate::error::{Error, Result};
+use crate::record::Meta;
+use crate::request::{Applied, DeleteRangeRequest, Event, EventKind};
+use crate::store::Store;
+use crate::txn::WriteTxn;
+
+/// Prefix of lease entries.
+pub const LEASE_PREFIX: u8 = b'l';
+
+/// A lease as the store keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease id (never 0).
+    pub id: i64,
+    /// The granted TTL in seconds.
+    pub ttl: i64,
+    /// The last checkpointed remaining TTL in seconds; 0 = not checkpointed.
+    pub remaining_ttl: i64,
+}
+
+/// A lease and the keys attached to it, in memory.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LeaseEntry {
+    pub(crate) ttl: i64,
+    pub(crate) remaining_ttl: i64,
+    pub(crate) keys: BTreeSet<Bytes>,
+}
+
+/// The lease table in memory.
+pub(crate) type Leases = BTreeMap<i64, LeaseEntry>;
+
+/// Backend key of lease `id`.
+pub fn lease_key(id: i64) -> Bytes {
+    let mut k = BytesMut::with_capacity(9);
+    k.put_u8(LEASE_PREFIX);
+    k.put_i64(id);
+    k.freeze()
+}
+
+/// Encodes a lease entry's value.
+pub(crate) fn encode(ttl: i64, remaining_ttl: i64) -> Bytes {
+    let mut v = BytesMut::with_capacity(16);
+    v.put_i64(ttl);
+    v.put_i64(remaining_ttl);
+    v.freeze()
+}
+
+/// Decodes a lease entry.
+pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Lease> {
+    let corrupt = |reason: &str| Error::Corrupt {
+        location: format!("lease entry {key:?}"),
+        reason: reason.into(),
+    };
+    let id: [u8; 8] = key
+        .get(1..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt("bad key length"))?;
+    if value.len() != 16 {
+        return Err(corrupt("bad value length"));
+    }
+    let field = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&value[i * 8..i * 8 + 8]);
+        i64::from_be_bytes(a)
+    };
+    Ok(Lease {
+        id: i64::from_be_bytes(id),
+        ttl: field(0),
+        remaining_ttl: field(1),
+    })
+}
+
+/// True for a backend key of the lease table.
+pub(crate) fn is_lease_key(key: &[u8]) -> bool {
+    key.len() == 9 && key[0] == LEASE_PREFIX
+}
+
+/// Reads the lease table (without keys) from the backend.
+pub(crate) fn load<B: Backend>(backend: &B) -> Result<Leases> {
+    let mut leases = Leases::new();
+    for item in backend.scan(&[LEASE_PREFIX], &[LEASE_PREFIX + 1]) {
+        let (k, v) = item.map_err(Error::Backend)?;
+        let l = decode(&k, &v)?;
+        leases.insert(
+            l.id,
+            LeaseEntry {
+                ttl: l.ttl,
+                remaining_ttl: l.remaining_ttl,
+                keys: BTreeSet::new(),
+            },
+        );
+    }
+    Ok(leases)
+}
+
+/// Moves keys between leases as `events` say (in order).
+pub(crate) fn track(leases: &mut Leases, events: &[Event]) {
+    for ev in events {
+        if let Some(prev) = &ev.prev_kv {
+            if prev.lease != 0 {
+                if let Some(l) = leases.get_mut(&prev.lease) {
+                    l.keys.remove(&prev.key);
+                }
+            }
+        }
+        if ev.kind == EventKind::Put && ev.kv.lease != 0 {
+            if let Some(l) = leases.get_mut(&ev.kv.lease) {
+                l.keys.insert(ev.kv.key.clone());
+            }
+        }
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// Grants lease `id` (≠ 0) with `ttl` seconds. Fails with
+    /// [`Error::LeaseExists`] if the id is taken. Changes no revision.
+    pub fn lease_grant(&self, id: i64, ttl: i64, applied: &[u8]) -> Result<()> {
+        let inner = self.inner();
+        inner.check()?;
+        if id == 0 {
+            return Err(Error::LeaseNotFound);
+        }
+        let mut st = inner.write_state()?;
+        if st.leases.contains_key(&id) {
+            return Err(Error::LeaseExists);
+        }
+        let applied = Bytes::copy_from_slice(applied);
+        let mut batch = WriteBatch::new();
+        batch.put(lease_key(id), encode(ttl, 0));
+        batch.put(Meta::Applied.key(), applied.clone());
+        inner.guard(inner.backend.write(batch).map_err(Error::Backend))?;
+        st.leases.insert(
+            id,
+            LeaseEntry {
+                ttl,
+                remaining_ttl: 0,
+                keys: BTreeSet::new(),
+            },
+        );
+        st.applied = Some(applied);
+        Ok(())
+    }
+
+    /// Revokes lease `id`: deletes every key attached to it in one revision
+    /// (key order) and forgets the lease. The response is the number of keys
+    /// deleted. Fails with [`Error::LeaseNotFound`] for an unknown lease.
+    pub fn lease_revoke(&self, id: i64, applied: &[u8]) -> Result<Applied<i64>> {
+        let inner = self.inner();
+        inner.check()?;
+        let mut st = inner.write_state()?;
+        let keys: Vec<Bytes> = match st.leases.get(&id) {
+            Some(l) => l.keys.iter().cloned().collect(),
+            None => return Err(Error::LeaseNotFound),
+        };
+        let mut tx = WriteTxn::new(&inner.backend, &mut st);
+        let mut deleted = 0;
+        for key in keys {
+            let req = DeleteRangeRequest {
+                key,
+                ..Default::default()
+            };
+            match tx.delete_range(&req) {
+                Ok(r) => deleted += r.deleted,
+                Err(e) => {
+                    tx.rollback();
+                    return inner.guard(Err(e));
+                }
+            }
+        }
+        let mut extra = WriteBatch::new();
+        extra.delete(lease_key(id));
+        let (revision, events) = inner.guard(tx.commit_with(applied, extra))?;
+        st.leases.remove(&id);
+        Ok(Applied {
+            response: deleted,
+            events,
+            revision,
+        })
+    }
+
+    /// Records the remaining TTLs of leases (id, seconds; 0 clears a
+    /// checkpoint). Unknown ids are skipped. Changes no revision.
+    pub fn lease_checkpoint(&self, checkpoints: &[(i64, i64)], applied: &[u8]) -> Result<()> {
+        let inner = self.inner();
+        inner.check()?;
+        let mut st = inner.write_state()?;
+        let applied = Bytes::copy_from_slice(applied);
+        let mut batch = WriteBatch::new();
+        for (id, remaining) in checkpoints {
+            if let Some(l) = st.leases.get(id) {
+                batch.put(lease_key(*id), encode(l.ttl, *remaining));
+            }
+        }
+        batch.put(Meta::Applied.key(), applied.clone());
+        inner.guard(inner.backend.write(batch).map_err(Error::Backend))?;
+        for (id, remaining) in checkpoints {
+            if let Some(l) = st.leases.get_mut(id) {
+                l.remaining_ttl = *remaining;
+            }
+        }
+        st.applied = Some(applied);
+        Ok(())
+    }
+
+    /// Lease `id`, if it exists.
+    pub fn lease(&self, id: i64) -> Option<Lease> {
+        let st = self.inner().read_state().ok()?;
+        st.leases.get(&id).map(|l| Lease {
+            id,
+            ttl: l.ttl,
+            remaining_ttl: l.remaining_ttl,
+        })
+    }
+
+    /// The keys attached to lease `id`, in key order (empty if unknown).
+    pub fn lease_keys(&self, id: i64) -> Vec<Bytes> {
+        self.inner()
+            .read_state()
+            .ok()
+            .and_then(|st| st.leases.get(&id).map(|l| l.keys.iter().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// Every lease, by id.
+    pub fn leases(&self) -> Vec<Lease> {
+        self.inner()
+            .read_state()
+            .map(|st| {
+                st.leases
+                    .iter()
+                    .map(|(id, l)| Lease {
+                        id: *id,
+                        ttl: l.ttl,
+                        remaining_ttl: l.remaining_ttl,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Attaches each live key's lease, from `key_lease` (key → lease of its
+/// latest put), to the lease table.
+pub(crate) fn attach(
+    leases: &mut Leases,
+    key_lease: BTreeMap<Bytes, i64>,
+    live: impl Fn(&Bytes) -> bool,
+) {
+    for (key, id) in key_lease {
+        if let Some(l) = leases.get_mut(&id) {
+            if live(&key) {
+                l.keys.insert(key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        for id in [1, -5, i64::MAX] {
+            let k = lease_key(id);
+            assert!(is_lease_key(&k));
+            let l = decode(&k, &encode(60, 17)).unwrap();
+            assert_eq!(
+                l,
+                Lease {
+                    id,
+                    ttl: 60,
+                    remaining_ttl: 17
+                }
+            );
+        }
+        assert!(decode(&lease_key(1), &[0; 15]).is_err());
+        assert!(decode(b"l1", &[0; 16]).is_err());
+        assert!(!is_lease_key(&crate::record::record_key(
+            crate::Revision::new(1, 0)
+        )));
+    }
+}
