@@ -131,5 +131,48 @@ fn big_store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, puts, big_store);
+/// Revoking a lease with 10,000 keys (256 B values): one write that
+/// deletes them all in one revision, and holds up the writes behind it.
+fn lease_revoke(c: &mut Criterion) {
+    let mut g = c.benchmark_group("kv_lease_revoke");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let dir = bench_dir();
+    let store = Store::open_path(dir.path()).unwrap();
+    let value = Bytes::from(vec![b'v'; VALUE]);
+    let mut id = 0i64;
+    g.bench_function("10k_keys", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                id += 1;
+                store.lease_grant(id, 60, b"").unwrap();
+                for chunk in 0..100u64 {
+                    let ops = (0..100u64)
+                        .map(|j| {
+                            RequestOp::Put(PutRequest {
+                                key: key(chunk * 100 + j),
+                                value: value.clone(),
+                                lease: id,
+                                ..Default::default()
+                            })
+                        })
+                        .collect();
+                    let txn = TxnRequest {
+                        success: ops,
+                        ..Default::default()
+                    };
+                    store.txn(&txn, b"").unwrap();
+                }
+                let t = Instant::now();
+                let r = store.lease_revoke(id, b"").unwrap();
+                total += t.elapsed();
+                assert_eq!(r.response, 10_000);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, puts, big_store, lease_revoke);
 criterion_main!(benches);
