@@ -1,5 +1,5 @@
-//! The in-process client: etcd's KV/Txn/Compact with etcd's semantics and
-//! errors, called directly on a [`Node`] without gRPC. The gRPC KV service
+//! The in-process client: etcd's KV/Txn/Compact and Lease calls with
+//! etcd's semantics and errors, called directly on a [`Node`] without gRPC. The gRPC KV service
 //! is a thin layer over the same calls.
 
 use cairn_kv as kv;
@@ -120,6 +120,36 @@ impl Client {
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// etcd's LeaseGrant: `req.id` 0 lets the member pick the id; a TTL
+    /// below the minimum (1.5 election timeouts) is raised to it.
+    pub async fn lease_grant(&self, req: pb::LeaseGrantRequest) -> Result<pb::LeaseGrantResponse> {
+        self.node.inner.lease_grant(req).await
+    }
+
+    /// etcd's LeaseRevoke: deletes the lease's keys in one revision.
+    pub async fn lease_revoke(&self, id: i64) -> Result<pb::LeaseRevokeResponse> {
+        self.node.inner.lease_revoke(id).await
+    }
+
+    /// One keep-alive: the lease's TTL from now, 0 if there is no such lease.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+        self.node.inner.lease_renew(id).await
+    }
+
+    /// etcd's LeaseTimeToLive: TTL −1 if there is no such lease.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<pb::LeaseTimeToLiveResponse> {
+        self.node.inner.lease_time_to_live(id, keys).await
+    }
+
+    /// etcd's LeaseLeases.
+    pub fn lease_leases(&self) -> pb::LeaseLeasesResponse {
+        self.node.inner.lease_leases()
     }
 
     /// Puts `value` at `key`; a shorthand for [`Client::put`].

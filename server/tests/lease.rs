@@ -495,3 +495,41 @@ async fn leader_kills_neither_extend_nor_expire_leases() {
         stop_renewing(r).await;
     }
 }
+
+/// The in-process client of an embedded member speaks leases too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_client_leases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = cairn::Node::start(cairn::Config::embedded(dir.path().join("data")))
+        .await
+        .expect("start");
+    let client = node.client();
+    let g = client
+        .lease_grant(LeaseGrantRequest { id: 0, ttl: 0 })
+        .await
+        .expect("grant");
+    assert!(g.id > 0);
+    assert_eq!(g.ttl, 2, "raised to 1.5 election timeouts");
+    client
+        .put(leased_put("k", g.id))
+        .await
+        .expect("put with lease");
+    assert_eq!(client.lease_keep_alive(g.id).await.expect("renew"), 2);
+    let t = client.lease_time_to_live(g.id, true).await.expect("ttl");
+    assert_eq!(t.keys, vec![b"k".to_vec()]);
+    assert_eq!(client.lease_leases().leases.len(), 1);
+    client.lease_revoke(g.id).await.expect("revoke");
+    assert_eq!(client.get("k").await.expect("get"), None);
+    assert_eq!(client.lease_keep_alive(g.id).await.expect("renew"), 0);
+    assert_eq!(
+        client
+            .lease_time_to_live(g.id, false)
+            .await
+            .expect("ttl")
+            .ttl,
+        -1
+    );
+    let e = client.put(leased_put("k", g.id)).await.expect_err("gone");
+    assert_eq!(e.message(), "etcdserver: requested lease not found");
+    node.shutdown().await;
+}
