@@ -466,7 +466,10 @@ impl Inner {
         let extend = Duration::from_millis(self.config.election_timeout);
         let interval = self.config.lease_checkpoint_interval;
         let mut metrics = self.raft.metrics();
+        let mut next_tick = tokio::time::Instant::now();
         loop {
+            // Leadership is followed on every metrics change; the lease
+            // scan runs once per tick (metrics change with every write).
             let leader = metrics.borrow_watched().state == ServerState::Leader;
             if leader && !self.lessor.is_primary() {
                 self.lessor.promote(&self.store, extend);
@@ -475,25 +478,33 @@ impl Inner {
                 self.lessor.demote();
                 tracing::debug!("lessor demoted");
             }
-            if leader {
-                for id in self.lessor.expired(&self.store) {
-                    let me = Arc::clone(&self);
-                    tokio::spawn(async move {
-                        tracing::debug!(lease = id, "lease expired; revoking");
-                        if let Err(e) = me.lease_revoke(id).await {
-                            if e.message() != msg::LEASE_NOT_FOUND {
-                                tracing::warn!(lease = id, error = %e, "revoking an expired lease");
-                            }
-                        }
-                    });
+            if tokio::time::Instant::now() >= next_tick {
+                next_tick = tokio::time::Instant::now() + TICK;
+                if leader {
+                    self.revoke_expired();
+                    self.checkpoint(interval).await;
                 }
-                self.checkpoint(interval).await;
             }
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 r = metrics.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep_until(next_tick) => {}
             }
+        }
+    }
+
+    /// Proposes a revoke for every lease past its deadline.
+    fn revoke_expired(self: &Arc<Self>) {
+        for id in self.lessor.expired(&self.store) {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                tracing::debug!(lease = id, "lease expired; revoking");
+                if let Err(e) = me.lease_revoke(id).await {
+                    if e.message() != msg::LEASE_NOT_FOUND {
+                        tracing::warn!(lease = id, error = %e, "revoking an expired lease");
+                    }
+                }
+            });
         }
     }
 
