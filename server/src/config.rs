@@ -36,6 +36,10 @@ pub struct Config {
     pub election_timeout: u64,
     /// Applied entries between two snapshots.
     pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot, so a follower that lags
+    /// by fewer catches up from the log rather than a snapshot (etcd's
+    /// `--experimental-snapshot-catchup-entries`).
+    pub snapshot_catchup_entries: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     /// How often an idle watcher with `progress_notify` gets a progress
@@ -69,6 +73,7 @@ impl Default for Config {
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,
+            snapshot_catchup_entries: 5000,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
             watch_progress_notify_interval: std::time::Duration::from_secs(600),

@@ -69,6 +69,13 @@ struct Flags {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     snapshot_count: u64,
+    /// Entries kept behind a snapshot for slow followers to catch up from.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5000
+    )]
+    experimental_snapshot_catchup_entries: u64,
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
@@ -126,6 +133,7 @@ struct FileConfig {
     heartbeat_interval: Option<u64>,
     election_timeout: Option<u64>,
     snapshot_count: Option<u64>,
+    experimental_snapshot_catchup_entries: Option<u64>,
     max_request_bytes: Option<usize>,
     max_txn_ops: Option<usize>,
     experimental_watch_progress_notify_interval: Option<String>,
@@ -163,6 +171,9 @@ fn load_file(path: &PathBuf) -> Result<Flags, String> {
         heartbeat_interval: f.heartbeat_interval.unwrap_or(d.heartbeat_interval),
         election_timeout: f.election_timeout.unwrap_or(d.election_timeout),
         snapshot_count: f.snapshot_count.unwrap_or(d.snapshot_count),
+        experimental_snapshot_catchup_entries: f
+            .experimental_snapshot_catchup_entries
+            .unwrap_or(d.experimental_snapshot_catchup_entries),
         max_request_bytes: f.max_request_bytes.unwrap_or(d.max_request_bytes),
         max_txn_ops: f.max_txn_ops.unwrap_or(d.max_txn_ops),
         experimental_watch_progress_notify_interval: f
@@ -211,6 +222,7 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         heartbeat_interval: f.heartbeat_interval,
         election_timeout: f.election_timeout,
         snapshot_count: f.snapshot_count,
+        snapshot_catchup_entries: f.experimental_snapshot_catchup_entries,
         max_request_bytes: f.max_request_bytes,
         max_txn_ops: f.max_txn_ops,
         watch_progress_notify_interval: parse_duration(
@@ -410,6 +422,7 @@ mod tests {
         assert_eq!(c.max_txn_ops, 128);
         assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(600));
         assert_eq!(c.lease_checkpoint_interval, Duration::from_secs(5));
+        assert_eq!(c.snapshot_catchup_entries, 5000);
         // A name alone moves the data dir, as in etcd.
         let c = to_config(&Flags::parse_from(["cairn", "--name", "m1"])).expect("config");
         assert_eq!(c.data_dir, PathBuf::from("m1.cairn"));

@@ -245,7 +245,7 @@ impl Node {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
             // etcd keeps this many entries after a snapshot so a slightly
             // lagging follower catches up from the log.
-            max_in_snapshot_log_to_keep: 5000,
+            max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
             max_payload_entries: 1000,
             enable_pre_vote: Some(true),
             ..Default::default()

@@ -341,6 +341,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta = meta.clone();
         let id = snapshot_id(&meta.last_log_id);
         let (img, meta_path) = self.snapshot_paths(&id);
+        let installed = id.clone();
         let applied = tokio::task::spawn_blocking(move || -> io::Result<Applied> {
             let mut r = BufReader::new(snapshot);
             let info = store.import(&mut r).map_err(kv_err)?;
@@ -361,6 +362,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(io::Error::other)??;
+        tracing::info!(snapshot = %installed, "installed a snapshot from the leader");
         self.applied = applied;
         Ok(())
     }

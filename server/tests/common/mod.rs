@@ -100,6 +100,17 @@ impl Member {
         }
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") to the running process.
+    pub fn signal(&self, signal: &str) {
+        let c = self.child.as_ref().expect("running");
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &c.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} {}", self.name);
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
