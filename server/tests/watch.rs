@@ -487,9 +487,10 @@ async fn stalled_shared_stream_loses_and_repeats_nothing() {
     assert_eq!(answers, 1);
 }
 
-/// etcd#19179: a watch opened exactly at the compaction revision could
-/// miss a delete made in that revision. Cairn cancels it as compacted, so
-/// the client relists instead of missing the delete.
+/// etcd#19179 (and #18089, the same miss seen by a resumed watch): a watch
+/// opened exactly at the compaction revision could miss a delete made in
+/// that revision. Cairn cancels it as compacted, so the client relists
+/// instead of missing the delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_at_the_compaction_revision_is_compacted() {
     let c = Cluster::start(1, &[]).await;
