@@ -330,6 +330,8 @@ impl Inner {
             }
             st.expiry.insert(id, now + secs(lease.ttl));
         }
+        // Read again under the lock: a checkpoint proposed before it was
+        // taken has been applied by now.
         let current = self.store.lease(id);
         if current.as_ref().is_some_and(|l| l.remaining_ttl != 0) {
             let clear = pb::LeaseCheckpointRequest {

@@ -221,12 +221,7 @@ async fn scenario(ch: Channel) -> Vec<String> {
 async fn same_lease_responses_as_etcd() {
     let etcd = Etcd::start();
     let _ = etcd.kv().await;
-    let want = scenario(
-        Channel::from_shared(etcd.client_url.clone())
-            .expect("url")
-            .connect_lazy(),
-    )
-    .await;
+    let want = scenario(etcd.channel()).await;
     // etcd's default timeouts: the same minimum TTL.
     let c = Cluster::start(
         1,
@@ -353,17 +348,7 @@ async fn expiry_deletes_keys_in_one_revision_and_leases_survive_restart() {
         .expect("ttl")
         .into_inner();
     assert_eq!((t.granted_ttl, t.keys.len()), (3, 50), "{t:?}");
-    let before = kv
-        .range(RangeRequest {
-            key: b"x".to_vec().into(),
-            ..Default::default()
-        })
-        .await
-        .expect("rev")
-        .into_inner()
-        .header
-        .expect("header")
-        .revision;
+    let before = head(&mut kv).await;
     let (wtx, wrx) = tokio::sync::mpsc::channel(1);
     wtx.send(WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {

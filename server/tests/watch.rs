@@ -184,12 +184,7 @@ async fn scenario(ch: Channel) -> Vec<WatchResponse> {
 async fn same_watch_responses_as_etcd() {
     let etcd = Etcd::start();
     let _ = etcd.kv().await;
-    let want = scenario(
-        Channel::from_shared(etcd.client_url.clone())
-            .expect("url")
-            .connect_lazy(),
-    )
-    .await;
+    let want = scenario(etcd.channel()).await;
     let c = Cluster::start(1, &[]).await;
     let got = scenario(c.members[0].channel().await).await;
     assert!(want.len() >= 10, "etcd answered too little: {want:#?}");

@@ -408,18 +408,7 @@ async fn watch_guarantees_hold_through_leader_kills_and_compactions() {
         w.await.expect("writer");
     }
     c.wait_leader(Duration::from_secs(20)).await;
-    let mut kv = KvClient::new(chans[0].clone());
-    let head = kv
-        .range(RangeRequest {
-            key: b"w/".to_vec().into(),
-            ..Default::default()
-        })
-        .await
-        .expect("final read")
-        .into_inner()
-        .header
-        .expect("header")
-        .revision;
+    let head = head(&mut KvClient::new(chans[0].clone())).await;
     stop_at.store(head, std::sync::atomic::Ordering::Release);
     for w in watchers {
         tokio::time::timeout(Duration::from_secs(30), w)
@@ -590,19 +579,7 @@ async fn watch_on_a_member_catching_up_from_a_snapshot_never_goes_back() {
     let mut revs = Vec::new();
     let write = |i: usize| {
         let mut kv = kv.clone();
-        async move {
-            kv.put(PutRequest {
-                key: format!("w/{:02}", i % 10).into_bytes().into(),
-                value: i.to_string().into_bytes().into(),
-                ..Default::default()
-            })
-            .await
-            .expect("put")
-            .into_inner()
-            .header
-            .expect("header")
-            .revision
-        }
+        async move { put(&mut kv, &format!("w/{:02}", i % 10), &i.to_string()).await }
     };
     for i in 0..50 {
         revs.push(write(i).await);

@@ -376,6 +376,21 @@ pub async fn delete(kv: &mut KvClient<Channel>, key: &str, end: &str) -> i64 {
     .revision
 }
 
+/// The store revision, read from a (linearizable) range's header.
+pub async fn head(kv: &mut KvClient<Channel>) -> i64 {
+    kv.range(RangeRequest {
+        key: b"\0".to_vec().into(),
+        count_only: true,
+        ..Default::default()
+    })
+    .await
+    .expect("range")
+    .into_inner()
+    .header
+    .expect("header")
+    .revision
+}
+
 pub async fn put(kv: &mut KvClient<Channel>, k: &str, v: &str) -> i64 {
     kv.put(PutRequest {
         key: k.as_bytes().to_vec().into(),
@@ -435,11 +450,14 @@ impl Etcd {
         }
     }
 
-    pub async fn kv(&self) -> KvClient<Channel> {
-        let ch = Channel::from_shared(self.client_url.clone())
+    pub fn channel(&self) -> Channel {
+        Channel::from_shared(self.client_url.clone())
             .expect("url")
-            .connect_lazy();
-        let mut kv = KvClient::new(ch);
+            .connect_lazy()
+    }
+
+    pub async fn kv(&self) -> KvClient<Channel> {
+        let mut kv = KvClient::new(self.channel());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = kv
