@@ -308,10 +308,11 @@ impl Node {
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE);
             let mut stop_rx = inner.stop.subscribe();
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Nagle off on accepted peer connections (see server.rs).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let task = tokio::spawn(async move {
                 let r = tonic::transport::Server::builder()
-                    .tcp_nodelay(true)
                     .add_service(server)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stop_rx.wait_for(|s| *s).await;
