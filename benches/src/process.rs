@@ -1,0 +1,65 @@
+//! Memory and disk readings of server processes, from Linux's `/proc`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::report::Servers;
+
+/// A `kB` field of `/proc/<pid>/status` ("VmRSS", "VmHWM"), in MiB.
+pub fn status_mib(pid: u32, field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Space a directory tree takes on disk (allocated blocks, as `du`
+/// counts them: etcd preallocates its WAL files), in MiB.
+pub fn dir_mib(dir: &Path) -> f64 {
+    fn walk(p: &Path) -> u64 {
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            return 0;
+        };
+        if meta.is_dir() {
+            let Ok(entries) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            entries.flatten().map(|e| walk(&e.path())).sum()
+        } else {
+            meta.blocks() * 512
+        }
+    }
+    walk(dir) as f64 / (1024.0 * 1024.0)
+}
+
+/// Readings for the given processes and data directories.
+pub fn servers(pids: &[u32], dirs: &[std::path::PathBuf]) -> Servers {
+    let sum = |field: &str| -> Option<f64> {
+        let v: Vec<f64> = pids.iter().filter_map(|p| status_mib(*p, field)).collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    };
+    let peak = pids
+        .iter()
+        .filter_map(|p| status_mib(*p, "VmHWM"))
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    Servers {
+        rss_mib: sum("VmRSS"),
+        peak_rss_mib: peak,
+        data_dir_mib: (!dirs.is_empty()).then(|| dirs.iter().map(|d| dir_mib(d)).sum()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_memory_and_a_dir() {
+        let rss = status_mib(std::process::id(), "VmRSS").expect("own VmRSS");
+        assert!(rss > 0.0);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("f"), vec![1u8; 2 << 20]).expect("write");
+        let mib = dir_mib(dir.path());
+        assert!((2.0..2.1).contains(&mib), "{mib}");
+    }
+}
