@@ -215,6 +215,22 @@ pub struct TxnResponse {
     pub responses: Vec<ResponseOp>,
 }
 
+/// One write of a batch ([`crate::Store::write_batch`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Write<'r> {
+    Put(&'r PutRequest),
+    DeleteRange(&'r DeleteRangeRequest),
+    Txn(&'r TxnRequest),
+}
+
+/// The response to one [`Write`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Written {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+}
+
 /// Result of a write: the response, the watch events it produced (in
 /// revision order) and the store revision after it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@
 //! reader at a legal revision can reach, after waiting out reads that began
 //! before the compaction (the `read_barrier`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -44,9 +44,10 @@ use crate::lease;
 use crate::range;
 use crate::record::{self, Meta, Record};
 use crate::request::{
-    Applied, DeleteRangeRequest, DeleteRangeResponse, HashKv, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    Applied, DeleteRangeRequest, DeleteRangeResponse, HashKv, KeyValue, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse, Write, Written,
 };
+use crate::revision::Revision;
 use crate::txn::{self, WriteTxn};
 
 /// Tuning knobs of a [`Store`].
@@ -298,6 +299,78 @@ impl<B: Backend> Store<B> {
     pub fn txn(&self, req: &TxnRequest, applied: &[u8]) -> Result<Applied<TxnResponse>> {
         txn::validate_txn(req, usize::MAX)?;
         self.write(applied, |tx| tx.txn(req))
+    }
+
+    /// Applies several writes as ONE backend batch: each gets its own
+    /// revision and response exactly as if applied alone and in order
+    /// (later writes see earlier ones), but the records, the current
+    /// revision and `applied` (the position of the last write) go to the
+    /// backend in one atomic batch — a crash keeps all or none of them.
+    ///
+    /// A write that fails deterministically (validation, a missing lease,
+    /// `ignore_value` on a missing key, …) gets its error in its slot and
+    /// changes nothing. A backend or corruption error fails the whole call
+    /// and poisons the store.
+    pub fn write_batch(
+        &self,
+        writes: &[Write<'_>],
+        applied: &[u8],
+    ) -> Result<Vec<Result<Applied<Written>>>> {
+        self.inner.check()?;
+        let mut st = self.inner.write_state()?;
+        let begin = st.current;
+        let mut batch = WriteBatch::new();
+        let mut staged: HashMap<Revision, KeyValue> = HashMap::new();
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            let valid = match w {
+                Write::Put(r) => txn::validate_put(r),
+                Write::DeleteRange(r) => txn::validate_delete(r),
+                Write::Txn(r) => txn::validate_txn(r, usize::MAX),
+            };
+            if let Err(e) = valid {
+                out.push(Err(e));
+                continue;
+            }
+            let mut tx = WriteTxn::new(&self.inner.backend, &mut st).with_staged(&staged);
+            let r = match w {
+                Write::Put(r) => tx.put(r).map(Written::Put),
+                Write::DeleteRange(r) => tx.delete_range(r).map(Written::DeleteRange),
+                Write::Txn(r) => tx.txn(r).map(Written::Txn),
+            };
+            match r {
+                Ok(response) => {
+                    let s = tx.stage(&mut batch);
+                    staged.extend(s.puts);
+                    out.push(Ok(Applied {
+                        response,
+                        events: s.events,
+                        revision: s.revision,
+                    }));
+                }
+                Err(e @ (Error::Backend(_) | Error::Corrupt { .. })) => {
+                    tx.rollback();
+                    // Earlier writes of the batch are in memory only.
+                    self.inner.poisoned.store(true, Ordering::Release);
+                    return Err(e);
+                }
+                Err(e) => {
+                    tx.rollback();
+                    out.push(Err(e));
+                }
+            }
+        }
+        if st.current != begin {
+            batch.put(Meta::Current.key(), record::encode_i64(st.current));
+        }
+        let applied = Bytes::copy_from_slice(applied);
+        batch.put(Meta::Applied.key(), applied.clone());
+        if let Err(e) = self.inner.backend.write(batch) {
+            self.inner.poisoned.store(true, Ordering::Release);
+            return Err(Error::Backend(e));
+        }
+        st.applied = Some(applied);
+        Ok(out)
     }
 
     /// Stores `applied` without changing any key (for commands that write

@@ -7,7 +7,7 @@
 //! transaction is visible. All changes of one transaction share one main
 //! revision and are written in one backend batch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
@@ -187,6 +187,17 @@ pub(crate) struct WriteTxn<'a, B: Backend> {
     changes: Vec<Record>,
     events: Vec<Event>,
     undo: Vec<Undo>,
+    /// Put records of earlier transactions of the same batch, staged but
+    /// not yet in the backend (see [`WriteTxn::stage`]).
+    staged: Option<&'a HashMap<Revision, KeyValue>>,
+}
+
+/// What [`WriteTxn::stage`] moved into a batch.
+pub(crate) struct Staged {
+    pub(crate) revision: i64,
+    pub(crate) events: Vec<Event>,
+    /// The put records, for later transactions of the batch to read.
+    pub(crate) puts: Vec<(Revision, KeyValue)>,
 }
 
 impl<'a, B: Backend> WriteTxn<'a, B> {
@@ -199,7 +210,14 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
             changes: Vec::new(),
             events: Vec::new(),
             undo: Vec::new(),
+            staged: None,
         }
+    }
+
+    /// Reads records of earlier transactions of the batch from `staged`.
+    pub(crate) fn with_staged(mut self, staged: &'a HashMap<Revision, KeyValue>) -> Self {
+        self.staged = Some(staged);
+        self
     }
 
     /// The revision this transaction's reads see.
@@ -216,6 +234,9 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
             if let Some(Record::Put(kv)) = self.changes.get(rev.sub as usize) {
                 return Ok(kv.clone());
             }
+        }
+        if let Some(kv) = self.staged.and_then(|m| m.get(&rev)) {
+            return Ok(kv.clone());
         }
         fetch_put(self.backend, rev)
     }
@@ -535,6 +556,35 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         self.undo.clear();
         lease::track(&mut self.state.leases, &self.events);
         Ok((self.state.current, std::mem::take(&mut self.events)))
+    }
+}
+
+impl<B: Backend> WriteTxn<'_, B> {
+    /// Adds this transaction's records to `batch` and makes its revision
+    /// current in memory, without writing: the caller writes the batch
+    /// before it releases the state lock, so no reader sees the revision
+    /// before its records are in the backend. If that write fails the
+    /// memory is ahead of the backend, so the caller must poison the store.
+    pub(crate) fn stage(mut self, batch: &mut WriteBatch) -> Staged {
+        let rev = self.begin + 1;
+        let mut puts = Vec::new();
+        for (sub, rec) in self.changes.iter().enumerate() {
+            let at = Revision::new(rev, sub as i64);
+            batch.put(record::record_key(at), rec.encode());
+            if let Record::Put(kv) = rec {
+                puts.push((at, kv.clone()));
+            }
+        }
+        if !self.changes.is_empty() {
+            self.state.current = rev;
+        }
+        self.undo.clear();
+        lease::track(&mut self.state.leases, &self.events);
+        Staged {
+            revision: self.state.current,
+            events: std::mem::take(&mut self.events),
+            puts,
+        }
     }
 }
 

@@ -26,6 +26,7 @@ enum Outcome {
     Revoke(i64, Vec<Event>, i64),
     Granted,
     Err(String),
+    Batch(Vec<Outcome>),
 }
 
 fn err_kind(e: &Error) -> String {
@@ -379,6 +380,8 @@ enum Op {
     Grant(i64),
     Revoke(i64),
     Reopen,
+    /// Puts, deletes and txns applied as one backend batch.
+    Batch(Vec<Op>),
     /// Export an image and import it into a fresh store, which replaces it.
     Image,
 }
@@ -522,8 +525,17 @@ fn txn_req() -> impl Strategy<Value = TxnRequest> {
         })
 }
 
+fn batch_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => put_req().prop_map(Op::Put),
+        2 => delete_req().prop_map(Op::Delete),
+        4 => txn_req().prop_map(Op::Txn),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
+        3 => prop::collection::vec(batch_op(), 1..6).prop_map(Op::Batch),
         4 => range_req().prop_map(Op::Range),
         5 => put_req().prop_map(Op::Put),
         2 => delete_req().prop_map(Op::Delete),
@@ -556,6 +568,33 @@ fn store_outcome(store: &Store, op: &Op, pos: &[u8]) -> Outcome {
         Op::Revoke(id) => store
             .lease_revoke(*id, pos)
             .map_or_else(e, |a| Outcome::Revoke(a.response, a.events, a.revision)),
+        Op::Batch(ops) => {
+            let writes: Vec<Write<'_>> = ops
+                .iter()
+                .map(|op| match op {
+                    Op::Put(p) => Write::Put(p),
+                    Op::Delete(d) => Write::DeleteRange(d),
+                    Op::Txn(t) => Write::Txn(t),
+                    _ => unreachable!("batches hold writes only"),
+                })
+                .collect();
+            match store.write_batch(&writes, pos) {
+                Ok(results) => Outcome::Batch(
+                    results
+                        .into_iter()
+                        .map(|r| match r {
+                            Ok(a) => match a.response {
+                                Written::Put(p) => Outcome::Put(p, a.events, a.revision),
+                                Written::DeleteRange(d) => Outcome::Delete(d, a.events, a.revision),
+                                Written::Txn(t) => Outcome::Txn(t, a.events, a.revision),
+                            },
+                            Err(err) => e(err),
+                        })
+                        .collect(),
+                ),
+                Err(err) => e(err),
+            }
+        }
         Op::Reopen | Op::Image => unreachable!(),
     }
 }
@@ -653,6 +692,7 @@ fn model_outcome(m: &mut Model, op: &Op) -> Outcome {
             let (ev, rev) = m.commit(w);
             Outcome::Revoke(deleted, ev, rev)
         }
+        Op::Batch(ops) => Outcome::Batch(ops.iter().map(|op| model_outcome(m, op)).collect()),
         Op::Reopen | Op::Image => unreachable!(),
     }
 }
