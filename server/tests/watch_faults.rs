@@ -597,6 +597,11 @@ async fn watch_on_a_member_catching_up_from_a_snapshot_never_goes_back() {
     for p in pending.drain(..) {
         revs.push(p.await.expect("writer"));
     }
+    // The leader's replication call to the paused follower is still in
+    // flight, and the leader keeps the log that call covers; once the call
+    // times out (well within 2 s at these timeouts) the log is purged, so
+    // the follower can only catch up from a snapshot.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     c.members[f].signal("CONT");
     for i in 650..700 {
         revs.push(write(i).await);

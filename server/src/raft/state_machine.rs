@@ -16,10 +16,10 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_kv::Store;
+use cairn_kv::{Store, Write as KvBatchWrite, Written};
 use cairn_proto::cairnpb::{self, command::Op, command_response::Result as Res};
 use futures::{Stream, StreamExt};
-use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,39 @@ pub struct StateMachine {
     /// Told of applied grants and revokes.
     lessor: Option<Arc<crate::lease::Lessor>>,
 }
+
+/// Most log entries applied as one kv batch: bounds the batch (and the
+/// time the store's write lock is held) when a long log is replayed.
+const MAX_APPLY_BATCH: usize = 256;
+
+/// A kv write decoded from a log entry.
+enum KvWrite {
+    Put(cairn_kv::PutRequest),
+    DeleteRange(cairn_kv::DeleteRangeRequest),
+    Txn(cairn_kv::TxnRequest),
+}
+
+impl KvWrite {
+    fn of(cmd: &cairnpb::Command) -> Option<KvWrite> {
+        Some(match &cmd.op {
+            Some(Op::Put(p)) => KvWrite::Put(convert::put_request(p)),
+            Some(Op::DeleteRange(d)) => KvWrite::DeleteRange(convert::delete_request(d)),
+            Some(Op::Txn(t)) => KvWrite::Txn(convert::txn_request(t)),
+            _ => return None,
+        })
+    }
+
+    fn as_write(&self) -> KvBatchWrite<'_> {
+        match self {
+            KvWrite::Put(p) => KvBatchWrite::Put(p),
+            KvWrite::DeleteRange(d) => KvBatchWrite::DeleteRange(d),
+            KvWrite::Txn(t) => KvBatchWrite::Txn(t),
+        }
+    }
+}
+
+/// A write waiting for its batch: its log id, the write, who to answer.
+type PendingWrite = (LogId, KvWrite, Option<ApplyResponder<TypeConfig>>);
 
 fn kv_err(e: cairn_kv::Error) -> io::Error {
     io::Error::other(e)
@@ -100,25 +133,52 @@ impl StateMachine {
         encode(&self.applied)
     }
 
-    /// Applies one command, recording `self.applied` with it.
+    /// Applies `writes` as one kv batch recording the last one's position,
+    /// then publishes their events and answers them, in log order.
+    fn apply_writes(&mut self, writes: &mut Vec<PendingWrite>) -> io::Result<()> {
+        let Some((last, _, _)) = writes.last() else {
+            return Ok(());
+        };
+        self.applied.log_id = Some(*last);
+        let pos = self.position()?;
+        let batch: Vec<KvBatchWrite<'_>> = writes.iter().map(|(_, w, _)| w.as_write()).collect();
+        let results = self.store.write_batch(&batch, &pos).map_err(kv_err)?;
+        drop(batch);
+        for ((_, _, responder), r) in writes.drain(..).zip(results) {
+            let result = match r {
+                Ok(a) => {
+                    self.publish(a.revision, a.events);
+                    match a.response {
+                        Written::Put(p) => Res::Put(convert::put_response(p)),
+                        Written::DeleteRange(d) => Res::DeleteRange(convert::delete_response(d)),
+                        Written::Txn(t) => Res::Txn(convert::txn_response(t)),
+                    }
+                }
+                Err(e) => match status::apply_error(&e) {
+                    Some(a) => Res::Error(a),
+                    None => return Err(kv_err(e)),
+                },
+            };
+            if let Some(r) = responder {
+                r.send(CommandResponse(cairnpb::CommandResponse {
+                    result: Some(result),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one command other than a kv write, recording
+    /// `self.applied` with it.
     fn execute(&self, cmd: &cairnpb::Command) -> io::Result<CommandResponse> {
         let pos = self.position()?;
         let result = match &cmd.op {
-            Some(Op::Put(p)) => self.store.put(&convert::put_request(p), &pos).map(|a| {
-                self.publish(a.revision, a.events);
-                Res::Put(convert::put_response(a.response))
-            }),
-            Some(Op::DeleteRange(d)) => self
-                .store
-                .delete_range(&convert::delete_request(d), &pos)
-                .map(|a| {
-                    self.publish(a.revision, a.events);
-                    Res::DeleteRange(convert::delete_response(a.response))
-                }),
-            Some(Op::Txn(t)) => self.store.txn(&convert::txn_request(t), &pos).map(|a| {
-                self.publish(a.revision, a.events);
-                Res::Txn(convert::txn_response(a.response))
-            }),
+            // `apply` hands every kv write to `apply_writes`.
+            Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_)) => {
+                return Err(io::Error::other(
+                    "kv writes are applied through apply_writes",
+                ))
+            }
             Some(Op::Compact(c)) => self.store.compact(c.revision, &pos).map(|rev| {
                 Res::Compact(cairn_proto::etcdserverpb::CompactionResponse {
                     header: convert::header(rev),
@@ -302,10 +362,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
+        // Consecutive puts, deletes and txns are applied as one kv batch
+        // (one backend write, one applied position); anything else is
+        // applied alone, after the writes before it.
+        let mut writes: Vec<PendingWrite> = Vec::new();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            let payload = match entry.payload {
+                EntryPayload::Normal(cmd) => match KvWrite::of(&cmd.0) {
+                    Some(write) => {
+                        writes.push((entry.log_id, write, responder));
+                        if writes.len() >= MAX_APPLY_BATCH {
+                            self.apply_writes(&mut writes)?;
+                        }
+                        continue;
+                    }
+                    None => EntryPayload::Normal(cmd),
+                },
+                other => other,
+            };
+            self.apply_writes(&mut writes)?;
             self.applied.log_id = Some(entry.log_id);
-            let resp = match entry.payload {
+            let resp = match payload {
                 EntryPayload::Normal(cmd) => self.execute(&cmd.0)?,
                 EntryPayload::Blank => {
                     self.store
@@ -325,7 +403,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 r.send(resp);
             }
         }
-        Ok(())
+        self.apply_writes(&mut writes)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
