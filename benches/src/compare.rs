@@ -151,15 +151,19 @@ fn measures(r: &Report) -> Vec<(String, f64, Better)> {
         if let Some(p) = r.latency("put") {
             m.push(("put p99 (ms)".into(), p.p99_ms, Better::Lower));
         }
-        if let Some(k) = r.extra("server KiB per idle watcher") {
-            m.push(("server KiB per idle watcher".into(), k, Better::Lower));
-        }
         return m;
     }
     let mut m = vec![("throughput (ops/s)".into(), r.throughput, Better::Higher)];
     if let Some(l) = r.latencies.first() {
         m.push(("p50 (ms)".into(), l.p50_ms, Better::Lower));
         m.push(("p99 (ms)".into(), l.p99_ms, Better::Lower));
+    }
+    if let (Some(cpu), true) = (r.servers.cpu_seconds, r.ops > 0) {
+        m.push((
+            "server CPU per request (µs)".into(),
+            cpu * 1e6 / r.ops as f64,
+            Better::Lower,
+        ));
     }
     m
 }

@@ -13,6 +13,25 @@ pub fn status_mib(pid: u32, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU time (user + system) a process has used so far, in seconds
+/// (`/proc/<pid>/stat`, in clock ticks of 1/100 s as Linux reports them).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14, stime 15.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Summed CPU seconds of `pids`, if any could be read.
+pub fn total_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    let v: Vec<f64> = pids.iter().filter_map(|p| cpu_seconds(*p)).collect();
+    (!v.is_empty()).then(|| v.iter().sum())
+}
+
 /// Space a directory tree takes on disk (allocated blocks, as `du`
 /// counts them: etcd preallocates its WAL files), in MiB.
 pub fn dir_mib(dir: &Path) -> f64 {
@@ -46,6 +65,7 @@ pub fn servers(pids: &[u32], dirs: &[std::path::PathBuf]) -> Servers {
         rss_mib: sum("VmRSS"),
         peak_rss_mib: peak,
         data_dir_mib: (!dirs.is_empty()).then(|| dirs.iter().map(|d| dir_mib(d)).sum()),
+        cpu_seconds: None,
     }
 }
 
@@ -57,6 +77,13 @@ mod tests {
     fn reads_own_memory_and_a_dir() {
         let rss = status_mib(std::process::id(), "VmRSS").expect("own VmRSS");
         assert!(rss > 0.0);
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(300) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let cpu = cpu_seconds(std::process::id()).expect("own CPU time");
+        assert!(cpu >= 0.2, "{cpu} s after spinning 0.3 s ({x})");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("f"), vec![1u8; 2 << 20]).expect("write");
         let mib = dir_mib(dir.path());

@@ -57,6 +57,8 @@ pub struct Servers {
     pub peak_rss_mib: Option<f64>,
     /// Sum over the given data directories of the space they use.
     pub data_dir_mib: Option<f64>,
+    /// CPU time the given processes used during the run, in seconds.
+    pub cpu_seconds: Option<f64>,
 }
 
 /// One load's result.
@@ -132,6 +134,15 @@ impl Report {
         }
         if let Some(v) = self.servers.data_dir_mib {
             tail.push(format!("data dir = {v:.1} MiB"));
+        }
+        if let Some(v) = self.servers.cpu_seconds {
+            tail.push(format!("server CPU = {v:.2} s"));
+            if self.ops > 0 {
+                tail.push(format!(
+                    "server CPU per request = {:.1} µs",
+                    v * 1e6 / self.ops as f64
+                ));
+            }
         }
         if !tail.is_empty() {
             let _ = writeln!(s, "\n{}", tail.join("; "));

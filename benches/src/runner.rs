@@ -94,6 +94,7 @@ pub fn progress(c: &Common, label: &str, len: u64) -> ProgressBar {
 /// Runs one worker per client until `--total` requests were sent or
 /// `--duration` has passed, and reports.
 pub async fn closed_loop<W: Worker>(c: &Common, load: &str, workers: Vec<W>) -> Result<Report> {
+    let cpu_before = crate::process::total_cpu_seconds(&c.pids);
     let started = Instant::now();
     let deadline = c.duration.map(|d| started + d);
     let next = Arc::new(AtomicU64::new(0));
@@ -183,6 +184,10 @@ pub async fn closed_loop<W: Worker>(c: &Common, load: &str, workers: Vec<W>) -> 
         }
         latencies.insert(0, Latency::of("all", &all));
     }
+    let mut servers = crate::process::servers(&c.pids, &c.data_dirs);
+    servers.cpu_seconds = crate::process::total_cpu_seconds(&c.pids)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     Ok(Report {
         load: load.to_string(),
         endpoints: c.endpoints.clone(),
@@ -195,7 +200,7 @@ pub async fn closed_loop<W: Worker>(c: &Common, load: &str, workers: Vec<W>) -> 
         throughput: ops as f64 / seconds,
         latencies,
         extra: Vec::new(),
-        servers: crate::process::servers(&c.pids, &c.data_dirs),
+        servers,
     })
 }
 
