@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::{which, Cluster, System};
 use crate::loads::{k8s, range, txn, watch, Load};
@@ -57,6 +57,9 @@ pub struct Args {
     /// Where the servers' data dirs go (default: the system temp dir).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Print the tables of an earlier run's results.json instead of running.
+    #[arg(long)]
+    pub render: Option<PathBuf>,
 }
 
 /// One load of the table.
@@ -135,7 +138,7 @@ fn thousands(n: u64) -> String {
 }
 
 /// Which way is better for a measure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Better {
     Higher,
     Lower,
@@ -183,7 +186,7 @@ fn target(members: usize, case: &str, measure: &str) -> Option<f64> {
 }
 
 /// One run of one case against one system.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Run {
     members: usize,
     case: String,
@@ -195,7 +198,7 @@ struct Run {
 }
 
 /// A row of the table.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Row {
     members: usize,
     case: String,
@@ -209,7 +212,7 @@ struct Row {
     errors: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Results {
     date: String,
     machine: String,
@@ -256,7 +259,7 @@ fn machine(work: &Path) -> String {
         &[
             "-c",
             &format!(
-                "d=$(df --output=source {} | tail -1); echo \"$d ($(lsblk -dno ROTA,MODEL $d 2>/dev/null | awk '{{print ($1==0?\"non-rotational\":\"rotational\")}}'))\"",
+                "df --output=source,fstype {} | tail -1 | awk '{{print $1 \" (\" $2 \")\"}}'",
                 work.display()
             ),
         ],
@@ -277,6 +280,13 @@ fn order(r: usize, i: usize) -> [System; 2] {
 }
 
 pub async fn run(a: &Args) -> Result<()> {
+    if let Some(path) = &a.render {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let results: Results = serde_json::from_str(&text).context("decode results")?;
+        println!("{}", markdown(&results));
+        return Ok(());
+    }
     let started = Instant::now();
     let etcd = match &a.etcd {
         Some(p) => p.clone(),
@@ -570,6 +580,83 @@ fn fmt(v: Option<f64>) -> String {
     }
 }
 
+/// The target of `row` as "≥ 2× met" (empty without one).
+fn target_text(row: &Row) -> String {
+    match (row.target, row.met) {
+        (Some(t), Some(met)) => {
+            let op = if row.better == Better::Higher {
+                "≥"
+            } else {
+                "≤"
+            };
+            format!("{op} {t}× {}", if met { "met" } else { "**missed**" })
+        }
+        _ => String::new(),
+    }
+}
+
+/// One line per request load (throughput, p99, CPU per request), then the
+/// other measures that carry a target or have no throughput.
+fn summary(rows: &[Row]) -> String {
+    let find = |m: usize, case: &str, measure: &str| {
+        rows.iter()
+            .find(|r| r.members == m && r.case == case && r.measure == measure)
+    };
+    let pair = |r: Option<&Row>| match r {
+        Some(r) => format!("{} / {}", fmt(r.etcd), fmt(r.cairn)),
+        None => "—".into(),
+    };
+    let mut s = String::from(
+        "| members | load | etcd ops/s | Cairn ops/s | Cairn/etcd | p99 ms, etcd / Cairn | server CPU µs per request, etcd / Cairn |\n|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    let mut rest = String::from(
+        "\n| members | load | measure | etcd | Cairn | Cairn/etcd |\n|---:|---|---|---:|---:|---:|\n",
+    );
+    for row in rows {
+        let has_throughput = find(row.members, &row.case, "throughput (ops/s)").is_some();
+        let ratio = row.ratio.map_or("—".into(), |v| format!("{v:.2}"));
+        let target = target_text(row);
+        let target = if target.is_empty() {
+            target
+        } else {
+            format!(" (target {target})")
+        };
+        if row.measure == "throughput (ops/s)" {
+            let errors = if row.errors > 0 {
+                format!(" ({} errors)", row.errors)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {}{} | {} | {} | {}{} | {} | {} |",
+                row.members,
+                row.case,
+                errors,
+                fmt(row.etcd),
+                fmt(row.cairn),
+                ratio,
+                target,
+                pair(find(row.members, &row.case, "p99 (ms)")),
+                pair(find(row.members, &row.case, "server CPU per request (µs)")),
+            );
+        } else if !has_throughput || row.target.is_some() {
+            let _ = writeln!(
+                rest,
+                "| {} | {} | {} | {} | {} | {}{} |",
+                row.members,
+                row.case,
+                row.measure,
+                fmt(row.etcd),
+                fmt(row.cairn),
+                ratio,
+                target
+            );
+        }
+    }
+    s + &rest
+}
+
 fn markdown(r: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -577,22 +664,14 @@ fn markdown(r: &Results) -> String {
         "Medians of {} rounds, {} s per load, etcd and Cairn in alternation on the same machine.\n\n- date: {}\n- machine: {}\n- command: `{}`\n- wall time: {:.0} s\n",
         r.rounds, r.seconds_per_load, r.date, r.machine, r.command, r.wall_seconds
     );
+    s.push_str(&summary(&r.rows));
+    let _ = writeln!(s, "\nEvery measure:\n");
     let _ = writeln!(
         s,
         "| members | load | measure | etcd 3.4 | Cairn | Cairn/etcd | target |\n|---:|---|---|---:|---:|---:|---|"
     );
     for row in &r.rows {
-        let target = match (row.target, row.met) {
-            (Some(t), Some(met)) => {
-                let op = if row.better == Better::Higher {
-                    "≥"
-                } else {
-                    "≤"
-                };
-                format!("{op} {t}× {}", if met { "met" } else { "**missed**" })
-            }
-            _ => String::new(),
-        };
+        let target = target_text(row);
         let errors = if row.errors > 0 {
             format!(" ({} errors)", row.errors)
         } else {
