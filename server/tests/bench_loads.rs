@@ -1,0 +1,137 @@
+//! `cairn-bench` against real servers: every load runs against a Cairn
+//! member without errors, and the side-by-side comparison runs end to end
+//! against etcd 3.4 and Cairn (one short round), producing a value for
+//! every row from both systems.
+
+mod common;
+
+use std::time::Duration;
+
+use cairn_bench::compare;
+use cairn_bench::loads::{k8s, range, revoke, txn, watch, Load};
+use cairn_bench::options::{Common, Consistency};
+use common::{which, Cluster};
+
+fn common(endpoints: Vec<String>, pids: Vec<u32>) -> Common {
+    Common {
+        endpoints,
+        conns: 2,
+        clients: 4,
+        total: 200,
+        duration: None,
+        key_size: 8,
+        val_size: 64,
+        key_space_size: 500,
+        sequential_keys: false,
+        consistency: Consistency::Linearizable,
+        pids,
+        data_dirs: vec![],
+        quiet: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_load_runs_against_cairn() {
+    let c = Cluster::start(3, &[]).await;
+    let endpoints: Vec<String> = c.members.iter().map(|m| m.endpoint()).collect();
+    let base = common(endpoints, vec![]);
+    let serializable = Common {
+        consistency: Consistency::Serializable,
+        ..base.clone()
+    };
+    let loads = [
+        (Load::Put, base.clone()),
+        (Load::Range(range::Args { list_size: 0 }), base.clone()),
+        (Load::Range(range::Args { list_size: 100 }), serializable),
+        (Load::TxnPut(txn::Args { txn_ops: 4 }), base.clone()),
+        (
+            Load::WatchLatency(watch::Args {
+                watchers: 50,
+                streams: 5,
+                put_rate: 50,
+                put_total: 20,
+            }),
+            base.clone(),
+        ),
+        (Load::LeaseKeepalive, base.clone()),
+        (
+            Load::K8s(k8s::Args {
+                watchers: 2,
+                page_size: 50,
+            }),
+            Common {
+                key_space_size: 120,
+                ..base.clone()
+            },
+        ),
+        (
+            Load::LeaseRevoke(revoke::Args { lease_keys: 300 }),
+            Common {
+                duration: Some(Duration::from_secs(2)),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (load, opts) in loads {
+        let r = match load.run(&opts).await {
+            Ok(r) => r,
+            Err(e) => panic!("{}: {e:#}", load.name()),
+        };
+        assert_eq!(r.errors, 0, "{}: {:?}", load.name(), r.first_error);
+        assert!(r.ops > 0 && r.throughput > 0.0, "{}: {r:?}", load.name());
+        assert!(!r.latencies.is_empty(), "{}", load.name());
+        match &load {
+            // 20 puts seen by 50 watchers each.
+            Load::WatchLatency(_) => assert_eq!(r.extra("events"), Some(1000.0)),
+            Load::K8s(_) => assert!(r.extra("watch events").unwrap_or(0.0) > 0.0),
+            Load::LeaseRevoke(_) => assert!(r.latency("during").is_some(), "{r:?}"),
+            _ => {}
+        }
+    }
+    // Bad flags are refused before anything is sent.
+    let bad = Common {
+        key_size: 2,
+        ..base.clone()
+    };
+    assert!(Load::Put.run(&bad).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_by_side_comparison_runs_against_etcd_and_cairn() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let args = compare::Args {
+        etcd: Some(which("etcd")),
+        cairn: Some(env!("CARGO_BIN_EXE_cairn").into()),
+        rounds: 1,
+        duration: Duration::from_millis(300),
+        members: vec![1],
+        big_keys: 2_000,
+        watchers: 100,
+        watch_put_rate: 20,
+        out: out.path().to_path_buf(),
+        work_dir: Some(out.path().to_path_buf()),
+        render: None,
+    };
+    compare::run(&args).await.expect("compare");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    let runs = json["runs"].as_array().expect("runs");
+    // 9 loads × 2 systems + the memory/restart run × 2 systems.
+    assert_eq!(runs.len(), 20, "{json:#}");
+    for run in runs {
+        assert!(run["error"].is_null(), "failed run: {run:#}");
+    }
+    let rows = json["rows"].as_array().expect("rows");
+    assert!(rows.len() > 20, "{rows:#?}");
+    for row in rows {
+        assert!(
+            row["etcd"].is_number() && row["cairn"].is_number(),
+            "row without both values: {row:#}"
+        );
+        assert_eq!(row["errors"], 0, "{row:#}");
+    }
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    assert!(md.contains("| 1 | put, 256 clients / 32 conns |"), "{md}");
+}
