@@ -117,37 +117,13 @@ impl Common {
     }
 }
 
-/// Parses Go-style durations as etcd's flags take them: "10s", "500ms",
-/// "2m", "1m30s"; a bare number is seconds.
+/// Parses durations as etcd's flags take them (Go's "10s", "500ms",
+/// "1m30s"); a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return Ok(Duration::from_secs_f64(secs));
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => cairn::config::parse_duration(s),
     }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("invalid duration {s:?}: missing unit"))?;
-        let (num, tail) = rest.split_at(digits);
-        let num: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
-        };
-        total += num * scale;
-        rest = tail;
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 /// The first key after every key that starts with `prefix` (etcd's

@@ -528,12 +528,7 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
     ) -> Result<(i64, Vec<Event>)> {
         let mut batch = WriteBatch::new();
         let rev = self.begin + 1;
-        for (sub, rec) in self.changes.iter().enumerate() {
-            batch.put(
-                record::record_key(Revision::new(rev, sub as i64)),
-                rec.encode(),
-            );
-        }
+        self.add_records(&mut batch, |_, _| {});
         if !self.changes.is_empty() {
             batch.put(Meta::Current.key(), record::encode_i64(rev));
         }
@@ -560,23 +555,29 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
 }
 
 impl<B: Backend> WriteTxn<'_, B> {
+    /// Puts this transaction's records into `batch` (each at revision
+    /// `begin + 1`, sub = position), showing each put record to `on_put`.
+    fn add_records(&self, batch: &mut WriteBatch, mut on_put: impl FnMut(Revision, &KeyValue)) {
+        let rev = self.begin + 1;
+        for (sub, rec) in self.changes.iter().enumerate() {
+            let at = Revision::new(rev, sub as i64);
+            batch.put(record::record_key(at), rec.encode());
+            if let Record::Put(kv) = rec {
+                on_put(at, kv);
+            }
+        }
+    }
+
     /// Adds this transaction's records to `batch` and makes its revision
     /// current in memory, without writing: the caller writes the batch
     /// before it releases the state lock, so no reader sees the revision
     /// before its records are in the backend. If that write fails the
     /// memory is ahead of the backend, so the caller must poison the store.
     pub(crate) fn stage(mut self, batch: &mut WriteBatch) -> Staged {
-        let rev = self.begin + 1;
         let mut puts = Vec::new();
-        for (sub, rec) in self.changes.iter().enumerate() {
-            let at = Revision::new(rev, sub as i64);
-            batch.put(record::record_key(at), rec.encode());
-            if let Record::Put(kv) = rec {
-                puts.push((at, kv.clone()));
-            }
-        }
+        self.add_records(batch, |at, kv| puts.push((at, kv.clone())));
         if !self.changes.is_empty() {
-            self.state.current = rev;
+            self.state.current = self.begin + 1;
         }
         self.undo.clear();
         lease::track(&mut self.state.leases, &self.events);

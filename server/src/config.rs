@@ -172,6 +172,42 @@ impl Config {
     }
 }
 
+/// Parses a Go duration as etcd's flags take them: `1h2m3s`, `500ms`,
+/// `1.5s` (a unit is required; the result must be positive).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
+        let (num, tail) = rest.split_at(num_len);
+        let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let secs = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("unknown unit {unit:?} in duration {s:?}")),
+        };
+        total += n * secs;
+        rest = tail;
+    }
+    if total <= 0.0 {
+        return Err(format!("duration must be positive: {s:?}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
 /// Accepts `http://host:port` and `https://host:port`.
 pub fn check_url(u: &str) -> Result<(), String> {
     let rest = u

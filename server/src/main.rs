@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn::config::DEFAULT_MAX_REQUEST_BYTES;
+use cairn::config::{parse_duration, DEFAULT_MAX_REQUEST_BYTES};
 use cairn::{ClusterState, Config, Node};
 use clap::Parser;
 use serde::Deserialize;
@@ -232,41 +232,6 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         lease_checkpoint_interval: parse_duration(&f.experimental_lease_checkpoint_interval)
             .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?,
     })
-}
-
-/// Parses a Go duration: `1h2m3s`, `500ms`, `1.5s`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
-        let (num, tail) = rest.split_at(num_len);
-        let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let secs = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("unknown unit {unit:?} in duration {s:?}")),
-        };
-        total += n * secs;
-        rest = tail;
-    }
-    if total <= 0.0 {
-        return Err(format!("duration must be positive: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 fn log_filter(level: &str) -> Result<&'static str, String> {

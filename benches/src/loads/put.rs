@@ -12,15 +12,31 @@ use crate::options::Common;
 use crate::report::Report;
 use crate::runner::{closed_loop, Pool, Worker};
 
-struct Putter {
+/// One client putting keys of the key space.
+pub(crate) struct Putter {
     kv: KvClient<Channel>,
     c: Arc<Common>,
     value: Bytes,
     rng: fastrand::Rng,
 }
 
-impl Worker for Putter {
-    async fn call(&mut self, op: u64) -> Result<&'static str, tonic::Status> {
+impl Putter {
+    /// One putter per client of `c`, over `pool`.
+    pub(crate) fn all(c: &Common, pool: &Pool) -> Vec<Putter> {
+        let shared = Arc::new(c.clone());
+        let value = c.value();
+        (0..c.clients)
+            .map(|i| Putter {
+                kv: pool.kv(i),
+                c: shared.clone(),
+                value: value.clone(),
+                rng: fastrand::Rng::with_seed(i as u64 + 1),
+            })
+            .collect()
+    }
+
+    /// Puts the `op`-th key.
+    pub(crate) async fn put(&mut self, op: u64) -> Result<(), tonic::Status> {
         let key = self.c.pick_key(op, &mut self.rng);
         self.kv
             .put(PutRequest {
@@ -29,21 +45,17 @@ impl Worker for Putter {
                 ..Default::default()
             })
             .await?;
-        Ok("put")
+        Ok(())
+    }
+}
+
+impl Worker for Putter {
+    async fn call(&mut self, op: u64) -> Result<&'static str, tonic::Status> {
+        self.put(op).await.map(|()| "put")
     }
 }
 
 pub async fn run(c: &Common) -> Result<Report> {
     let pool = Pool::connect(c).await?;
-    let shared = Arc::new(c.clone());
-    let value = c.value();
-    let workers = (0..c.clients)
-        .map(|i| Putter {
-            kv: pool.kv(i),
-            c: shared.clone(),
-            value: value.clone(),
-            rng: fastrand::Rng::with_seed(i as u64 + 1),
-        })
-        .collect();
-    closed_loop(c, "put", workers).await
+    closed_loop(c, "put", Putter::all(c, &pool)).await
 }

@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
     request_op, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RequestOp, TxnRequest,
 };
-use tonic::transport::Channel;
 
+use crate::loads::put::Putter;
 use crate::options::Common;
 use crate::report::Report;
 use crate::runner::{closed_loop, Pool, Worker};
@@ -39,24 +38,17 @@ struct Window {
     returned: AtomicU64,
 }
 
-struct Putter {
-    kv: KvClient<Channel>,
-    c: Arc<Common>,
-    value: Bytes,
-    rng: fastrand::Rng,
+/// A putter whose latencies are filed by when they ran relative to the
+/// revoke.
+struct Timed {
+    putter: Putter,
     window: Arc<Window>,
 }
 
-impl Worker for Putter {
+impl Worker for Timed {
     async fn call(&mut self, op: u64) -> Result<&'static str, tonic::Status> {
         let t0 = self.window.start.elapsed().as_micros() as u64 + 1;
-        self.kv
-            .put(PutRequest {
-                key: self.c.pick_key(op, &mut self.rng),
-                value: self.value.clone(),
-                ..Default::default()
-            })
-            .await?;
+        self.putter.put(op).await?;
         let t1 = self.window.start.elapsed().as_micros() as u64 + 1;
         let sent = self.window.sent.load(Ordering::Acquire);
         let returned = self.window.returned.load(Ordering::Acquire);
@@ -128,13 +120,10 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
             r.map(|_| t.elapsed())
         })
     };
-    let shared = Arc::new(c.clone());
-    let workers = (0..c.clients)
-        .map(|i| Putter {
-            kv: pool.kv(i),
-            c: shared.clone(),
-            value: value.clone(),
-            rng: fastrand::Rng::with_seed(i as u64 + 1),
+    let workers = Putter::all(&c, &pool)
+        .into_iter()
+        .map(|putter| Timed {
+            putter,
             window: window.clone(),
         })
         .collect();

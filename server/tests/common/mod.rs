@@ -4,8 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,38 +14,17 @@ use cairn::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, S
 use tonic::transport::Channel;
 
 /// A port the OS reports free and this test process has not handed out
-/// before (the OS may offer a just-released port again, and a member
-/// binds its ports only when it starts).
+/// before (members bind their ports only when they start).
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind a free port")
-            .local_addr()
-            .expect("local addr")
-            .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    cairn_bench::cluster::free_port().expect("a free port")
 }
 
 /// Finds a binary on PATH (or /usr/bin); the test command installs
 /// etcd-server and etcd-client, so a missing one is a failure.
 pub fn which(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/bin"])
-    {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("{name} not found: run scripts/test, which installs etcd-server and etcd-client");
+    cairn_bench::cluster::which(name).unwrap_or_else(|| {
+        panic!("{name} not found: run scripts/test, which installs etcd-server and etcd-client")
+    })
 }
 
 /// One `cairn` member process.
