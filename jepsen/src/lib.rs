@@ -1,5 +1,8 @@
-//! Fault-injection harness for Cairn clusters.
+//! Fault-injection testing of real Cairn clusters.
 //!
-//! Not built yet: this crate will start real `cairn` processes, drive
-//! concurrent clients, inject faults and check the recorded histories for
-//! linearizability and watch guarantees.
+//! - [`history`]: the record of a run (invocations, completions, faults).
+//! - [`checker`]: linearizability of registers, and watch guarantees.
+#![allow(clippy::new_without_default)]
+
+pub mod checker;
+pub mod history;

@@ -1,0 +1,3 @@
+//! Checkers over recorded histories.
+
+pub mod linear;
