@@ -162,8 +162,7 @@ impl History {
 
 /// Reads a JSON lines history.
 pub fn load(path: &Path) -> Result<Vec<Event>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
@@ -307,7 +306,14 @@ mod tests {
         };
         h.record(NEMESIS, Kind::Info, f("kill"), None);
         h.record(NEMESIS, Kind::Info, f("pause"), None);
-        h.record(NEMESIS, Kind::Info, Op::Heal { name: "kill".into() }, None);
+        h.record(
+            NEMESIS,
+            Kind::Info,
+            Op::Heal {
+                name: "kill".into(),
+            },
+            None,
+        );
         let w = faults(&h.events(), 1_000_000_000_000);
         assert_eq!(w.len(), 2);
         assert_eq!(w[0].0, "kill");

@@ -207,6 +207,10 @@ enum Search {
 
 const NIL: usize = usize::MAX;
 
+/// The value every unseen write of unknown outcome is taken to write
+/// (clients write values below 2^63).
+const UNSEEN: u64 = u64::MAX;
+
 /// Wing & Gong / Lowe search over `ops` (sorted by call) from `init`.
 fn search(ops: &[KeyOp], init: State, budget: u64) -> Search {
     let n = ops.len();
@@ -218,7 +222,7 @@ fn search(ops: &[KeyOp], init: State, budget: u64) -> Search {
     let mut order: Vec<usize> = (0..2 * n).collect();
     let time = |node: usize| -> u64 {
         let o = &ops[node / 2];
-        if node % 2 == 0 {
+        if node.is_multiple_of(2) {
             o.call
         } else {
             o.ret.unwrap_or(u64::MAX)
@@ -235,10 +239,42 @@ fn search(ops: &[KeyOp], init: State, budget: u64) -> Search {
         last = node;
     }
 
+    // Writes of unknown outcome whose value nobody saw are
+    // interchangeable once invoked: each sets the register to a value no
+    // later read or compare names. They all write UNSEEN, and the search
+    // only ever tries the earliest invoked one not yet linearized
+    // (symmetry reduction: 2^k choices become k + 1).
+    let observed: HashSet<u64> = ops
+        .iter()
+        .filter_map(|o| match o.op {
+            RegOp::Read(v) => v,
+            RegOp::Cas { from, .. } => Some(from),
+            RegOp::Write(_) => None,
+        })
+        .collect();
+    let unseen: Vec<bool> = ops
+        .iter()
+        .map(|o| o.ret.is_none() && matches!(o.op, RegOp::Write(v) if !observed.contains(&v)))
+        .collect();
+    let model: Vec<RegOp> = ops
+        .iter()
+        .zip(&unseen)
+        .map(|(o, &u)| {
+            if u {
+                RegOp::Write(UNSEEN)
+            } else {
+                o.op.clone()
+            }
+        })
+        .collect();
+
     let words = n.div_ceil(64);
     let mut linearized = vec![0u64; words];
     let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
-    let mut calls: Vec<(usize, State)> = Vec::new();
+    // (call linearized, state before, whether this walk had tried an
+    // unseen write before reaching it).
+    let mut calls: Vec<(usize, State, bool)> = Vec::new();
+    let mut tried_unseen = false;
     let mut state = init;
     let mut entry = next[head];
     let mut steps = 0u64;
@@ -269,22 +305,28 @@ fn search(ops: &[KeyOp], init: State, budget: u64) -> Search {
             return Search::Ok;
         }
         let op = entry / 2;
-        if entry % 2 == 0 {
+        if entry.is_multiple_of(2) {
+            if unseen[op] && tried_unseen {
+                entry = next[entry];
+                continue;
+            }
             steps += 1;
             if steps > budget {
                 return Search::GaveUp;
             }
-            if let Some(new_state) = step(state, &ops[op].op) {
+            if let Some(new_state) = step(state, &model[op]) {
                 linearized[op / 64] |= 1 << (op % 64);
                 if cache.insert((linearized.clone(), new_state)) {
-                    calls.push((entry, state));
+                    calls.push((entry, state, tried_unseen));
                     state = new_state;
                     lift(&mut next, &mut prev, entry);
                     entry = next[head];
+                    tried_unseen = false;
                     continue;
                 }
                 linearized[op / 64] &= !(1 << (op % 64));
             }
+            tried_unseen |= unseen[op];
             entry = next[entry];
         } else {
             if ops[op].ret.is_none() {
@@ -296,9 +338,10 @@ fn search(ops: &[KeyOp], init: State, budget: u64) -> Search {
             }
             match calls.pop() {
                 None => return Search::Stuck(deepest.1),
-                Some((call, s)) => {
+                Some((call, s, tried)) => {
                     state = s;
                     let undone = call / 2;
+                    tried_unseen = tried || unseen[undone];
                     linearized[undone / 64] &= !(1 << (undone % 64));
                     unlift(&mut next, &mut prev, call);
                     entry = next[call];
@@ -436,8 +479,26 @@ mod tests {
         // Two CASes from 1 both succeed, one after the other.
         let ops = vec![
             op(0, 0, Some(10), Write(1)),
-            op(1, 20, Some(30), Cas { from: 1, to: 2, swapped: Some(true) }),
-            op(2, 40, Some(50), Cas { from: 1, to: 3, swapped: Some(true) }),
+            op(
+                1,
+                20,
+                Some(30),
+                Cas {
+                    from: 1,
+                    to: 2,
+                    swapped: Some(true),
+                },
+            ),
+            op(
+                2,
+                40,
+                Some(50),
+                Cas {
+                    from: 1,
+                    to: 3,
+                    swapped: Some(true),
+                },
+            ),
         ];
         assert!(!linearizable(ops));
     }
@@ -483,10 +544,7 @@ mod tests {
         ];
         assert!(linearizable(ops));
         // Never seen: fine.
-        let ops = vec![
-            op(0, 0, None, Write(7)),
-            op(1, 100, Some(110), Read(None)),
-        ];
+        let ops = vec![op(0, 0, None, Write(7)), op(1, 100, Some(110), Read(None))];
         assert!(linearizable(ops));
         // Seen before it was invoked: not fine.
         let ops = vec![
@@ -497,7 +555,16 @@ mod tests {
         // An unknown CAS that must have swapped for a later read.
         let ops = vec![
             op(0, 0, Some(10), Write(1)),
-            op(1, 20, None, Cas { from: 1, to: 5, swapped: None }),
+            op(
+                1,
+                20,
+                None,
+                Cas {
+                    from: 1,
+                    to: 5,
+                    swapped: None,
+                },
+            ),
             op(2, 100, Some(110), Read(Some(5))),
             op(3, 120, Some(130), Read(Some(5))),
         ];
@@ -505,15 +572,77 @@ mod tests {
     }
 
     #[test]
+    fn many_concurrent_unknown_writes_are_checked_quickly() {
+        // 200 writes that timed out, nobody saw, then reads of a value
+        // written after them: 2^200 subsets without the symmetry
+        // reduction.
+        let mut ops: Vec<KeyOp> = (0..200)
+            .map(|i| op(i, i as u64, None, Write(1000 + i as u64)))
+            .collect();
+        ops.push(op(200, 300, Some(310), Write(7)));
+        for i in 0..50 {
+            ops.push(op(
+                201 + i,
+                320 + 10 * i as u64,
+                Some(325 + 10 * i as u64),
+                Read(Some(7)),
+            ));
+        }
+        match check_key(ops.clone(), 1_000_000) {
+            Verdict::Linearizable => {}
+            v => panic!("{v:?}"),
+        }
+        // One of them must have taken effect for a failed CAS from 7.
+        ops.push(op(
+            300,
+            900,
+            Some(910),
+            Cas {
+                from: 7,
+                to: 8,
+                swapped: Some(false),
+            },
+        ));
+        match check_key(ops.clone(), 1_000_000) {
+            Verdict::Linearizable => {}
+            v => panic!("{v:?}"),
+        }
+        // But none can explain reading 7 again after that.
+        ops.push(op(301, 920, Some(930), Read(Some(7))));
+        match check_key(ops, 1_000_000) {
+            Verdict::NotLinearizable { .. } => {}
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
     fn failed_cas_needs_a_different_value() {
         let ops = vec![
             op(0, 0, Some(10), Write(1)),
-            op(1, 20, Some(30), Cas { from: 1, to: 2, swapped: Some(false) }),
+            op(
+                1,
+                20,
+                Some(30),
+                Cas {
+                    from: 1,
+                    to: 2,
+                    swapped: Some(false),
+                },
+            ),
         ];
         assert!(!linearizable(ops));
         let ops = vec![
             op(0, 0, Some(10), Write(3)),
-            op(1, 20, Some(30), Cas { from: 1, to: 2, swapped: Some(false) }),
+            op(
+                1,
+                20,
+                Some(30),
+                Cas {
+                    from: 1,
+                    to: 2,
+                    swapped: Some(false),
+                },
+            ),
             op(2, 40, Some(50), Read(Some(3))),
         ];
         assert!(linearizable(ops));
@@ -544,12 +673,10 @@ mod tests {
     /// A history of a real register: each operation takes effect at an
     /// instant inside its call..return interval, in the order of those
     /// instants; operations that time out take effect or not.
-    fn real_history(
-        plan: &[(u8, u64, u64, u64, bool)],
-    ) -> (Vec<KeyOp>, Vec<(u64, usize)>) {
+    fn real_history(plan: &[(u8, u64, u64, u64, bool)]) -> (Vec<KeyOp>, Vec<(u64, usize)>) {
         let mut ops = Vec::new();
         let mut points = Vec::new();
-        let mut clock = vec![0u64; 4];
+        let mut clock = [0u64; 4];
         for (i, &(kind, process, len, at, lost)) in plan.iter().enumerate() {
             let p = process as usize % 4;
             let call = clock[p];

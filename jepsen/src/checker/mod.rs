@@ -1,3 +1,4 @@
 //! Checkers over recorded histories.
 
 pub mod linear;
+pub mod watch;

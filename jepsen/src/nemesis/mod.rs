@@ -1,0 +1,289 @@
+//! The nemesis: injects one fault at a time at random intervals (each
+//! kind once per round, rounds in random order), holds it
+//! for a random while, heals it, and records both in the history. At the
+//! end every fault is healed: killed members restarted, paused ones
+//! resumed, firewall rules removed.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::cluster::Cluster;
+use crate::history::{History, Kind, Op, NEMESIS};
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// kill -9 of a random member, restarted on heal.
+    Kill,
+    /// kill -9 of the leader.
+    KillLeader,
+    /// SIGSTOP of a random member, SIGCONT on heal.
+    Pause,
+    PauseLeader,
+    /// The leader cut off from every other member (clients still reach it).
+    PartitionLeader,
+    /// A random majority and minority.
+    PartitionHalves,
+    /// The others stop hearing the leader; the leader still hears them.
+    PartitionOneWay,
+    /// Two sides that only one member in the middle can reach both of.
+    PartitionBridge,
+    /// A random member loses 30% of the packets it receives.
+    Loss,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::KillLeader => "kill-leader",
+            Fault::Pause => "pause",
+            Fault::PauseLeader => "pause-leader",
+            Fault::PartitionLeader => "partition-leader",
+            Fault::PartitionHalves => "partition-halves",
+            Fault::PartitionOneWay => "partition-one-way",
+            Fault::PartitionBridge => "partition-bridge",
+            Fault::Loss => "loss",
+        }
+    }
+
+    /// Parses a comma-separated list: fault names, or the groups `kill`,
+    /// `pause`, `partition`, `loss` and `all`.
+    pub fn parse_list(s: &str) -> Result<Vec<Fault>> {
+        use Fault::*;
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let group: &[Fault] = match part {
+                "kill" => &[Kill, KillLeader],
+                "pause" => &[Pause, PauseLeader],
+                "partition" => &[
+                    PartitionLeader,
+                    PartitionHalves,
+                    PartitionOneWay,
+                    PartitionBridge,
+                ],
+                "loss" => &[Loss],
+                "all" => &[
+                    Kill,
+                    KillLeader,
+                    Pause,
+                    PauseLeader,
+                    PartitionLeader,
+                    PartitionHalves,
+                    PartitionOneWay,
+                    PartitionBridge,
+                    Loss,
+                ],
+                "none" => &[],
+                name => match ALL.iter().find(|f| f.name() == name) {
+                    Some(f) => std::slice::from_ref(f),
+                    None => bail!(
+                        "unknown fault {name:?}: kill, pause, partition, loss, all, none, or one of {}",
+                        ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+                    ),
+                },
+            };
+            for f in group {
+                if !out.contains(f) {
+                    out.push(*f);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+const ALL: [Fault; 9] = [
+    Fault::Kill,
+    Fault::KillLeader,
+    Fault::Pause,
+    Fault::PauseLeader,
+    Fault::PartitionLeader,
+    Fault::PartitionHalves,
+    Fault::PartitionOneWay,
+    Fault::PartitionBridge,
+    Fault::Loss,
+];
+
+#[derive(Clone, Debug)]
+pub struct NemesisOptions {
+    pub faults: Vec<Fault>,
+    /// Quiet time before each fault, uniformly random in this range.
+    pub interval: (Duration, Duration),
+    /// How long each fault is held, uniformly random in this range.
+    pub hold: (Duration, Duration),
+}
+
+fn between(rng: &mut fastrand::Rng, (lo, hi): (Duration, Duration)) -> Duration {
+    let (lo, hi) = (
+        lo.as_millis() as u64,
+        hi.as_millis().max(lo.as_millis()) as u64,
+    );
+    Duration::from_millis(rng.u64(lo..=hi))
+}
+
+/// What is broken now, to heal.
+enum Broken {
+    Killed(usize),
+    Paused(usize),
+    Net,
+}
+
+/// Runs faults until `deadline`; returns how many of each were injected.
+/// Fails if a member exits on its own.
+pub async fn run(
+    cluster: &mut Cluster,
+    history: History,
+    opts: NemesisOptions,
+    deadline: Instant,
+    seed: u64,
+) -> Result<Vec<(Fault, usize)>> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x4e45);
+    let mut counts: Vec<(Fault, usize)> = opts.faults.iter().map(|f| (*f, 0)).collect();
+    if opts.faults.is_empty() {
+        tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        return Ok(counts);
+    }
+    let n = cluster.len();
+    let mut order: Vec<Fault> = Vec::new();
+    let sleep_until = |t: Instant| tokio::time::sleep(t.saturating_duration_since(Instant::now()));
+    loop {
+        let quiet = Instant::now() + between(&mut rng, opts.interval);
+        while Instant::now() < quiet.min(deadline) {
+            cluster.check_alive()?;
+            sleep_until((Instant::now() + Duration::from_millis(200)).min(quiet)).await;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        // Every fault once, in a random order, then again: a short run
+        // still sees each kind.
+        if order.is_empty() {
+            order = opts.faults.clone();
+            rng.shuffle(&mut order);
+        }
+        let Some(fault) = order.pop() else { break };
+        let leader = match fault {
+            Fault::KillLeader
+            | Fault::PauseLeader
+            | Fault::PartitionLeader
+            | Fault::PartitionOneWay => cluster.leader().await,
+            _ => None,
+        };
+        let random = rng.usize(..n);
+        let target = leader.unwrap_or(random);
+        let name = |i: usize| format!("n{}", i + 1);
+        let (broken, detail) = match fault {
+            Fault::Kill | Fault::KillLeader => {
+                cluster.kill(target)?;
+                (Broken::Killed(target), name(target))
+            }
+            Fault::Pause | Fault::PauseLeader => {
+                cluster.pause(target)?;
+                (Broken::Paused(target), name(target))
+            }
+            Fault::PartitionLeader => {
+                let rest: Vec<usize> = (0..n).filter(|&i| i != target).collect();
+                cluster.net().partition(&[vec![target], rest])?;
+                (Broken::Net, format!("{} alone", name(target)))
+            }
+            Fault::PartitionHalves => {
+                let mut order: Vec<usize> = (0..n).collect();
+                rng.shuffle(&mut order);
+                let (minority, majority) = order.split_at(n / 2);
+                cluster
+                    .net()
+                    .partition(&[minority.to_vec(), majority.to_vec()])?;
+                (
+                    Broken::Net,
+                    format!("{minority:?} | {majority:?} (0-based)"),
+                )
+            }
+            Fault::PartitionOneWay => {
+                for i in (0..n).filter(|&i| i != target) {
+                    cluster.net().drop_from(i, target)?;
+                }
+                (Broken::Net, format!("nobody hears {}", name(target)))
+            }
+            Fault::PartitionBridge => {
+                let mut order: Vec<usize> = (0..n).collect();
+                rng.shuffle(&mut order);
+                let middle = order[0];
+                let (left, right) = order[1..].split_at((n - 1) / 2);
+                for &a in left {
+                    for &b in right {
+                        cluster.net().drop_from(a, b)?;
+                        cluster.net().drop_from(b, a)?;
+                    }
+                }
+                (
+                    Broken::Net,
+                    format!("{left:?} - {} - {right:?} (0-based)", name(middle)),
+                )
+            }
+            Fault::Loss => {
+                cluster.net().lossy(target, 30)?;
+                (Broken::Net, format!("{} drops 30%", name(target)))
+            }
+        };
+        if let Some(c) = counts.iter_mut().find(|(f, _)| *f == fault) {
+            c.1 += 1;
+        }
+        history.record(
+            NEMESIS,
+            Kind::Info,
+            Op::Fault {
+                name: fault.name().into(),
+                detail,
+            },
+            None,
+        );
+        let until = (Instant::now() + between(&mut rng, opts.hold)).min(deadline);
+        while Instant::now() < until {
+            cluster.check_alive()?;
+            sleep_until((Instant::now() + Duration::from_millis(200)).min(until)).await;
+        }
+        match broken {
+            Broken::Killed(i) => cluster.restart(i)?,
+            Broken::Paused(i) => cluster.resume(i)?,
+            Broken::Net => cluster.net().heal()?,
+        }
+        history.record(
+            NEMESIS,
+            Kind::Info,
+            Op::Heal {
+                name: fault.name().into(),
+            },
+            None,
+        );
+    }
+    Ok(counts)
+}
+
+/// Heals everything: network rules removed, every member resumed and
+/// running.
+pub fn heal_all(cluster: &mut Cluster) -> Result<()> {
+    cluster.net().heal()?;
+    for i in 0..cluster.len() {
+        cluster.resume(i)?;
+        cluster.restart(i)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_parse_groups_and_names() {
+        assert_eq!(
+            Fault::parse_list("kill,pause-leader").unwrap(),
+            vec![Fault::Kill, Fault::KillLeader, Fault::PauseLeader]
+        );
+        assert_eq!(Fault::parse_list("all").unwrap().len(), ALL.len());
+        assert!(Fault::parse_list("none").unwrap().is_empty());
+        assert!(Fault::parse_list("flood").is_err());
+    }
+}
