@@ -308,13 +308,15 @@ impl Inner {
         if self.leader() != Some(self.id) || !self.lessor.is_primary() {
             return Ok(Renewal::NotLeader);
         }
-        let mut lease = self.store.lease(id);
-        if lease.is_none() {
-            // The grant may be committed but not applied here yet.
-            self.read_barrier().await?;
-            lease = self.store.lease(id);
+        // Confirm leadership with a quorum and apply everything committed
+        // before renewing: a deposed leader that does not know it yet must
+        // not promise a TTL the real leader never heard of, and a new
+        // leader must first apply a revoke its predecessor committed.
+        self.read_barrier().await?;
+        if self.leader() != Some(self.id) {
+            return Ok(Renewal::NotLeader);
         }
-        let Some(lease) = lease else {
+        let Some(lease) = self.store.lease(id) else {
             return Ok(Renewal::NotFound);
         };
         let _order = self.lessor.checkpointing.lock().await;
@@ -495,16 +497,32 @@ impl Inner {
         }
     }
 
-    /// Proposes a revoke for every lease past its deadline.
+    /// Proposes a revoke for every lease past its deadline. Only as the
+    /// leader itself, never forwarded: a deposed leader that does not know
+    /// it yet (paused, or cut off) has stale deadlines, and its revoke must
+    /// not reach the leader that took the renewals since; proposed in its
+    /// own term, it cannot commit once a majority moved on.
     fn revoke_expired(self: &Arc<Self>) {
         for id in self.lessor.expired(&self.store) {
             let me = Arc::clone(self);
             tokio::spawn(async move {
                 tracing::debug!(lease = id, "lease expired; revoking");
-                if let Err(e) = me.lease_revoke(id).await {
-                    if e.message() != msg::LEASE_NOT_FOUND {
-                        tracing::warn!(lease = id, error = %e, "revoking an expired lease");
+                let cmd = cairn_proto::cairnpb::Command {
+                    op: Some(Op::LeaseRevoke(pb::LeaseRevokeRequest { id })),
+                };
+                let deadline = Instant::now() + me.timeout();
+                match me.write_local(cmd, deadline).await {
+                    Ok(Some(r)) => {
+                        if let Err(e) = crate::forward::apply_result(r) {
+                            if e.message() != msg::LEASE_NOT_FOUND {
+                                tracing::warn!(lease = id, error = %e, "revoking an expired lease");
+                            }
+                        }
                     }
+                    Ok(None) => {
+                        tracing::debug!(lease = id, "no longer leader; expiry left to the leader")
+                    }
+                    Err(e) => tracing::warn!(lease = id, error = %e, "revoking an expired lease"),
                 }
             });
         }

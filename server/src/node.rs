@@ -708,7 +708,7 @@ impl Inner {
 
     /// Proposes on this member. `Ok(None)`: not the leader, nothing was
     /// proposed.
-    async fn write_local(
+    pub(crate) async fn write_local(
         &self,
         cmd: cairnpb::Command,
         deadline: Instant,
