@@ -91,6 +91,23 @@ impl Client {
         }
     }
 
+    /// Reads a key's raw value (linearizable).
+    pub async fn read_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut kv = self.kv.clone();
+        let r = self
+            .timed(kv.range(RangeRequest {
+                key: key.as_bytes().to_vec().into(),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(r.kvs.first().map(|kv| kv.value.to_vec()))
+    }
+
+    /// The KV stub, for requests this client has no method for.
+    pub fn kv(&self) -> KvClient<Channel> {
+        self.kv.clone()
+    }
+
     /// Writes a register; returns the revision of the write.
     pub async fn write(&self, key: &str, value: u64) -> Result<i64> {
         let mut kv = self.kv.clone();

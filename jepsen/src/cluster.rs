@@ -2,16 +2,24 @@
 //! in its own network namespace of a [`Net`], with its data dir in a
 //! temporary directory and its log in the run's output directory. Members
 //! can be killed (SIGKILL) and restarted on the same data, paused
-//! (SIGSTOP) and resumed. Every process is killed on drop.
+//! (SIGSTOP) and resumed, and replaced: removed from the cluster
+//! (MemberRemove; the member stops itself and its data is wiped), then a
+//! fresh member with a new name and id is added in its place
+//! (MemberAdd, same address, `--initial-cluster-state existing`). Every
+//! process is killed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_proto::etcdserverpb::{RangeRequest, StatusRequest};
+use cairn_proto::etcdserverpb::{
+    self as pb, MemberAddRequest, MemberListRequest, MemberRemoveRequest, RangeRequest,
+    StatusRequest,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::net::Net;
@@ -35,16 +43,28 @@ pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
 
 struct Member {
-    args: Vec<String>,
+    client: String,
+    name: String,
+    peer: String,
+    data_dir: PathBuf,
+    /// `--initial-cluster` and `--initial-cluster-state` for its start.
+    initial: (String, &'static str),
     namespace: String,
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Being removed: its exit is expected.
+    leaving: bool,
+    /// Removed from the cluster and not replaced yet.
+    removed: bool,
 }
 
 /// The running cluster.
 pub struct Cluster {
     bin: PathBuf,
+    heartbeat_ms: u64,
+    election_ms: u64,
+    replaced: usize,
     members: Vec<Member>,
     endpoints: Vec<String>,
     // Dropped after the members (fields drop in order): data dirs, then
@@ -72,42 +92,26 @@ impl Cluster {
         let mut endpoints = Vec::new();
         for i in 0..opts.members {
             let addr = net.addr(i);
-            let client = format!("http://{addr}:{CLIENT_PORT}");
-            let peer = format!("http://{addr}:{PEER_PORT}");
-            let data_dir = data.path().join(name(i));
-            let args = vec![
-                "--name".to_string(),
-                name(i),
-                "--data-dir".to_string(),
-                data_dir.to_string_lossy().into_owned(),
-                "--listen-client-urls".to_string(),
-                client.clone(),
-                "--advertise-client-urls".to_string(),
-                client,
-                "--listen-peer-urls".to_string(),
-                peer.clone(),
-                "--initial-advertise-peer-urls".to_string(),
-                peer,
-                "--initial-cluster".to_string(),
-                initial.clone(),
-                "--initial-cluster-state".to_string(),
-                "new".to_string(),
-                "--heartbeat-interval".to_string(),
-                opts.heartbeat_ms.to_string(),
-                "--election-timeout".to_string(),
-                opts.election_ms.to_string(),
-            ];
             members.push(Member {
-                args,
+                client: format!("http://{addr}:{CLIENT_PORT}"),
+                name: name(i),
+                peer: format!("http://{addr}:{PEER_PORT}"),
+                data_dir: data.path().join(name(i)),
+                initial: (initial.clone(), "new"),
                 namespace: net.namespace(i),
                 log: opts.log_dir.join(format!("{}.log", name(i))),
                 child: None,
                 paused: false,
+                leaving: false,
+                removed: false,
             });
             endpoints.push(format!("{addr}:{CLIENT_PORT}"));
         }
         let mut cluster = Cluster {
             bin: opts.bin.clone(),
+            heartbeat_ms: opts.heartbeat_ms,
+            election_ms: opts.election_ms,
+            replaced: 0,
             members,
             endpoints,
             _data: data,
@@ -144,7 +148,7 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize) -> Result<()> {
         let m = &mut self.members[i];
-        if m.child.is_some() {
+        if m.child.is_some() || m.removed || m.leaving {
             return Ok(());
         }
         let log = std::fs::OpenOptions::new()
@@ -155,7 +159,17 @@ impl Cluster {
         let child = Command::new("ip")
             .args(["netns", "exec", &m.namespace])
             .arg(&self.bin)
-            .args(&m.args)
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &m.client])
+            .args(["--advertise-client-urls", &m.client])
+            .args(["--listen-peer-urls", &m.peer])
+            .args(["--initial-advertise-peer-urls", &m.peer])
+            .args(["--initial-cluster", &m.initial.0])
+            .args(["--initial-cluster-state", m.initial.1])
+            .args(["--heartbeat-interval", &self.heartbeat_ms.to_string()])
+            .args(["--election-timeout", &self.election_ms.to_string()])
             .env(
                 "RUST_LOG",
                 std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
@@ -210,9 +224,119 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts removing member `i`: from now on its exit is expected.
+    /// Returns the endpoints of the other members and its peer URL, for
+    /// [`member_remove`] (which needs no access to the cluster, so that
+    /// other faults can be healed while it waits for a quorum).
+    pub fn begin_remove(&mut self, i: usize) -> (Vec<String>, String) {
+        self.members[i].leaving = true;
+        (self.others(i), self.members[i].peer.clone())
+    }
+
+    /// Once member `i` is out of the cluster: reaps its process (kill -9
+    /// when paused, or when `force`: cut off from the others it may never
+    /// learn it was removed) and wipes its data. Returns false while it is
+    /// still running.
+    pub fn reap_removed(&mut self, i: usize, force: bool) -> Result<bool> {
+        let m = &mut self.members[i];
+        if let Some(c) = m.child.as_mut() {
+            if m.paused || force {
+                c.kill().context("kill removed member")?;
+            }
+            if c.try_wait().context("wait for removed member")?.is_none() {
+                if !(m.paused || force) {
+                    return Ok(false);
+                }
+                c.wait().context("wait for removed member")?;
+            }
+        }
+        m.child = None;
+        m.paused = false;
+        m.leaving = false;
+        m.removed = true;
+        // The next member at this address starts from nothing.
+        if m.data_dir.exists() {
+            std::fs::remove_dir_all(&m.data_dir).context("wipe removed member's data")?;
+        }
+        Ok(true)
+    }
+
+    /// Starts replacing removed member `i`: returns the endpoints of the
+    /// other members, the peer URL and the new member's name, for
+    /// [`member_add`]; None when `i` is not removed.
+    pub fn begin_replace(&mut self, i: usize) -> Option<(Vec<String>, String, String)> {
+        if !self.members[i].removed {
+            return None;
+        }
+        self.replaced += 1;
+        let name = format!("n{}r{}", i + 1, self.replaced);
+        Some((self.others(i), self.members[i].peer.clone(), name))
+    }
+
+    /// Starts the new member `name` in slot `i`, with the cluster as
+    /// `members` (from [`member_add`]) names it.
+    pub fn finish_replace(&mut self, i: usize, name: String, members: &[pb::Member]) -> Result<()> {
+        let peer = self.members[i].peer.clone();
+        let initial = members
+            .iter()
+            .filter_map(|m| {
+                let url = m.peer_ur_ls.first()?;
+                let n = if *url == peer {
+                    name.clone()
+                } else if m.name.is_empty() {
+                    format!("{:x}", m.id)
+                } else {
+                    m.name.clone()
+                };
+                Some(format!("{n}={url}"))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let m = &mut self.members[i];
+        m.name = name;
+        m.initial = (initial, "existing");
+        m.removed = false;
+        self.spawn(i)
+    }
+
+    /// Removes member `i` with exclusive access to the cluster.
+    pub async fn remove(&mut self, i: usize) -> Result<()> {
+        let (others, peer) = self.begin_remove(i);
+        member_remove(&others, &peer).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.reap_removed(i, Instant::now() > deadline)? {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Replaces removed member `i` with exclusive access to the cluster.
+    pub async fn replace(&mut self, i: usize) -> Result<()> {
+        let Some((others, peer, name)) = self.begin_replace(i) else {
+            return Ok(());
+        };
+        let members = member_add(&others, &peer).await?;
+        self.finish_replace(i, name, &members)
+    }
+
+    fn others(&self, i: usize) -> Vec<String> {
+        (0..self.len())
+            .filter(|&j| j != i && self.is_running(j))
+            .map(|j| self.endpoints[j].clone())
+            .collect()
+    }
+
+    /// Whether member `i` is removed and not yet replaced.
+    pub fn is_removed(&self, i: usize) -> bool {
+        self.members[i].removed
+    }
+
     /// Fails when a member's process exited on its own (a crash).
     pub fn check_alive(&mut self) -> Result<()> {
         for (i, m) in self.members.iter_mut().enumerate() {
+            if m.leaving {
+                continue;
+            }
             if let Some(c) = m.child.as_mut() {
                 if let Some(status) = c.try_wait().context("poll member")? {
                     m.child = None;
@@ -288,6 +412,87 @@ impl Drop for Cluster {
             let _ = self.resume(i);
             let _ = self.kill(i);
         }
+    }
+}
+
+/// Removes the member with peer URL `peer` through any of `endpoints`,
+/// retrying until the member list no longer has it (a call that timed out
+/// may still have taken effect, so each attempt looks first). Gives up
+/// after 60 s.
+pub async fn member_remove(endpoints: &[String], peer: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for e in endpoints {
+            let Ok(ch) = channel(e, Duration::from_millis(500)) else {
+                continue;
+            };
+            let mut c = ClusterClient::new(ch);
+            let call = async {
+                let list = c
+                    .member_list(MemberListRequest { linearizable: true })
+                    .await?
+                    .into_inner();
+                let Some(id) = list
+                    .members
+                    .iter()
+                    .find(|m| m.peer_ur_ls.iter().any(|u| u == peer))
+                    .map(|m| m.id)
+                else {
+                    return Ok::<bool, tonic::Status>(true);
+                };
+                c.member_remove(MemberRemoveRequest { id }).await?;
+                Ok(true)
+            };
+            if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(5), call).await {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("could not remove the member at {peer} within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Adds a voting member with peer URL `peer` through any of `endpoints`
+/// and returns the member list (an earlier attempt that timed out may
+/// have added it already: each attempt looks first). Gives up after 60 s.
+pub async fn member_add(endpoints: &[String], peer: &str) -> Result<Vec<pb::Member>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for e in endpoints {
+            let Ok(ch) = channel(e, Duration::from_millis(500)) else {
+                continue;
+            };
+            let mut c = ClusterClient::new(ch);
+            let call = async {
+                let list = c
+                    .member_list(MemberListRequest { linearizable: true })
+                    .await?
+                    .into_inner();
+                if list
+                    .members
+                    .iter()
+                    .any(|m| m.peer_ur_ls.iter().any(|u| u == peer))
+                {
+                    return Ok::<_, tonic::Status>(list.members);
+                }
+                let r = c
+                    .member_add(MemberAddRequest {
+                        peer_ur_ls: vec![peer.to_string()],
+                        is_learner: false,
+                    })
+                    .await?;
+                Ok(r.into_inner().members)
+            };
+            if let Ok(Ok(members)) = tokio::time::timeout(Duration::from_secs(5), call).await {
+                return Ok(members);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("could not add a member at {peer} within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

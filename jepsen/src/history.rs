@@ -50,6 +50,26 @@ pub enum Op {
         value: u64,
         revision: Option<i64>,
     },
+    /// Grant a lease; `lease` and `ttl` (seconds) are the result.
+    Grant { lease: i64, ttl: i64 },
+    /// Put a key attached to a lease; `renewed` tells whether its client
+    /// keeps the lease alive to the end or abandons it.
+    Attach {
+        key: String,
+        lease: i64,
+        renewed: bool,
+    },
+    /// One keep-alive of a lease; `ttl` is the result (0: not found).
+    Renew { lease: i64, ttl: Option<i64> },
+    /// Read a leased key; `present` is the result. `last` marks the final
+    /// reads after the run, once every fault was healed and every
+    /// abandoned lease had time to expire.
+    ReadLeased {
+        key: String,
+        lease: i64,
+        present: Option<bool>,
+        last: bool,
+    },
     /// The nemesis starts a fault.
     Fault { name: String, detail: String },
     /// The nemesis heals a fault.

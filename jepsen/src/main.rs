@@ -26,11 +26,11 @@ struct Args {
     /// How long the workloads and faults run (Go duration: 2m, 90s).
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     time: Duration,
-    /// Workloads: register, watch (comma-separated).
-    #[arg(long, default_value = "register,watch")]
+    /// Workloads: register, watch, lease (comma-separated).
+    #[arg(long, default_value = "register,watch,lease")]
     workloads: String,
-    /// Faults: kill, pause, partition, loss, all, none, or single faults
-    /// (kill-leader, partition-one-way, ...).
+    /// Faults: kill, pause, partition, loss, member, all, none, or single
+    /// faults (kill-leader, partition-one-way, member-replace, ...).
     #[arg(long, default_value = "kill,pause,partition")]
     nemesis: String,
     /// Quiet time between faults: MIN,MAX.
@@ -129,11 +129,13 @@ fn options(args: Args) -> Result<RunOptions> {
     }
     let mut register = false;
     let mut watch = false;
+    let mut lease = false;
     for w in args.workloads.split(',').map(str::trim) {
         match w {
             "register" => register = true,
             "watch" => watch = true,
-            other => bail!("unknown workload {other:?}: register, watch"),
+            "lease" => lease = true,
+            other => bail!("unknown workload {other:?}: register, watch, lease"),
         }
     }
     let seed = args.seed.unwrap_or_else(|| {
@@ -155,6 +157,7 @@ fn options(args: Args) -> Result<RunOptions> {
         time: args.time,
         register,
         watch,
+        lease,
         nemesis: NemesisOptions {
             faults: Fault::parse_list(&args.nemesis)?,
             interval: range(&args.interval)?,

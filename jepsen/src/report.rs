@@ -40,6 +40,11 @@ pub struct Summary {
     pub watch_events: usize,
     pub watchers: usize,
     pub watch_violations: Vec<String>,
+    pub lease_valid: Option<bool>,
+    pub leases: usize,
+    pub lease_alive_checks: usize,
+    pub lease_abandoned_checks: usize,
+    pub lease_violations: Vec<String>,
 }
 
 impl Summary {
@@ -49,6 +54,7 @@ impl Summary {
         self.register_valid != Some(false)
             && !(self.register_valid.is_none() && self.register_keys > 0)
             && self.watch_valid != Some(false)
+            && self.lease_valid != Some(false)
     }
 
     pub fn markdown(&self) -> String {
@@ -76,7 +82,8 @@ impl Summary {
         s += &format!(
             "\n| checker | verdict | checked | violations |\n|---|---|---|---:|\n\
              | linearizable registers | {} | {} keys | {} |\n\
-             | watch guarantees | {} | {} events, {} watchers | {} |\n",
+             | watch guarantees | {} | {} events, {} watchers | {} |\n\
+             | lease guarantees | {} | {} leases, {} reads while provably alive, {} abandoned at the end | {} |\n",
             verdict(self.register_valid, self.register_keys > 0),
             self.register_keys,
             self.register_violations.len(),
@@ -84,11 +91,17 @@ impl Summary {
             self.watch_events,
             self.watchers,
             self.watch_violations.len(),
+            verdict(self.lease_valid, self.lease_valid.is_some()),
+            self.leases,
+            self.lease_alive_checks,
+            self.lease_abandoned_checks,
+            self.lease_violations.len(),
         );
         let all: Vec<&String> = self
             .register_violations
             .iter()
             .chain(&self.watch_violations)
+            .chain(&self.lease_violations)
             .collect();
         for v in all.iter().take(SHOWN) {
             s += &format!("\n{v}\n");
@@ -111,6 +124,9 @@ pub fn counts(ops: &[Completed]) -> Vec<Counts> {
         let name = match c.op {
             Op::Read { .. } | Op::Write { .. } | Op::Cas { .. } => "register",
             Op::Put { .. } => "watch (puts)",
+            Op::Grant { .. } | Op::Attach { .. } | Op::Renew { .. } | Op::ReadLeased { .. } => {
+                "lease"
+            }
             _ => continue,
         };
         let i = match out.iter().position(|x| x.workload == name) {
@@ -149,6 +165,10 @@ pub fn describe(c: &Completed) -> String {
             value,
             revision,
         } => format!("put {key} {value} @ {revision:?}"),
+        Op::Grant { lease, ttl } => format!("grant {lease:x} ttl {ttl}"),
+        Op::Attach { key, lease, .. } => format!("put {key} lease {lease:x}"),
+        Op::Renew { lease, ttl } => format!("keep-alive {lease:x}: {ttl:?}"),
+        Op::ReadLeased { key, present, .. } => format!("read {key} -> {present:?}"),
         other => format!("{other:?}"),
     };
     format!(

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::checker::{linear, watch as watch_check};
+use crate::checker::{lease as lease_check, linear, watch as watch_check};
 use crate::client::Client;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::history::{self, History, Kind, Op};
 use crate::nemesis::{self, NemesisOptions};
 use crate::report::{self, Summary};
+use crate::workload::lease::{self, LeaseOptions};
 use crate::workload::register::{self, RegisterOptions};
 use crate::workload::watch::{self, Stop, WatchOptions};
 use crate::workload::Processes;
@@ -26,6 +27,7 @@ pub struct RunOptions {
     pub time: Duration,
     pub register: bool,
     pub watch: bool,
+    pub lease: bool,
     pub nemesis: NemesisOptions,
     /// The run's directory (history, logs, report).
     pub out: PathBuf,
@@ -42,11 +44,14 @@ pub struct RunOptions {
     pub election_ms: u64,
 }
 
+/// TTL of the lease workload's leases, in seconds.
+pub const LEASE_TTL: i64 = 3;
+
 /// Runs and checks; the report is in `opts.out`.
 pub async fn run(opts: &RunOptions) -> Result<Summary> {
     std::fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
     let history = History::create(&opts.out.join("history.jsonl"))?;
-    let mut cluster = Cluster::start(&ClusterOptions {
+    let cluster = Cluster::start(&ClusterOptions {
         bin: opts.bin.clone(),
         members: opts.members,
         heartbeat_ms: opts.heartbeat_ms,
@@ -101,16 +106,35 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
         (None, Vec::new())
     };
 
+    let lease_opts = LeaseOptions {
+        clients: 2,
+        ttl: LEASE_TTL,
+        timeout: opts.timeout,
+    };
+    let stop_leases = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lease_task = opts.lease.then(|| {
+        tokio::spawn(lease::run(
+            history.clone(),
+            endpoints.clone(),
+            lease_opts.clone(),
+            deadline,
+            stop_leases.clone(),
+            processes.clone(),
+        ))
+    });
+
+    let shared = tokio::sync::Mutex::new(cluster);
     let faults = nemesis::run(
-        &mut cluster,
+        &shared,
         history.clone(),
         opts.nemesis.clone(),
         deadline,
         opts.seed,
     )
     .await;
+    let mut cluster = shared.into_inner();
     // Heal before looking at the result, so the clients finish.
-    nemesis::heal_all(&mut cluster)?;
+    nemesis::heal_all(&mut cluster).await?;
     let faults = faults?;
     if let Some(t) = reg_task {
         t.await??;
@@ -148,6 +172,37 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
                 Err(e) => bail!("final read of {key}: {e}"),
             };
         }
+    }
+
+    // Abandoned leases must be gone once their TTL and two election
+    // timeouts (a new leader's grace) have passed since healing; renewed
+    // ones, still renewed, must not.
+    if let Some(t) = lease_task {
+        tokio::time::sleep(Duration::from_millis(
+            LEASE_TTL as u64 * 1000 + 2 * opts.election_ms + 2000,
+        ))
+        .await;
+        let client = Client::new(&endpoints[0], Duration::from_secs(5))?;
+        let p = processes.next();
+        let attached: Vec<(String, i64)> = history
+            .events()
+            .into_iter()
+            .filter_map(|e| match e.op {
+                Op::Attach { key, lease, .. } if e.kind == Kind::Invoke => Some((key, lease)),
+                _ => None,
+            })
+            .collect();
+        for (key, id) in attached {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !lease::read(&history, p, &client, &key, id, true).await {
+                if Instant::now() > deadline {
+                    bail!("final read of {key} kept failing");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        stop_leases.store(true, Ordering::Relaxed);
+        t.await??;
     }
 
     let mut truth = Vec::new();
@@ -243,6 +298,14 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
                 }
             }
         }
+    }
+    if opts.lease {
+        let r = lease_check::check(&ops);
+        summary.lease_valid = Some(r.valid());
+        summary.leases = r.leases;
+        summary.lease_alive_checks = r.alive_checks;
+        summary.lease_abandoned_checks = r.abandoned_checks;
+        summary.lease_violations = r.violations;
     }
     if opts.watch {
         let r = watch_check::check(&ops, &truth, &logs);

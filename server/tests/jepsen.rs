@@ -19,6 +19,7 @@ fn options(out: PathBuf, secs: u64, nemesis: &str, seed: u64) -> RunOptions {
         time: Duration::from_secs(secs),
         register: true,
         watch: true,
+        lease: true,
         nemesis: NemesisOptions {
             faults: Fault::parse_list(nemesis).expect("faults"),
             interval: (Duration::from_secs(1), Duration::from_secs(3)),
@@ -100,6 +101,7 @@ fn serializable_reads_under_leader_partitions_are_caught_and_linearizable_ones_p
         let mut opts = options(dir.path().join("run"), 20, "partition-leader", seed);
         opts.serializable = serializable;
         opts.watch = false;
+        opts.lease = false;
         let s = go(opts, dir, |s| s.valid() == serializable);
         assert!(s.faults[0].1 >= 2, "{:?}", s.faults);
         if serializable {

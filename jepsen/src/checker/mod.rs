@@ -1,4 +1,5 @@
 //! Checkers over recorded histories.
 
+pub mod lease;
 pub mod linear;
 pub mod watch;

@@ -1,5 +1,6 @@
 //! The nemesis: injects one fault at a time at random intervals (each
-//! kind once per round, rounds in random order), holds it
+//! kind once per round, rounds in random order; membership changes on a
+//! track of their own, concurrent with the other faults), holds it
 //! for a random while, heals it, and records both in the history. At the
 //! end every fault is healed: killed members restarted, paused ones
 //! resumed, firewall rules removed.
@@ -7,6 +8,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+
+use tokio::sync::Mutex;
 
 use crate::cluster::Cluster;
 use crate::history::{History, Kind, Op, NEMESIS};
@@ -31,6 +34,9 @@ pub enum Fault {
     PartitionBridge,
     /// A random member loses 30% of the packets it receives.
     Loss,
+    /// A random member removed from the cluster (its data wiped); on heal
+    /// a fresh member joins at its address.
+    MemberReplace,
 }
 
 impl Fault {
@@ -45,11 +51,12 @@ impl Fault {
             Fault::PartitionOneWay => "partition-one-way",
             Fault::PartitionBridge => "partition-bridge",
             Fault::Loss => "loss",
+            Fault::MemberReplace => "member-replace",
         }
     }
 
     /// Parses a comma-separated list: fault names, or the groups `kill`,
-    /// `pause`, `partition`, `loss` and `all`.
+    /// `pause`, `partition`, `loss`, `member` and `all`.
     pub fn parse_list(s: &str) -> Result<Vec<Fault>> {
         use Fault::*;
         let mut out = Vec::new();
@@ -64,6 +71,7 @@ impl Fault {
                     PartitionBridge,
                 ],
                 "loss" => &[Loss],
+                "member" => &[MemberReplace],
                 "all" => &[
                     Kill,
                     KillLeader,
@@ -74,12 +82,13 @@ impl Fault {
                     PartitionOneWay,
                     PartitionBridge,
                     Loss,
+                    MemberReplace,
                 ],
                 "none" => &[],
                 name => match ALL.iter().find(|f| f.name() == name) {
                     Some(f) => std::slice::from_ref(f),
                     None => bail!(
-                        "unknown fault {name:?}: kill, pause, partition, loss, all, none, or one of {}",
+                        "unknown fault {name:?}: kill, pause, partition, loss, member, all, none, or one of {}",
                         ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
                     ),
                 },
@@ -94,7 +103,7 @@ impl Fault {
     }
 }
 
-const ALL: [Fault; 9] = [
+const ALL: [Fault; 10] = [
     Fault::Kill,
     Fault::KillLeader,
     Fault::Pause,
@@ -104,6 +113,7 @@ const ALL: [Fault; 9] = [
     Fault::PartitionOneWay,
     Fault::PartitionBridge,
     Fault::Loss,
+    Fault::MemberReplace,
 ];
 
 #[derive(Clone, Debug)]
@@ -127,31 +137,54 @@ fn between(rng: &mut fastrand::Rng, (lo, hi): (Duration, Duration)) -> Duration 
 enum Broken {
     Killed(usize),
     Paused(usize),
+    Removed(usize),
     Net,
 }
 
 /// Runs faults until `deadline`; returns how many of each were injected.
-/// Fails if a member exits on its own.
+/// Membership changes run on a schedule of their own, alongside the other
+/// faults. Fails if a member exits on its own.
 pub async fn run(
-    cluster: &mut Cluster,
+    cluster: &Mutex<Cluster>,
     history: History,
     opts: NemesisOptions,
     deadline: Instant,
     seed: u64,
 ) -> Result<Vec<(Fault, usize)>> {
+    let (member, other): (Vec<Fault>, Vec<Fault>) = opts
+        .faults
+        .iter()
+        .partition(|f| **f == Fault::MemberReplace);
+    let (a, b) = tokio::try_join!(
+        schedule(cluster, &history, other, &opts, deadline, seed),
+        schedule(cluster, &history, member, &opts, deadline, seed ^ 0x6d62),
+    )?;
+    let mut counts: Vec<(Fault, usize)> = a.into_iter().chain(b).collect();
+    counts.sort_by_key(|(f, _)| ALL.iter().position(|x| x == f));
+    Ok(counts)
+}
+
+/// One track of faults, one at a time.
+async fn schedule(
+    cluster: &Mutex<Cluster>,
+    history: &History,
+    faults: Vec<Fault>,
+    opts: &NemesisOptions,
+    deadline: Instant,
+    seed: u64,
+) -> Result<Vec<(Fault, usize)>> {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x4e45);
-    let mut counts: Vec<(Fault, usize)> = opts.faults.iter().map(|f| (*f, 0)).collect();
-    if opts.faults.is_empty() {
-        tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+    let mut counts: Vec<(Fault, usize)> = faults.iter().map(|f| (*f, 0)).collect();
+    if faults.is_empty() {
         return Ok(counts);
     }
-    let n = cluster.len();
+    let n = cluster.lock().await.len();
     let mut order: Vec<Fault> = Vec::new();
     let sleep_until = |t: Instant| tokio::time::sleep(t.saturating_duration_since(Instant::now()));
     loop {
         let quiet = Instant::now() + between(&mut rng, opts.interval);
         while Instant::now() < quiet.min(deadline) {
-            cluster.check_alive()?;
+            cluster.lock().await.check_alive()?;
             sleep_until((Instant::now() + Duration::from_millis(200)).min(quiet)).await;
         }
         if Instant::now() >= deadline {
@@ -160,7 +193,7 @@ pub async fn run(
         // Every fault once, in a random order, then again: a short run
         // still sees each kind.
         if order.is_empty() {
-            order = opts.faults.clone();
+            order = faults.clone();
             rng.shuffle(&mut order);
         }
         let Some(fault) = order.pop() else { break };
@@ -168,33 +201,32 @@ pub async fn run(
             Fault::KillLeader
             | Fault::PauseLeader
             | Fault::PartitionLeader
-            | Fault::PartitionOneWay => cluster.leader().await,
+            | Fault::PartitionOneWay => cluster.lock().await.leader().await,
             _ => None,
         };
         let random = rng.usize(..n);
         let target = leader.unwrap_or(random);
         let name = |i: usize| format!("n{}", i + 1);
+        let mut c = cluster.lock().await;
         let (broken, detail) = match fault {
             Fault::Kill | Fault::KillLeader => {
-                cluster.kill(target)?;
+                c.kill(target)?;
                 (Broken::Killed(target), name(target))
             }
             Fault::Pause | Fault::PauseLeader => {
-                cluster.pause(target)?;
+                c.pause(target)?;
                 (Broken::Paused(target), name(target))
             }
             Fault::PartitionLeader => {
                 let rest: Vec<usize> = (0..n).filter(|&i| i != target).collect();
-                cluster.net().partition(&[vec![target], rest])?;
+                c.net().partition(&[vec![target], rest])?;
                 (Broken::Net, format!("{} alone", name(target)))
             }
             Fault::PartitionHalves => {
                 let mut order: Vec<usize> = (0..n).collect();
                 rng.shuffle(&mut order);
                 let (minority, majority) = order.split_at(n / 2);
-                cluster
-                    .net()
-                    .partition(&[minority.to_vec(), majority.to_vec()])?;
+                c.net().partition(&[minority.to_vec(), majority.to_vec()])?;
                 (
                     Broken::Net,
                     format!("{minority:?} | {majority:?} (0-based)"),
@@ -202,7 +234,7 @@ pub async fn run(
             }
             Fault::PartitionOneWay => {
                 for i in (0..n).filter(|&i| i != target) {
-                    cluster.net().drop_from(i, target)?;
+                    c.net().drop_from(i, target)?;
                 }
                 (Broken::Net, format!("nobody hears {}", name(target)))
             }
@@ -213,8 +245,8 @@ pub async fn run(
                 let (left, right) = order[1..].split_at((n - 1) / 2);
                 for &a in left {
                     for &b in right {
-                        cluster.net().drop_from(a, b)?;
-                        cluster.net().drop_from(b, a)?;
+                        c.net().drop_from(a, b)?;
+                        c.net().drop_from(b, a)?;
                     }
                 }
                 (
@@ -223,10 +255,28 @@ pub async fn run(
                 )
             }
             Fault::Loss => {
-                cluster.net().lossy(target, 30)?;
+                c.net().lossy(target, 30)?;
                 (Broken::Net, format!("{} drops 30%", name(target)))
             }
+            Fault::MemberReplace => {
+                let (others, peer) = c.begin_remove(target);
+                drop(c);
+                // Without the cluster locked: the removal may wait for the
+                // other track to heal a partition.
+                crate::cluster::member_remove(&others, &peer).await?;
+                let until = Instant::now() + Duration::from_secs(10);
+                while !cluster
+                    .lock()
+                    .await
+                    .reap_removed(target, Instant::now() > until)?
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                c = cluster.lock().await;
+                (Broken::Removed(target), format!("{} removed", name(target)))
+            }
         };
+        drop(c);
         if let Some(c) = counts.iter_mut().find(|(f, _)| *f == fault) {
             c.1 += 1;
         }
@@ -241,14 +291,24 @@ pub async fn run(
         );
         let until = (Instant::now() + between(&mut rng, opts.hold)).min(deadline);
         while Instant::now() < until {
-            cluster.check_alive()?;
+            cluster.lock().await.check_alive()?;
             sleep_until((Instant::now() + Duration::from_millis(200)).min(until)).await;
         }
+        let mut c = cluster.lock().await;
         match broken {
-            Broken::Killed(i) => cluster.restart(i)?,
-            Broken::Paused(i) => cluster.resume(i)?,
-            Broken::Net => cluster.net().heal()?,
+            Broken::Killed(i) => c.restart(i)?,
+            Broken::Paused(i) => c.resume(i)?,
+            Broken::Removed(i) => {
+                if let Some((others, peer, name)) = c.begin_replace(i) {
+                    drop(c);
+                    let members = crate::cluster::member_add(&others, &peer).await?;
+                    c = cluster.lock().await;
+                    c.finish_replace(i, name, &members)?;
+                }
+            }
+            Broken::Net => c.net().heal()?,
         }
+        drop(c);
         history.record(
             NEMESIS,
             Kind::Info,
@@ -262,12 +322,15 @@ pub async fn run(
 }
 
 /// Heals everything: network rules removed, every member resumed and
-/// running.
-pub fn heal_all(cluster: &mut Cluster) -> Result<()> {
+/// running, removed members replaced.
+pub async fn heal_all(cluster: &mut Cluster) -> Result<()> {
     cluster.net().heal()?;
     for i in 0..cluster.len() {
         cluster.resume(i)?;
         cluster.restart(i)?;
+    }
+    for i in 0..cluster.len() {
+        cluster.replace(i).await?;
     }
     Ok(())
 }
