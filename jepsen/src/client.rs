@@ -103,6 +103,12 @@ impl Client {
         Ok(r.kvs.first().map(|kv| kv.value.to_vec()))
     }
 
+    /// One transaction, as is.
+    pub async fn txn(&self, req: TxnRequest) -> Result<cairn_proto::etcdserverpb::TxnResponse> {
+        let mut kv = self.kv.clone();
+        self.timed(kv.txn(req)).await
+    }
+
     /// The KV stub, for requests this client has no method for.
     pub fn kv(&self) -> KvClient<Channel> {
         self.kv.clone()

@@ -70,10 +70,23 @@ pub enum Op {
         present: Option<bool>,
         last: bool,
     },
+    /// A transaction over lists (the append workload): appends and reads,
+    /// applied atomically; reads carry their result on completion.
+    Txn { mops: Vec<Mop> },
     /// The nemesis starts a fault.
     Fault { name: String, detail: String },
     /// The nemesis heals a fault.
     Heal { name: String },
+}
+
+/// One micro-operation of a list transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "m", rename_all = "snake_case")]
+pub enum Mop {
+    /// Append `value` to the list at `key`.
+    Append { key: String, value: u64 },
+    /// Read the list at `key` (None until completed).
+    Read { key: String, list: Option<Vec<u64>> },
 }
 
 /// One line of the history.

@@ -26,8 +26,8 @@ struct Args {
     /// How long the workloads and faults run (Go duration: 2m, 90s).
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     time: Duration,
-    /// Workloads: register, watch, lease (comma-separated).
-    #[arg(long, default_value = "register,watch,lease")]
+    /// Workloads: register, watch, lease, append (comma-separated).
+    #[arg(long, default_value = "register,watch,lease,append")]
     workloads: String,
     /// Faults: kill, pause, partition, loss, member, all, none, or single
     /// faults (kill-leader, partition-one-way, member-replace, ...).
@@ -130,12 +130,14 @@ fn options(args: Args) -> Result<RunOptions> {
     let mut register = false;
     let mut watch = false;
     let mut lease = false;
+    let mut append = false;
     for w in args.workloads.split(',').map(str::trim) {
         match w {
             "register" => register = true,
             "watch" => watch = true,
             "lease" => lease = true,
-            other => bail!("unknown workload {other:?}: register, watch, lease"),
+            "append" => append = true,
+            other => bail!("unknown workload {other:?}: register, watch, lease, append"),
         }
     }
     let seed = args.seed.unwrap_or_else(|| {
@@ -158,6 +160,7 @@ fn options(args: Args) -> Result<RunOptions> {
         register,
         watch,
         lease,
+        append,
         nemesis: NemesisOptions {
             faults: Fault::parse_list(&args.nemesis)?,
             interval: range(&args.interval)?,

@@ -45,6 +45,10 @@ pub struct Summary {
     pub lease_alive_checks: usize,
     pub lease_abandoned_checks: usize,
     pub lease_violations: Vec<String>,
+    pub append_valid: Option<bool>,
+    pub append_txns: usize,
+    pub append_keys: usize,
+    pub append_violations: Vec<String>,
 }
 
 impl Summary {
@@ -55,6 +59,7 @@ impl Summary {
             && !(self.register_valid.is_none() && self.register_keys > 0)
             && self.watch_valid != Some(false)
             && self.lease_valid != Some(false)
+            && self.append_valid != Some(false)
     }
 
     pub fn markdown(&self) -> String {
@@ -83,7 +88,8 @@ impl Summary {
             "\n| checker | verdict | checked | violations |\n|---|---|---|---:|\n\
              | linearizable registers | {} | {} keys | {} |\n\
              | watch guarantees | {} | {} events, {} watchers | {} |\n\
-             | lease guarantees | {} | {} leases, {} reads while provably alive, {} abandoned at the end | {} |\n",
+             | lease guarantees | {} | {} leases, {} reads while provably alive, {} abandoned at the end | {} |\n\
+             | list appends (atomic, ordered, nothing lost) | {} | {} transactions, {} lists | {} |\n",
             verdict(self.register_valid, self.register_keys > 0),
             self.register_keys,
             self.register_violations.len(),
@@ -96,12 +102,17 @@ impl Summary {
             self.lease_alive_checks,
             self.lease_abandoned_checks,
             self.lease_violations.len(),
+            verdict(self.append_valid, self.append_valid.is_some()),
+            self.append_txns,
+            self.append_keys,
+            self.append_violations.len(),
         );
         let all: Vec<&String> = self
             .register_violations
             .iter()
             .chain(&self.watch_violations)
             .chain(&self.lease_violations)
+            .chain(&self.append_violations)
             .collect();
         for v in all.iter().take(SHOWN) {
             s += &format!("\n{v}\n");
@@ -124,6 +135,7 @@ pub fn counts(ops: &[Completed]) -> Vec<Counts> {
         let name = match c.op {
             Op::Read { .. } | Op::Write { .. } | Op::Cas { .. } => "register",
             Op::Put { .. } => "watch (puts)",
+            Op::Txn { .. } => "append",
             Op::Grant { .. } | Op::Attach { .. } | Op::Renew { .. } | Op::ReadLeased { .. } => {
                 "lease"
             }
@@ -165,6 +177,7 @@ pub fn describe(c: &Completed) -> String {
             value,
             revision,
         } => format!("put {key} {value} @ {revision:?}"),
+        Op::Txn { mops } => format!("txn {mops:?}"),
         Op::Grant { lease, ttl } => format!("grant {lease:x} ttl {ttl}"),
         Op::Attach { key, lease, .. } => format!("put {key} lease {lease:x}"),
         Op::Renew { lease, ttl } => format!("keep-alive {lease:x}: {ttl:?}"),

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::checker::{lease as lease_check, linear, watch as watch_check};
+use crate::checker::{append as append_check, lease as lease_check, linear, watch as watch_check};
 use crate::client::Client;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::history::{self, History, Kind, Op};
 use crate::nemesis::{self, NemesisOptions};
 use crate::report::{self, Summary};
+use crate::workload::append::{self, AppendOptions};
 use crate::workload::lease::{self, LeaseOptions};
 use crate::workload::register::{self, RegisterOptions};
 use crate::workload::watch::{self, Stop, WatchOptions};
@@ -28,6 +29,7 @@ pub struct RunOptions {
     pub register: bool,
     pub watch: bool,
     pub lease: bool,
+    pub append: bool,
     pub nemesis: NemesisOptions,
     /// The run's directory (history, logs, report).
     pub out: PathBuf,
@@ -106,6 +108,22 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
         (None, Vec::new())
     };
 
+    let append_task = opts.append.then(|| {
+        tokio::spawn(append::run(
+            history.clone(),
+            endpoints.clone(),
+            AppendOptions {
+                keys: opts.keys,
+                ops_per_key: opts.ops_per_key,
+                clients: opts.clients.div_ceil(2),
+                timeout: opts.timeout,
+                think: opts.think,
+            },
+            deadline,
+            opts.seed,
+            processes.clone(),
+        ))
+    });
     let lease_opts = LeaseOptions {
         clients: 2,
         ttl: LEASE_TTL,
@@ -142,6 +160,9 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
     if let Some(t) = writer_task {
         t.await??;
     }
+    if let Some(t) = append_task {
+        t.await??;
+    }
     cluster
         .wait_ready(Duration::from_secs(60))
         .await
@@ -171,6 +192,14 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
                 Ok(v) => history.record(p, Kind::Ok, op(v), Some("final read".into())),
                 Err(e) => bail!("final read of {key}: {e}"),
             };
+        }
+    }
+
+    if opts.append {
+        let client = Client::new(&endpoints[0], Duration::from_secs(5))?;
+        let p = processes.next();
+        for key in append::keys(&history.events()) {
+            append::final_read(&history, p, &client, &key).await?;
         }
     }
 
@@ -298,6 +327,13 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
                 }
             }
         }
+    }
+    if opts.append {
+        let r = append_check::check(&ops);
+        summary.append_valid = Some(r.valid());
+        summary.append_txns = r.txns;
+        summary.append_keys = r.keys;
+        summary.append_violations = r.violations;
     }
     if opts.lease {
         let r = lease_check::check(&ops);

@@ -20,6 +20,7 @@ fn options(out: PathBuf, secs: u64, nemesis: &str, seed: u64) -> RunOptions {
         register: true,
         watch: true,
         lease: true,
+        append: true,
         nemesis: NemesisOptions {
             faults: Fault::parse_list(nemesis).expect("faults"),
             interval: (Duration::from_secs(1), Duration::from_secs(3)),
@@ -102,6 +103,7 @@ fn serializable_reads_under_leader_partitions_are_caught_and_linearizable_ones_p
         opts.serializable = serializable;
         opts.watch = false;
         opts.lease = false;
+        opts.append = false;
         let s = go(opts, dir, |s| s.valid() == serializable);
         assert!(s.faults[0].1 >= 2, "{:?}", s.faults);
         if serializable {

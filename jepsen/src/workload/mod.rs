@@ -1,6 +1,7 @@
 //! Client workloads: concurrent logical clients, each doing one operation
 //! at a time and recording every invocation and completion.
 
+pub mod append;
 pub mod lease;
 pub mod register;
 pub mod watch;
