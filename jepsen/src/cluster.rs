@@ -415,85 +415,87 @@ impl Drop for Cluster {
     }
 }
 
-/// Removes the member with peer URL `peer` through any of `endpoints`,
-/// retrying until the member list no longer has it (a call that timed out
-/// may still have taken effect, so each attempt looks first). Gives up
-/// after 60 s.
-pub async fn member_remove(endpoints: &[String], peer: &str) -> Result<()> {
+/// Runs `call` against each of `endpoints` in turn until one succeeds
+/// (5 s per attempt), going round again for up to 60 s.
+async fn through_any<T, F, Fut>(endpoints: &[String], what: &str, mut call: F) -> Result<T>
+where
+    F: FnMut(ClusterClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+{
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         for e in endpoints {
             let Ok(ch) = channel(e, Duration::from_millis(500)) else {
                 continue;
             };
-            let mut c = ClusterClient::new(ch);
-            let call = async {
-                let list = c
-                    .member_list(MemberListRequest { linearizable: true })
-                    .await?
-                    .into_inner();
-                let Some(id) = list
-                    .members
-                    .iter()
-                    .find(|m| m.peer_ur_ls.iter().any(|u| u == peer))
-                    .map(|m| m.id)
-                else {
-                    return Ok::<bool, tonic::Status>(true);
-                };
-                c.member_remove(MemberRemoveRequest { id }).await?;
-                Ok(true)
-            };
-            if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(5), call).await {
-                return Ok(());
+            if let Ok(Ok(v)) =
+                tokio::time::timeout(Duration::from_secs(5), call(ClusterClient::new(ch))).await
+            {
+                return Ok(v);
             }
         }
         if Instant::now() > deadline {
-            bail!("could not remove the member at {peer} within 60 s");
+            bail!("could not {what} within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
+/// Removes the member with peer URL `peer` through any of `endpoints`,
+/// retrying until the member list no longer has it (a call that timed out
+/// may still have taken effect, so each attempt looks first).
+pub async fn member_remove(endpoints: &[String], peer: &str) -> Result<()> {
+    through_any(
+        endpoints,
+        &format!("remove the member at {peer}"),
+        |mut c| async move {
+            let list = c
+                .member_list(MemberListRequest { linearizable: true })
+                .await?
+                .into_inner();
+            if let Some(id) = list
+                .members
+                .iter()
+                .find(|m| m.peer_ur_ls.iter().any(|u| u == peer))
+                .map(|m| m.id)
+            {
+                c.member_remove(MemberRemoveRequest { id }).await?;
+            }
+            Ok(())
+        },
+    )
+    .await
+}
+
 /// Adds a voting member with peer URL `peer` through any of `endpoints`
 /// and returns the member list (an earlier attempt that timed out may
-/// have added it already: each attempt looks first). Gives up after 60 s.
+/// have added it already: each attempt looks first).
 pub async fn member_add(endpoints: &[String], peer: &str) -> Result<Vec<pb::Member>> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        for e in endpoints {
-            let Ok(ch) = channel(e, Duration::from_millis(500)) else {
-                continue;
-            };
-            let mut c = ClusterClient::new(ch);
-            let call = async {
-                let list = c
-                    .member_list(MemberListRequest { linearizable: true })
-                    .await?
-                    .into_inner();
-                if list
-                    .members
-                    .iter()
-                    .any(|m| m.peer_ur_ls.iter().any(|u| u == peer))
-                {
-                    return Ok::<_, tonic::Status>(list.members);
-                }
-                let r = c
-                    .member_add(MemberAddRequest {
-                        peer_ur_ls: vec![peer.to_string()],
-                        is_learner: false,
-                    })
-                    .await?;
-                Ok(r.into_inner().members)
-            };
-            if let Ok(Ok(members)) = tokio::time::timeout(Duration::from_secs(5), call).await {
-                return Ok(members);
+    through_any(
+        endpoints,
+        &format!("add a member at {peer}"),
+        |mut c| async move {
+            let list = c
+                .member_list(MemberListRequest { linearizable: true })
+                .await?
+                .into_inner();
+            if list
+                .members
+                .iter()
+                .any(|m| m.peer_ur_ls.iter().any(|u| u == peer))
+            {
+                return Ok(list.members);
             }
-        }
-        if Instant::now() > deadline {
-            bail!("could not add a member at {peer} within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            let r = c
+                .member_add(MemberAddRequest {
+                    peer_ur_ls: vec![peer.to_string()],
+                    is_learner: false,
+                })
+                .await?;
+            Ok(r.into_inner().members)
+        },
+    )
+    .await
 }
 
 /// A lazily connecting channel to `endpoint` (ip:port).

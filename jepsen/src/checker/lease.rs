@@ -222,53 +222,34 @@ mod tests {
         assert_eq!(r.abandoned_checks, 1);
     }
 
+    /// A keep-alive invoked at `at`, answered with `ttl`.
+    fn renew(at: u64, ttl: i64) -> Completed {
+        op(
+            1,
+            at,
+            at + S / 10,
+            Op::Renew {
+                lease: 7,
+                ttl: Some(ttl),
+            },
+        )
+    }
+
     #[test]
     fn early_expiry_is_caught() {
         let mut h = base(true);
-        h.push(op(
-            1,
-            2 * S,
-            2 * S + S / 10,
-            Op::Renew {
-                lease: 7,
-                ttl: Some(3),
-            },
-        ));
+        h.push(renew(2 * S, 3));
         // Alive until at least 5 s: gone at 4 s is early.
         h.push(read(4 * S, false, false));
         assert!(!check(&h).valid());
         // And a keep-alive saying "not found" at 4 s, likewise.
         let mut h = base(true);
-        h.push(op(
-            1,
-            2 * S,
-            2 * S + S / 10,
-            Op::Renew {
-                lease: 7,
-                ttl: Some(3),
-            },
-        ));
-        h.push(op(
-            1,
-            4 * S,
-            4 * S + S / 10,
-            Op::Renew {
-                lease: 7,
-                ttl: Some(0),
-            },
-        ));
+        h.push(renew(2 * S, 3));
+        h.push(renew(4 * S, 0));
         assert!(!check(&h).valid());
         // Gone at 6 s, after a 1 s gap in renewals: no promise broken.
         let mut h = base(true);
-        h.push(op(
-            1,
-            2 * S,
-            2 * S + S / 10,
-            Op::Renew {
-                lease: 7,
-                ttl: Some(3),
-            },
-        ));
+        h.push(renew(2 * S, 3));
         h.push(read(6 * S, false, false));
         assert!(check(&h).valid());
     }

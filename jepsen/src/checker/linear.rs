@@ -446,6 +446,10 @@ mod tests {
     }
     use RegOp::*;
 
+    fn cas(from: u64, to: u64, swapped: Option<bool>) -> RegOp {
+        RegOp::Cas { from, to, swapped }
+    }
+
     fn linearizable(ops: Vec<KeyOp>) -> bool {
         match check_key(ops, DEFAULT_BUDGET) {
             Verdict::Linearizable => true,
@@ -479,26 +483,8 @@ mod tests {
         // Two CASes from 1 both succeed, one after the other.
         let ops = vec![
             op(0, 0, Some(10), Write(1)),
-            op(
-                1,
-                20,
-                Some(30),
-                Cas {
-                    from: 1,
-                    to: 2,
-                    swapped: Some(true),
-                },
-            ),
-            op(
-                2,
-                40,
-                Some(50),
-                Cas {
-                    from: 1,
-                    to: 3,
-                    swapped: Some(true),
-                },
-            ),
+            op(1, 20, Some(30), cas(1, 2, Some(true))),
+            op(2, 40, Some(50), cas(1, 3, Some(true))),
         ];
         assert!(!linearizable(ops));
     }
@@ -555,16 +541,7 @@ mod tests {
         // An unknown CAS that must have swapped for a later read.
         let ops = vec![
             op(0, 0, Some(10), Write(1)),
-            op(
-                1,
-                20,
-                None,
-                Cas {
-                    from: 1,
-                    to: 5,
-                    swapped: None,
-                },
-            ),
+            op(1, 20, None, cas(1, 5, None)),
             op(2, 100, Some(110), Read(Some(5))),
             op(3, 120, Some(130), Read(Some(5))),
         ];
@@ -593,16 +570,7 @@ mod tests {
             v => panic!("{v:?}"),
         }
         // One of them must have taken effect for a failed CAS from 7.
-        ops.push(op(
-            300,
-            900,
-            Some(910),
-            Cas {
-                from: 7,
-                to: 8,
-                swapped: Some(false),
-            },
-        ));
+        ops.push(op(300, 900, Some(910), cas(7, 8, Some(false))));
         match check_key(ops.clone(), 1_000_000) {
             Verdict::Linearizable => {}
             v => panic!("{v:?}"),
@@ -619,30 +587,12 @@ mod tests {
     fn failed_cas_needs_a_different_value() {
         let ops = vec![
             op(0, 0, Some(10), Write(1)),
-            op(
-                1,
-                20,
-                Some(30),
-                Cas {
-                    from: 1,
-                    to: 2,
-                    swapped: Some(false),
-                },
-            ),
+            op(1, 20, Some(30), cas(1, 2, Some(false))),
         ];
         assert!(!linearizable(ops));
         let ops = vec![
             op(0, 0, Some(10), Write(3)),
-            op(
-                1,
-                20,
-                Some(30),
-                Cas {
-                    from: 1,
-                    to: 2,
-                    swapped: Some(false),
-                },
-            ),
+            op(1, 20, Some(30), cas(1, 2, Some(false))),
             op(2, 40, Some(50), Read(Some(3))),
         ];
         assert!(linearizable(ops));
@@ -687,11 +637,7 @@ mod tests {
             let o = match kind % 3 {
                 0 => Read(None),
                 1 => Write(value),
-                _ => Cas {
-                    from: (at % 4) + 1,
-                    to: value,
-                    swapped: None,
-                },
+                _ => cas((at % 4) + 1, value, None),
             };
             // Unknown outcome: a write or CAS whose reply was lost; it
             // takes effect only when `at` is even.

@@ -9,7 +9,6 @@
 //! `ops_per_key` operations, as in the register workload.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use cairn_proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, Tx
 
 use crate::client::{Client, Error};
 use crate::history::{History, Kind, Mop, Op};
-use crate::workload::Processes;
+use crate::workload::{Processes, Slots};
 
 #[derive(Clone, Debug)]
 pub struct AppendOptions {
@@ -32,10 +31,6 @@ pub struct AppendOptions {
 }
 
 pub const PREFIX: &str = "a/";
-
-fn key(slot: usize, generation: usize) -> String {
-    format!("{PREFIX}{slot}/{generation}")
-}
 
 /// A list as stored.
 pub fn encode(list: &[u64]) -> String {
@@ -62,8 +57,7 @@ pub async fn run(
     seed: u64,
     processes: Arc<Processes>,
 ) -> anyhow::Result<()> {
-    let slots: Arc<Vec<AtomicUsize>> =
-        Arc::new((0..opts.keys).map(|_| AtomicUsize::new(0)).collect());
+    let slots = Arc::new(Slots::new(opts.keys, opts.ops_per_key));
     let mut tasks = Vec::new();
     for w in 0..opts.clients {
         let client = Client::new(&endpoints[w % endpoints.len()], opts.timeout)?;
@@ -87,8 +81,7 @@ pub async fn run(
                 let mops: Vec<Mop> = chosen
                     .into_iter()
                     .map(|slot| {
-                        let n = slots[slot].fetch_add(1, Ordering::Relaxed);
-                        let key = key(slot, n / opts.ops_per_key.max(1));
+                        let key = slots.key(PREFIX, slot);
                         if rng.bool() {
                             seq += 1;
                             Mop::Append {

@@ -9,13 +9,12 @@
 //! unknown outcome on one key, so keys must stay short-lived.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, Error};
 use crate::history::{History, Kind, Op};
-use crate::workload::Processes;
+use crate::workload::{Processes, Slots};
 
 #[derive(Clone, Debug)]
 pub struct RegisterOptions {
@@ -35,11 +34,6 @@ pub struct RegisterOptions {
 /// writes it).
 pub const GARBLED: u64 = u64::MAX - 1;
 
-/// The register of `slot` in `generation`.
-pub fn key(slot: usize, generation: usize) -> String {
-    format!("r/{slot}/{generation}")
-}
-
 /// Runs until `deadline`; every operation is in `history`.
 pub async fn run(
     history: History,
@@ -49,8 +43,7 @@ pub async fn run(
     seed: u64,
     processes: Arc<Processes>,
 ) -> anyhow::Result<()> {
-    let slots: Arc<Vec<AtomicUsize>> =
-        Arc::new((0..opts.keys).map(|_| AtomicUsize::new(0)).collect());
+    let slots = Arc::new(Slots::new(opts.keys, opts.ops_per_key));
     let mut tasks = Vec::new();
     for worker in 0..opts.clients {
         let client = Client::new(&endpoints[worker % endpoints.len()], opts.timeout)?;
@@ -66,8 +59,7 @@ pub async fn run(
             let mut known: HashMap<String, Option<u64>> = HashMap::new();
             while Instant::now() < deadline {
                 let slot = rng.usize(..opts.keys);
-                let n = slots[slot].fetch_add(1, Ordering::Relaxed);
-                let key = key(slot, n / opts.ops_per_key.max(1));
+                let key = slots.key("r/", slot);
                 let last = known.entry(key.clone()).or_default();
                 let roll = rng.u32(..100);
                 let unknown = if roll < 45 || (roll >= 80 && last.is_none()) {
