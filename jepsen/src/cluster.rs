@@ -400,6 +400,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// Data dir of member `i`.
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.members[i].data_dir
+    }
+
     /// Log file of member `i`.
     pub fn log(&self, i: usize) -> &Path {
         &self.members[i].log

@@ -80,7 +80,7 @@ fn short_run_with_kills_pauses_and_partitions_is_linearizable_and_keeps_watch_gu
     for (fault, n) in &s.faults {
         assert!(*n > 0, "{fault} never injected: {:?}", s.faults);
     }
-    assert_eq!(s.faults.len(), 8);
+    assert_eq!(s.faults.len(), 9);
     assert_eq!(s.register_valid, Some(true));
     assert_eq!(s.watch_valid, Some(true));
     assert!(s.register_keys >= 8, "{}", s.register_keys);

@@ -14,6 +14,8 @@ use tokio::sync::Mutex;
 use crate::cluster::Cluster;
 use crate::history::{History, Kind, Op, NEMESIS};
 
+pub mod torn;
+
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -21,6 +23,9 @@ pub enum Fault {
     Kill,
     /// kill -9 of the leader.
     KillLeader,
+    /// kill -9 of a random member, then a torn record written at the end
+    /// of its Raft log (see [`torn`]); restarted on heal.
+    KillTorn,
     /// SIGSTOP of a random member, SIGCONT on heal.
     Pause,
     PauseLeader,
@@ -44,6 +49,7 @@ impl Fault {
         match self {
             Fault::Kill => "kill",
             Fault::KillLeader => "kill-leader",
+            Fault::KillTorn => "kill-torn",
             Fault::Pause => "pause",
             Fault::PauseLeader => "pause-leader",
             Fault::PartitionLeader => "partition-leader",
@@ -62,7 +68,7 @@ impl Fault {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let group: &[Fault] = match part {
-                "kill" => &[Kill, KillLeader],
+                "kill" => &[Kill, KillLeader, KillTorn],
                 "pause" => &[Pause, PauseLeader],
                 "partition" => &[
                     PartitionLeader,
@@ -75,6 +81,7 @@ impl Fault {
                 "all" => &[
                     Kill,
                     KillLeader,
+                    KillTorn,
                     Pause,
                     PauseLeader,
                     PartitionLeader,
@@ -103,9 +110,10 @@ impl Fault {
     }
 }
 
-const ALL: [Fault; 10] = [
+const ALL: [Fault; 11] = [
     Fault::Kill,
     Fault::KillLeader,
+    Fault::KillTorn,
     Fault::Pause,
     Fault::PauseLeader,
     Fault::PartitionLeader,
@@ -212,6 +220,11 @@ async fn schedule(
             Fault::Kill | Fault::KillLeader => {
                 c.kill(target)?;
                 (Broken::Killed(target), name(target))
+            }
+            Fault::KillTorn => {
+                c.kill(target)?;
+                let what = torn::tear(c.data_dir(target), &mut rng)?;
+                (Broken::Killed(target), format!("{}: {what}", name(target)))
             }
             Fault::Pause | Fault::PauseLeader => {
                 c.pause(target)?;
@@ -343,7 +356,12 @@ mod tests {
     fn fault_lists_parse_groups_and_names() {
         assert_eq!(
             Fault::parse_list("kill,pause-leader").unwrap(),
-            vec![Fault::Kill, Fault::KillLeader, Fault::PauseLeader]
+            vec![
+                Fault::Kill,
+                Fault::KillLeader,
+                Fault::KillTorn,
+                Fault::PauseLeader
+            ]
         );
         assert_eq!(Fault::parse_list("all").unwrap().len(), ALL.len());
         assert!(Fault::parse_list("none").unwrap().is_empty());
