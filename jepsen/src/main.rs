@@ -179,6 +179,22 @@ fn options(args: Args) -> Result<RunOptions> {
     })
 }
 
+/// SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -193,7 +209,12 @@ async fn main() {
             eprintln!("error: {e:#}");
             2
         }
-        Ok(opts) => match cairn_jepsen::run::run(&opts).await {
+        // On SIGINT or SIGTERM the run is dropped, which kills the
+        // members and removes the network.
+        Ok(opts) => match tokio::select! {
+            r = cairn_jepsen::run::run(&opts) => r,
+            _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+        } {
             Ok(summary) => {
                 println!("{}", summary.markdown());
                 println!("run directory: {}", opts.out.display());

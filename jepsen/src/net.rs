@@ -8,8 +8,8 @@
 //! lets a stale read show).
 //!
 //! Everything is removed on drop; namespaces and bridges left behind by a
-//! harness process that died are removed by the next one (their names
-//! carry the owner's pid).
+//! harness process that died are removed by the next one, with any member
+//! still running in them (their names carry the owner's pid).
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -261,6 +261,12 @@ fn remove_stale() {
     if let Ok(list) = sh("ip", &["netns", "list"]) {
         for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
             if !alive(ns) {
+                // Members its harness left running go first.
+                if let Ok(pids) = sh("ip", &["netns", "pids", ns]) {
+                    for pid in pids.split_whitespace() {
+                        let _ = sh("kill", &["-9", pid]);
+                    }
+                }
                 let _ = sh("ip", &["netns", "del", ns]);
             }
         }
