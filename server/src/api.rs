@@ -175,6 +175,10 @@ impl Cluster for ClusterService {
                 member: member.clone(),
             })
             .await?;
+        self.node
+            .inner
+            .wait_members(|ms| ms.iter().any(|m| m.id == id))
+            .await;
         Ok(Response::new(pb::MemberAddResponse {
             header: self.header(),
             member: Some(pb::Member {
@@ -198,6 +202,10 @@ impl Cluster for ClusterService {
             .inner
             .change_membership(MembershipChange::Remove { id })
             .await?;
+        self.node
+            .inner
+            .wait_members(|ms| ms.iter().all(|m| m.id != id))
+            .await;
         Ok(Response::new(pb::MemberRemoveResponse {
             header: self.header(),
             members: self.list(),
@@ -215,9 +223,16 @@ impl Cluster for ClusterService {
             .inner
             .change_membership(MembershipChange::UpdatePeerUrls {
                 id: req.id,
-                peer_urls: req.peer_ur_ls,
+                peer_urls: req.peer_ur_ls.clone(),
             })
             .await?;
+        self.node
+            .inner
+            .wait_members(|ms| {
+                ms.iter()
+                    .any(|m| m.id == req.id && m.member.peer_urls == req.peer_ur_ls)
+            })
+            .await;
         Ok(Response::new(pb::MemberUpdateResponse {
             header: self.header(),
             members: self.list(),
@@ -248,6 +263,10 @@ impl Cluster for ClusterService {
             .inner
             .change_membership(MembershipChange::Promote { id })
             .await?;
+        self.node
+            .inner
+            .wait_members(|ms| ms.iter().any(|m| m.id == id && !m.is_learner))
+            .await;
         Ok(Response::new(pb::MemberPromoteResponse {
             header: self.header(),
             members: self.list(),

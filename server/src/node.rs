@@ -612,6 +612,21 @@ impl Inner {
             .collect()
     }
 
+    /// Waits (up to the request timeout) until this member's view of the
+    /// membership satisfies `done`: a change forwarded to the leader is
+    /// committed before this member has the entry, and etcd answers a
+    /// membership change with the list that includes it.
+    pub async fn wait_members(&self, done: impl Fn(&[MemberInfo]) -> bool) {
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let mut rx = self.raft.metrics();
+        while !done(&self.members()) {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    }
+
     /// Fails with etcd's `no leader` unless a leader is known.
     pub fn require_leader(&self) -> Result<(), Status> {
         if self.leader().is_some() {

@@ -526,3 +526,47 @@ async fn has_leader_metadata_without_quorum() {
     }
     drop(wtx);
 }
+
+/// A membership change sent to a follower is answered with a member list
+/// that already has it, as etcd does (`etcdctl member add` builds the new
+/// member's `--initial-cluster` from that list). Found by cairn-jepsen: a
+/// replacement member started with a list that lacked itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_through_a_follower_answer_with_the_new_list() {
+    use cairn::proto::etcdserverpb::cluster_client::ClusterClient;
+    use cairn::proto::etcdserverpb::{MemberAddRequest, MemberRemoveRequest};
+    let c = Cluster::start(3, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let follower = (leader + 1) % 3;
+    let mut cl = ClusterClient::new(c.members[follower].channel().await);
+    for round in 0..5 {
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let added = cl
+            .member_add(MemberAddRequest {
+                peer_ur_ls: vec![peer.clone()],
+                is_learner: true,
+            })
+            .await
+            .expect("member add")
+            .into_inner();
+        let id = added.member.as_ref().expect("member").id;
+        assert!(
+            added
+                .members
+                .iter()
+                .any(|m| m.id == id && m.peer_ur_ls == [peer.clone()]),
+            "round {round}: the new member is missing from {:?}",
+            added.members
+        );
+        let removed = cl
+            .member_remove(MemberRemoveRequest { id })
+            .await
+            .expect("member remove")
+            .into_inner();
+        assert!(
+            removed.members.iter().all(|m| m.id != id),
+            "round {round}: the removed member is still in {:?}",
+            removed.members
+        );
+    }
+}
