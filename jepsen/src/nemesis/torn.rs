@@ -15,6 +15,10 @@ use cairn_raft_log::{record, segment};
 /// of the log under `data_dir`; returns what it wrote, for the history.
 pub fn tear(data_dir: &Path, rng: &mut fastrand::Rng) -> Result<String> {
     let wal = data_dir.join("member").join("wal");
+    if !wal.exists() {
+        // A member removed meanwhile: its data is gone.
+        return Ok("no log".into());
+    }
     let segments = segment::list(&wal).context("list segments")?;
     let Some((_, last)) = segments.last() else {
         return Ok("no log yet".into());
