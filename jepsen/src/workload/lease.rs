@@ -1,7 +1,8 @@
-//! The lease workload: each client grants a lease every second or so
-//! (TTL `ttl`), attaches a key `l/<lease>` to it, and either keeps it
-//! alive with keep-alives every quarter TTL until told to stop, or
-//! abandons it; it reads the keys of its leases all along. Checked by
+//! The lease workload: each client grants a lease every second (TTL
+//! `ttl`), attaches a key `l/<lease>` to it, and either keeps it alive
+//! with keep-alives every quarter TTL until told to stop (at most three
+//! at a time), or abandons it; it reads the keys of its leases all along
+//! (an abandoned one's until three TTLs after its grant). Checked by
 //! [`crate::checker::lease`]: a key never disappears while its lease is
 //! provably alive, and an abandoned lease's key is gone at the end.
 
@@ -32,7 +33,11 @@ pub fn key(lease: i64) -> String {
     format!("{PREFIX}{lease:x}")
 }
 
+/// Leases one client keeps alive at once.
+const RENEWED: usize = 3;
+
 struct Held {
+    granted: Instant,
     id: i64,
     key: String,
     renewed: bool,
@@ -72,10 +77,16 @@ pub async fn run(
             let mut read_turn = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let now = Instant::now();
-                if now < deadline && now >= next_grant && held.len() < 8 {
+                // Abandoned leases are let go of (read no more) a while
+                // after their TTL; at most RENEWED are kept alive at once.
+                let forget = Duration::from_millis(3 * opts_ttl_ms(&c.opts));
+                held.retain(|h| h.renewed || h.granted.elapsed() < forget);
+                if now < deadline && now >= next_grant {
                     next_grant = now + Duration::from_secs(1);
                     granted += 1;
-                    if let Some(h) = c.grant_and_attach(granted.is_multiple_of(2)).await {
+                    let renewed = granted.is_multiple_of(2)
+                        && held.iter().filter(|h| h.renewed).count() < RENEWED;
+                    if let Some(h) = c.grant_and_attach(renewed).await {
                         held.push(h);
                     }
                 }
@@ -190,6 +201,7 @@ impl LeaseWorker {
             Ok(_) => {
                 self.history.record(p, Kind::Ok, op, self.note(None));
                 Some(Held {
+                    granted: Instant::now(),
                     id,
                     key,
                     renewed,
