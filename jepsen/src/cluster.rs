@@ -351,28 +351,13 @@ impl Cluster {
         Ok(())
     }
 
-    /// The member that says it is the leader, asking each running member.
-    pub async fn leader(&self) -> Option<usize> {
-        for i in 0..self.members.len() {
-            if self.members[i].child.is_none() || self.members[i].paused {
-                continue;
-            }
-            let Ok(ch) = channel(&self.endpoints[i], Duration::from_millis(500)) else {
-                continue;
-            };
-            if let Ok(Ok(r)) = tokio::time::timeout(
-                Duration::from_secs(1),
-                MaintenanceClient::new(ch).status(StatusRequest {}),
-            )
-            .await
-            {
-                let r = r.into_inner();
-                if r.header.map(|h| h.member_id) == Some(r.leader) && r.leader != 0 {
-                    return Some(i);
-                }
-            }
-        }
-        None
+    /// Endpoints of the members that can answer now (running, not
+    /// paused), by index, for [`leader_among`].
+    pub fn answering(&self) -> Vec<(usize, String)> {
+        (0..self.members.len())
+            .filter(|&i| self.members[i].child.is_some() && !self.members[i].paused)
+            .map(|i| (i, self.endpoints[i].clone()))
+            .collect()
     }
 
     /// Waits until every running member answers a linearizable read.
@@ -444,6 +429,28 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The member that says it is the leader, asking each of `members`
+/// (index, endpoint) in turn.
+pub async fn leader_among(members: &[(usize, String)]) -> Option<usize> {
+    for (i, endpoint) in members {
+        let Ok(ch) = channel(endpoint, Duration::from_millis(500)) else {
+            continue;
+        };
+        if let Ok(Ok(r)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            MaintenanceClient::new(ch).status(StatusRequest {}),
+        )
+        .await
+        {
+            let r = r.into_inner();
+            if r.header.map(|h| h.member_id) == Some(r.leader) && r.leader != 0 {
+                return Some(*i);
+            }
+        }
+    }
+    None
 }
 
 /// Removes the member with peer URL `peer` through any of `endpoints`,

@@ -183,6 +183,12 @@ impl History {
         Ok(())
     }
 
+    /// Runs `f` over every event so far, in time order, without copying
+    /// them.
+    pub fn scan<T>(&self, f: impl FnOnce(&[Event]) -> T) -> T {
+        f(&self.inner.lock().unwrap_or_else(|e| e.into_inner()).events)
+    }
+
     /// Every event so far, in time order.
     pub fn events(&self) -> Vec<Event> {
         self.inner

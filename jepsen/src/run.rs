@@ -172,14 +172,17 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
     if opts.register {
         let client = Client::new(&endpoints[0], Duration::from_secs(5))?;
         let p = processes.next();
-        let mut keys: Vec<String> = history
-            .events()
-            .into_iter()
-            .filter_map(|e| match e.op {
-                Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } => Some(key),
-                _ => None,
-            })
-            .collect();
+        let mut keys: Vec<String> = history.scan(|events| {
+            events
+                .iter()
+                .filter_map(|e| match &e.op {
+                    Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } => {
+                        Some(key.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        });
         keys.sort();
         keys.dedup();
         for key in keys {
@@ -198,7 +201,7 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
     if opts.append {
         let client = Client::new(&endpoints[0], Duration::from_secs(5))?;
         let p = processes.next();
-        for key in append::keys(&history.events()) {
+        for key in history.scan(append::keys) {
             append::final_read(&history, p, &client, &key).await?;
         }
     }
@@ -213,14 +216,17 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
         .await;
         let client = Client::new(&endpoints[0], Duration::from_secs(5))?;
         let p = processes.next();
-        let attached: Vec<(String, i64)> = history
-            .events()
-            .into_iter()
-            .filter_map(|e| match e.op {
-                Op::Attach { key, lease, .. } if e.kind == Kind::Invoke => Some((key, lease)),
-                _ => None,
-            })
-            .collect();
+        let attached: Vec<(String, i64)> = history.scan(|events| {
+            events
+                .iter()
+                .filter_map(|e| match &e.op {
+                    Op::Attach { key, lease, .. } if e.kind == Kind::Invoke => {
+                        Some((key.clone(), *lease))
+                    }
+                    _ => None,
+                })
+                .collect()
+        });
         for (key, id) in attached {
             let deadline = Instant::now() + Duration::from_secs(30);
             while !lease::read(&history, p, &client, &key, id, true).await {

@@ -78,19 +78,7 @@ impl Fault {
                 ],
                 "loss" => &[Loss],
                 "member" => &[MemberReplace],
-                "all" => &[
-                    Kill,
-                    KillLeader,
-                    KillTorn,
-                    Pause,
-                    PauseLeader,
-                    PartitionLeader,
-                    PartitionHalves,
-                    PartitionOneWay,
-                    PartitionBridge,
-                    Loss,
-                    MemberReplace,
-                ],
+                "all" => &ALL,
                 "none" => &[],
                 name => match ALL.iter().find(|f| f.name() == name) {
                     Some(f) => std::slice::from_ref(f),
@@ -209,7 +197,11 @@ async fn schedule(
             Fault::KillLeader
             | Fault::PauseLeader
             | Fault::PartitionLeader
-            | Fault::PartitionOneWay => cluster.lock().await.leader().await,
+            | Fault::PartitionOneWay => {
+                // Asked without the cluster locked: the other track goes on.
+                let answering = cluster.lock().await.answering();
+                crate::cluster::leader_among(&answering).await
+            }
             _ => None,
         };
         let random = rng.usize(..n);
