@@ -136,6 +136,11 @@ impl Cluster {
         &self.net
     }
 
+    /// The members' election timeout, in milliseconds.
+    pub fn election_ms(&self) -> u64 {
+        self.election_ms
+    }
+
     /// Client endpoints (ip:port), by member index.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints

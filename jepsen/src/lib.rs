@@ -2,6 +2,7 @@
 //!
 //! - [`net`]: a network namespace per member behind a bridge, and the
 //!   firewall rules that cut it.
+//! - [`delay`]: added latency, packets held in a netfilter queue.
 //! - [`cluster`]: real `cairn` processes in those namespaces; kill,
 //!   restart, pause, resume, find the leader.
 //! - [`client`]: an etcd v3 client with a timeout per operation.
@@ -15,6 +16,7 @@
 pub mod checker;
 pub mod client;
 pub mod cluster;
+pub mod delay;
 pub mod history;
 pub mod nemesis;
 pub mod net;

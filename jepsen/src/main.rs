@@ -29,7 +29,7 @@ struct Args {
     /// Workloads: register, watch, lease, append (comma-separated).
     #[arg(long, default_value = "register,watch,lease,append")]
     workloads: String,
-    /// Faults: kill, pause, partition, loss, member, all, none, or single
+    /// Faults: kill, pause, partition, loss, latency, member, all, none, or single
     /// faults (kill-leader, partition-one-way, member-replace, ...).
     #[arg(long, default_value = "kill,pause,partition")]
     nemesis: String,

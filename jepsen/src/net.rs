@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, Context, Result};
 
+use crate::delay::{Delayer, Latency};
+
 const TABLE: &str = "cairnjepsen";
 
 /// Runs a command, failing with its stderr.
@@ -41,6 +43,8 @@ pub struct Net {
     prefix: [u8; 3],
     members: usize,
     up: bool,
+    /// Members whose outgoing packets are being delayed.
+    delayers: std::sync::Mutex<Vec<Delayer>>,
 }
 
 impl Net {
@@ -64,6 +68,7 @@ impl Net {
             prefix,
             members,
             up: true,
+            delayers: Default::default(),
         };
         net.build().context("create the test network")?;
         Ok(net)
@@ -191,12 +196,36 @@ impl Net {
         )
     }
 
-    /// Removes every fault rule.
-    pub fn heal(&self) -> Result<()> {
-        for i in 0..self.members {
-            self.nft(i, &format!("flush table inet {TABLE}\n"))?;
+    /// Every packet members `ms` send is held for `latency` (see
+    /// [`crate::delay`]).
+    pub fn delay(&self, ms: &[usize], latency: Latency, seed: u64) -> Result<()> {
+        let mut delayers = self.delayers.lock().unwrap_or_else(|e| e.into_inner());
+        for &i in ms {
+            delayers.push(Delayer::start(
+                &self.namespace(i),
+                latency,
+                seed ^ i as u64,
+            )?);
         }
         Ok(())
+    }
+
+    /// Removes every fault rule and added delay.
+    pub fn heal(&self) -> Result<()> {
+        let delayers =
+            std::mem::take(&mut *self.delayers.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first_err = None;
+        for mut d in delayers {
+            if let Err(e) = d.stop() {
+                first_err.get_or_insert(e);
+            }
+        }
+        for i in 0..self.members {
+            if let Err(e) = self.nft(i, &format!("flush table inet {TABLE}\n")) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Removes the namespaces and the bridge.
@@ -205,6 +234,11 @@ impl Net {
             return Ok(());
         }
         self.up = false;
+        // Delay threads let their packets go before the namespaces go.
+        self.delayers
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut first_err = None;
         for i in 0..self.members {
             // Removing a namespace removes its end of the veth, and so both.

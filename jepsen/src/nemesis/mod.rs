@@ -39,6 +39,12 @@ pub enum Fault {
     PartitionBridge,
     /// A random member loses 30% of the packets it receives.
     Loss,
+    /// Every packet every member sends is held for a fortieth to a tenth
+    /// of the election timeout (chosen per injection; 25-100 ms with
+    /// etcd's defaults), give or take half that (see [`crate::delay`]).
+    /// Round trips then reach up to 0.3 election timeouts: beyond a
+    /// quarter, some heartbeats go unanswered.
+    Latency,
     /// A random member removed from the cluster (its data wiped); on heal
     /// a fresh member joins at its address.
     MemberReplace,
@@ -57,12 +63,13 @@ impl Fault {
             Fault::PartitionOneWay => "partition-one-way",
             Fault::PartitionBridge => "partition-bridge",
             Fault::Loss => "loss",
+            Fault::Latency => "latency",
             Fault::MemberReplace => "member-replace",
         }
     }
 
     /// Parses a comma-separated list: fault names, or the groups `kill`,
-    /// `pause`, `partition`, `loss`, `member` and `all`.
+    /// `pause`, `partition`, `loss`, `latency`, `member` and `all`.
     pub fn parse_list(s: &str) -> Result<Vec<Fault>> {
         use Fault::*;
         let mut out = Vec::new();
@@ -77,13 +84,14 @@ impl Fault {
                     PartitionBridge,
                 ],
                 "loss" => &[Loss],
+                "latency" => &[Latency],
                 "member" => &[MemberReplace],
                 "all" => &ALL,
                 "none" => &[],
                 name => match ALL.iter().find(|f| f.name() == name) {
                     Some(f) => std::slice::from_ref(f),
                     None => bail!(
-                        "unknown fault {name:?}: kill, pause, partition, loss, member, all, none, or one of {}",
+                        "unknown fault {name:?}: kill, pause, partition, loss, latency, member, all, none, or one of {}",
                         ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
                     ),
                 },
@@ -98,7 +106,7 @@ impl Fault {
     }
 }
 
-const ALL: [Fault; 11] = [
+const ALL: [Fault; 12] = [
     Fault::Kill,
     Fault::KillLeader,
     Fault::KillTorn,
@@ -109,6 +117,7 @@ const ALL: [Fault; 11] = [
     Fault::PartitionOneWay,
     Fault::PartitionBridge,
     Fault::Loss,
+    Fault::Latency,
     Fault::MemberReplace,
 ];
 
@@ -262,6 +271,20 @@ async fn schedule(
             Fault::Loss => {
                 c.net().lossy(target, 30)?;
                 (Broken::Net, format!("{} drops 30%", name(target)))
+            }
+            Fault::Latency => {
+                let et = c.election_ms().max(40);
+                let delay = Duration::from_millis(rng.u64(et / 40..=et / 10));
+                let latency = crate::delay::Latency {
+                    delay,
+                    jitter: delay / 2,
+                };
+                let all: Vec<usize> = (0..n).collect();
+                c.net().delay(&all, latency, rng.u64(..))?;
+                (
+                    Broken::Net,
+                    format!("every member sends {delay:?} ± {:?} late", delay / 2),
+                )
             }
             Fault::MemberReplace => {
                 let (others, peer) = c.begin_remove(target);
