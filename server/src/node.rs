@@ -72,6 +72,22 @@ struct Identity {
 }
 
 /// How long a client request may wait for a leader or for its commit.
+/// The heartbeat interval handed to openraft: `--heartbeat-interval`, but
+/// at least a quarter of the election timeout. openraft gives up on a
+/// heartbeat after one heartbeat interval, and a leader none of whose
+/// heartbeats is answered within an election timeout refuses writes and
+/// linearizable reads; so with members further apart (in round trip) than
+/// the heartbeat interval, an idle cluster would stop serving although
+/// every message arrives. etcd keeps working there, so Cairn stretches
+/// the interval instead: members up to a quarter election timeout apart
+/// keep working (250 ms with etcd's defaults), and followers still hear
+/// from the leader well within their shortest election timeout (half of
+/// it). Commit indexes still reach followers at once: replication sends
+/// them as soon as they move.
+fn openraft_heartbeat(cfg: &Config) -> u64 {
+    cfg.heartbeat_interval.max(cfg.election_timeout / 4)
+}
+
 fn request_timeout(cfg: &Config) -> Duration {
     // etcd: 5 s plus twice the election timeout.
     Duration::from_millis(5000 + 2 * cfg.election_timeout)
@@ -235,7 +251,7 @@ impl Node {
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
-            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_interval: openraft_heartbeat(&config),
             // Followers time out after [et/2, et); openraft's leader lease
             // is the maximum, so a dead leader is replaced within about
             // one to two election timeouts.
@@ -253,7 +269,8 @@ impl Node {
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
 
-        let peers = Peers::new(identity.cluster_id);
+        let peers = Peers::new(identity.cluster_id)
+            .with_rpc_timeout_floor(Duration::from_millis(config.election_timeout));
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),

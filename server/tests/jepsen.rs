@@ -121,3 +121,63 @@ fn serializable_reads_under_leader_partitions_are_caught_and_linearizable_ones_p
         }
     }
 }
+
+/// Members further apart than the heartbeat interval (but within a quarter
+/// of the election timeout) still commit writes and answer linearizable
+/// reads, as etcd does. (openraft gives up on a heartbeat after one
+/// heartbeat interval; once none was answered for an election timeout, an
+/// idle leader refused every write until the delay went away.)
+#[test]
+fn members_further_apart_than_the_heartbeat_interval_still_commit() {
+    use cairn_jepsen::cluster::{Cluster, ClusterOptions};
+    use cairn_jepsen::delay::Latency;
+
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let cluster = Cluster::start(&ClusterOptions {
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_cairn")),
+            members: 3,
+            heartbeat_ms: 50,
+            election_ms: 1000,
+            log_dir: dir.path().join("logs"),
+        })
+        .await
+        .expect("cluster");
+        // Round trips between members of about 120 ms: over twice the
+        // heartbeat interval.
+        let latency = Latency {
+            delay: Duration::from_millis(60),
+            jitter: Duration::from_millis(5),
+        };
+        cluster
+            .net()
+            .delay(&[0, 1, 2], latency, seed())
+            .expect("delay");
+        let mut failures = Vec::new();
+        for (i, endpoint) in cluster.endpoints().to_vec().iter().enumerate() {
+            let client = cairn_jepsen::client::Client::new(endpoint, Duration::from_secs(3))
+                .expect("client");
+            for n in 0..5u64 {
+                let key = format!("far-{i}-{n}");
+                if let Err(e) = client.write(&key, n).await {
+                    failures.push(format!("put {key} on n{}: {e:?}", i + 1));
+                    continue;
+                }
+                match client.read(&key, false).await {
+                    Ok(Some(v)) if v == n => {}
+                    other => failures.push(format!("get {key} on n{}: {other:?}", i + 1)),
+                }
+            }
+        }
+        cluster.net().heal().expect("heal");
+        if !failures.is_empty() {
+            panic!(
+                "{} of 30 operations failed: {failures:#?}; logs in {}",
+                failures.len(),
+                dir.keep().display()
+            );
+        }
+    });
+}

@@ -60,6 +60,9 @@ pub struct Peers {
     /// Each member's current peer URL, refreshed from the membership so a
     /// MemberUpdate takes effect on connections openraft already holds.
     urls: Arc<Mutex<HashMap<u64, String>>>,
+    /// The least time a Raft RPC is given to answer (see
+    /// [`Peers::with_rpc_timeout_floor`]).
+    rpc_floor: Duration,
 }
 
 impl Peers {
@@ -68,7 +71,21 @@ impl Peers {
             cluster_id,
             channels: Arc::default(),
             urls: Arc::default(),
+            rpc_floor: Duration::ZERO,
         }
+    }
+
+    /// Gives every Raft RPC at least `floor` to answer. openraft times
+    /// appends out after one heartbeat interval, so members whose round
+    /// trip is longer than that would never get an append acknowledged
+    /// and the cluster would commit nothing; etcd keeps working there (its
+    /// guidance is only that the heartbeat be near the round trip). With
+    /// the election timeout as the floor, a slow link slows commits down
+    /// instead of stopping them, and a dead peer still shows as
+    /// unreachable long before anyone would call an election over it.
+    pub fn with_rpc_timeout_floor(mut self, floor: Duration) -> Self {
+        self.rpc_floor = floor;
+        self
     }
 
     /// Records the peer URL of every member in `members`.
@@ -202,7 +219,7 @@ impl PeerConnection {
         let mut request = self.peers.request(RaftMessage {
             payload: payload.into(),
         });
-        request.set_timeout(option.hard_ttl());
+        request.set_timeout(option.hard_ttl().max(self.peers.rpc_floor));
         let resp = match which {
             Rpc::Append => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,
