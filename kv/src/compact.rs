@@ -150,8 +150,12 @@ fn remove_garbage<B: Backend>(inner: &Inner<B>, target: i64) -> Result<Pass> {
             {
                 let (k, v) = item.map_err(Error::Backend)?;
                 let rev = record::revision_of(&k)?;
-                let rec = Record::decode(rev, &v)?;
-                let reachable = st.index.get(rec.key()).is_some_and(|ki| ki.contains(rev));
+                // A run of tombstones goes only once none of them is needed.
+                let mut reachable = false;
+                Record::decode_each(rev, &v, |rev, rec| {
+                    reachable |= st.index.get(rec.key()).is_some_and(|ki| ki.contains(rev));
+                    Ok(())
+                })?;
                 if !reachable {
                     batch.delete(k.clone());
                 }

@@ -34,8 +34,12 @@ pub(crate) fn hash_visible<B: Backend>(
     for item in backend.scan(&record::records_start(), &record::records_end_after(at)) {
         let (k, v) = item.map_err(Error::Backend)?;
         let rev = record::revision_of(&k)?;
-        let rec = Record::decode(rev, &v)?;
-        if index.get(rec.key()).is_some_and(|ki| ki.contains(rev)) {
+        let mut visible = false;
+        Record::decode_each(rev, &v, |rev, rec| {
+            visible |= index.get(rec.key()).is_some_and(|ki| ki.contains(rev));
+            Ok(())
+        })?;
+        if visible {
             h.update(&k);
             h.update(&v);
         }

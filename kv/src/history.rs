@@ -63,19 +63,22 @@ impl<B: Backend> Store<B> {
                 return self.recheck(out, from);
             }
             last_main = Some(rev.main);
-            let (kind, kv) = match Record::decode(rev, &v)? {
-                Record::Put(kv) => (EventKind::Put, kv),
-                Record::Tombstone(key) => (
-                    EventKind::Delete,
-                    KeyValue {
-                        key,
-                        mod_revision: rev.main,
-                        ..Default::default()
-                    },
-                ),
-            };
-            let prev_kv = self.version_before(&kv.key, rev.main)?;
-            out.events.push((rev.main, Event { kind, kv, prev_kv }));
+            Record::decode_each(rev, &v, |rev, rec| {
+                let (kind, kv) = match rec {
+                    Record::Put(kv) => (EventKind::Put, kv),
+                    Record::Tombstone(key) => (
+                        EventKind::Delete,
+                        KeyValue {
+                            key,
+                            mod_revision: rev.main,
+                            ..Default::default()
+                        },
+                    ),
+                };
+                let prev_kv = self.version_before(&kv.key, rev.main)?;
+                out.events.push((rev.main, Event { kind, kv, prev_kv }));
+                Ok(())
+            })?;
         }
         out.next = until + 1;
         self.recheck(out, from)

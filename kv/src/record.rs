@@ -11,12 +11,18 @@
 //! A record's value:
 //!
 //! ```text
-//! put:       0x00 | key_len u32 BE | key | create_rev i64 BE | version i64 BE | lease i64 BE | value…
-//! tombstone: 0x01 | key_len u32 BE | key
+//! put:        0x00 | key_len u32 BE | key | create_rev i64 BE | version i64 BE | lease i64 BE | value…
+//! tombstone:  0x01 | key_len u32 BE | key
+//! tombstones: 0x02 | count u32 BE | (key_len u32 BE | key) × count
 //! ```
 //!
 //! A record's `mod_revision` is the `main` part of its backend key, so it is
-//! not stored again.
+//! not stored again. `tombstones` is a run of deletions of one revision
+//! stored as one backend entry: stored at `(main, sub)`, it stands for the
+//! tombstones at `(main, sub)`, `(main, sub + 1)`, … in order, exactly as if
+//! each had its own entry (a lease revoke or a range delete of thousands
+//! of keys then costs the backend one insert, not thousands). Every reader
+//! of records expands it ([`Record::decode_each`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -147,14 +153,74 @@ impl Record {
         }
     }
 
-    /// Decodes the value of the record stored at `rev`. Zero-copy: key and
-    /// value share `buf`.
+    /// The stored value of a run of tombstones (see the module docs).
+    pub fn encode_tombstones(keys: &[Bytes]) -> Bytes {
+        let len = 5 + keys.iter().map(|k| 4 + k.len()).sum::<usize>();
+        let mut b = BytesMut::with_capacity(len);
+        b.put_u8(2);
+        b.put_u32(keys.len() as u32);
+        for k in keys {
+            b.put_u32(k.len() as u32);
+            b.put_slice(k);
+        }
+        b.freeze()
+    }
+
+    /// Decodes the backend entry stored at `rev` and hands each record it
+    /// holds to `f` with its own revision: one, or a run of tombstones.
+    pub fn decode_each(
+        rev: Revision,
+        buf: &Bytes,
+        mut f: impl FnMut(Revision, Record) -> Result<()>,
+    ) -> Result<()> {
+        if buf.first() != Some(&2) {
+            return f(rev, Record::decode(rev, buf)?);
+        }
+        let corrupt = |reason: &str| Error::Corrupt {
+            location: format!("record {rev}"),
+            reason: reason.to_string(),
+        };
+        let u32_at = |at: usize| -> Result<usize> {
+            let b = buf
+                .get(at..at + 4)
+                .ok_or_else(|| corrupt("short tombstone run"))?;
+            Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let count = u32_at(1)?;
+        if count == 0 {
+            return Err(corrupt("empty tombstone run"));
+        }
+        let mut at = 5;
+        for i in 0..count {
+            let len = u32_at(at)?;
+            let start = at + 4;
+            let end = start
+                .checked_add(len)
+                .filter(|&e| e <= buf.len())
+                .ok_or_else(|| corrupt("key past end"))?;
+            f(
+                Revision::new(rev.main, rev.sub + i as i64),
+                Record::Tombstone(buf.slice(start..end)),
+            )?;
+            at = end;
+        }
+        if at != buf.len() {
+            return Err(corrupt("trailing bytes after tombstone run"));
+        }
+        Ok(())
+    }
+
+    /// Decodes the value of the single record stored at `rev` (a put or
+    /// one tombstone). Zero-copy: key and value share `buf`.
     pub fn decode(rev: Revision, buf: &Bytes) -> Result<Self> {
         let corrupt = |reason: &str| Error::Corrupt {
             location: format!("record {rev}"),
             reason: reason.to_string(),
         };
         let (&kind, rest) = buf.split_first().ok_or_else(|| corrupt("empty"))?;
+        if kind == 2 {
+            return Err(corrupt("a run of tombstones where one record was expected"));
+        }
         if rest.len() < 4 {
             return Err(corrupt("short key length"));
         }
@@ -224,6 +290,53 @@ mod tests {
             assert!(Record::decode(rev, &put.slice(..n)).is_err(), "prefix {n}");
         }
         assert!(Record::decode(rev, &Bytes::from_static(&[7, 0, 0, 0, 0])).is_err());
+    }
+
+    fn expand(rev: Revision, buf: &Bytes) -> Result<Vec<(Revision, Record)>> {
+        let mut out = Vec::new();
+        Record::decode_each(rev, buf, |r, rec| {
+            out.push((r, rec));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_tombstone_run_stands_for_one_tombstone_per_sub_revision() {
+        let keys: Vec<Bytes> = ["a", "", "ccc"]
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k.as_bytes()))
+            .collect();
+        let run = Record::encode_tombstones(&keys);
+        let got = expand(Revision::new(9, 2), &run).unwrap();
+        let want: Vec<(Revision, Record)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (Revision::new(9, 2 + i as i64), Record::Tombstone(k.clone())))
+            .collect();
+        assert_eq!(got, want);
+        // A single record expands to itself.
+        let one = Record::Tombstone(Bytes::from_static(b"x"));
+        assert_eq!(
+            expand(Revision::new(4, 1), &one.encode()).unwrap(),
+            vec![(Revision::new(4, 1), one)]
+        );
+        // Where one record is expected, a run is an error, not a guess.
+        assert!(Record::decode(Revision::new(9, 2), &run).is_err());
+    }
+
+    #[test]
+    fn damaged_tombstone_runs_are_errors() {
+        let rev = Revision::new(1, 0);
+        let run =
+            Record::encode_tombstones(&[Bytes::from_static(b"key"), Bytes::from_static(b"k2")]);
+        for n in 0..run.len() {
+            assert!(expand(rev, &run.slice(..n)).is_err(), "prefix {n}");
+        }
+        let mut longer = run.to_vec();
+        longer.push(0);
+        assert!(expand(rev, &Bytes::from(longer)).is_err());
+        assert!(expand(rev, &Record::encode_tombstones(&[])).is_err());
     }
 
     #[test]

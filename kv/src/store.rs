@@ -490,29 +490,32 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
         let (k, v) = item.map_err(Error::Backend)?;
         let rev = record::revision_of(&k)?;
         current = current.max(rev.main);
-        match Record::decode(rev, &v)? {
-            Record::Put(kv) => {
-                if kv.lease != 0 {
-                    key_lease.insert(kv.key.clone(), kv.lease);
-                } else {
-                    key_lease.remove(&kv.key);
+        Record::decode_each(rev, &v, |rev, rec| {
+            match rec {
+                Record::Put(kv) => {
+                    if kv.lease != 0 {
+                        key_lease.insert(kv.key.clone(), kv.lease);
+                    } else {
+                        key_lease.remove(&kv.key);
+                    }
+                    let ki = index.entry(kv.key.clone()).or_default();
+                    if ki.is_live() {
+                        ki.put(rev);
+                    } else {
+                        ki.restore(crate::Revision::new(kv.create_revision, 0), rev, kv.version);
+                    }
                 }
-                let ki = index.entry(kv.key.clone()).or_default();
-                if ki.is_live() {
-                    ki.put(rev);
-                } else {
-                    ki.restore(crate::Revision::new(kv.create_revision, 0), rev, kv.version);
+                Record::Tombstone(key) => {
+                    key_lease.remove(&key);
+                    // A tombstone whose puts are gone is garbage left by an
+                    // unfinished compaction; the compactor removes it.
+                    if let Some(ki) = index.get_mut(&key) {
+                        ki.tombstone(rev);
+                    }
                 }
             }
-            Record::Tombstone(key) => {
-                key_lease.remove(&key);
-                // A tombstone whose puts are gone is garbage left by an
-                // unfinished compaction; the compactor removes it.
-                if let Some(ki) = index.get_mut(&key) {
-                    ki.tombstone(rev);
-                }
-            }
-        }
+            Ok(())
+        })?;
     }
     if scheduled > 0 {
         compact::compact_index(&mut index, scheduled);

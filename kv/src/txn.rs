@@ -557,14 +557,31 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
 impl<B: Backend> WriteTxn<'_, B> {
     /// Puts this transaction's records into `batch` (each at revision
     /// `begin + 1`, sub = position), showing each put record to `on_put`.
+    /// Consecutive tombstones go in as one run (see [`crate::record`]).
     fn add_records(&self, batch: &mut WriteBatch, mut on_put: impl FnMut(Revision, &KeyValue)) {
         let rev = self.begin + 1;
-        for (sub, rec) in self.changes.iter().enumerate() {
+        let mut sub = 0;
+        while sub < self.changes.len() {
             let at = Revision::new(rev, sub as i64);
+            let run = self.changes[sub..]
+                .iter()
+                .take_while(|r| matches!(r, Record::Tombstone(_)))
+                .count();
+            if run >= 2 {
+                let keys: Vec<Bytes> = self.changes[sub..sub + run]
+                    .iter()
+                    .map(|r| r.key().clone())
+                    .collect();
+                batch.put(record::record_key(at), Record::encode_tombstones(&keys));
+                sub += run;
+                continue;
+            }
+            let rec = &self.changes[sub];
             batch.put(record::record_key(at), rec.encode());
             if let Record::Put(kv) = rec {
                 on_put(at, kv);
             }
+            sub += 1;
         }
     }
 

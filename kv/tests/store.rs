@@ -796,3 +796,84 @@ fn leases_attach_detach_revoke_and_survive_reopen() {
     assert!(s.leases().is_empty());
     assert_eq!(s.applied().as_deref(), Some(&b"r8"[..]));
 }
+
+/// Opens the store at `path`, waiting for sled's background flusher of
+/// the previous instance to let go of the directory's lock.
+fn reopen(path: &std::path::Path) -> Store<SledBackend> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open_path(path) {
+            Ok(s) => return s,
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}
+
+/// A delete of many keys in one revision (stored as one run of
+/// tombstones) reads back the same after reopen and compacts away.
+#[test]
+fn a_large_range_delete_survives_reopen_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv");
+    let (deleted_at, hash_before) = {
+        let s = Store::open_path(&path).unwrap();
+        for i in 0..500 {
+            put(&s, &format!("d/{i:04}"), "v");
+        }
+        put(&s, "e", "kept");
+        let d = s
+            .delete_range(
+                &DeleteRangeRequest {
+                    key: b("d/"),
+                    range_end: b("d0"),
+                    ..Default::default()
+                },
+                b"",
+            )
+            .unwrap();
+        assert_eq!(d.response.deleted, 500);
+        assert_eq!(d.events.len(), 500);
+        s.flush().unwrap();
+        (d.revision, s.hash_kv(d.revision).unwrap())
+    };
+    let s = reopen(&path);
+    assert_eq!(s.hash_kv(deleted_at).unwrap(), hash_before);
+    let all = |rev| {
+        s.range(&RangeRequest {
+            key: b("d/"),
+            range_end: b("d0"),
+            revision: rev,
+            count_only: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .count
+    };
+    assert_eq!(all(deleted_at - 1), 500);
+    assert_eq!(all(deleted_at), 0);
+    let h = s.history(deleted_at, deleted_at, usize::MAX).unwrap();
+    assert_eq!(h.events.len(), 500);
+    assert!(h
+        .events
+        .iter()
+        .enumerate()
+        .all(|(i, (r, e))| *r == deleted_at
+            && e.kind == EventKind::Delete
+            && e.kv.key == b(&format!("d/{i:04}"))
+            && e.prev_kv.as_ref().is_some_and(|p| p.value == b("v"))));
+    // A deleted key starts a new life.
+    let again = put(&s, "d/0007", "w");
+    assert_eq!(again.events[0].kv.version, 1);
+    assert_eq!(again.events[0].kv.create_revision, again.revision);
+    s.compact(deleted_at, b"").unwrap();
+    s.wait_for_compaction().unwrap();
+    assert_eq!(all(0), 1);
+    assert_eq!(get(&s, "e", 0).unwrap().kvs[0].value, b("kept"));
+    drop(s);
+    let s = reopen(&path);
+    assert_eq!(get(&s, "d/0007", 0).unwrap().kvs[0].value, b("w"));
+    assert_eq!(get(&s, "d/0008", 0).unwrap().kvs.len(), 0);
+}
