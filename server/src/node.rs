@@ -71,7 +71,6 @@ struct Identity {
     name: String,
 }
 
-/// How long a client request may wait for a leader or for its commit.
 /// The heartbeat interval handed to openraft: `--heartbeat-interval`, but
 /// at least a quarter of the election timeout. openraft gives up on a
 /// heartbeat after one heartbeat interval, and a leader none of whose
@@ -88,6 +87,7 @@ fn openraft_heartbeat(cfg: &Config) -> u64 {
     cfg.heartbeat_interval.max(cfg.election_timeout / 4)
 }
 
+/// How long a client request may wait for a leader or for its commit.
 fn request_timeout(cfg: &Config) -> Duration {
     // etcd: 5 s plus twice the election timeout.
     Duration::from_millis(5000 + 2 * cfg.election_timeout)

@@ -81,8 +81,9 @@ impl Peers {
     /// and the cluster would commit nothing; etcd keeps working there (its
     /// guidance is only that the heartbeat be near the round trip). With
     /// the election timeout as the floor, a slow link slows commits down
-    /// instead of stopping them, and a dead peer still shows as
-    /// unreachable long before anyone would call an election over it.
+    /// instead of stopping them; a peer that does not answer at all is
+    /// given up on after one election timeout, one that refuses the
+    /// connection at once.
     pub fn with_rpc_timeout_floor(mut self, floor: Duration) -> Self {
         self.rpc_floor = floor;
         self
