@@ -13,8 +13,7 @@
 //! that). Stopping a delayer first removes the rule, then lets every held
 //! packet go at once.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
@@ -187,10 +186,9 @@ fn hold_packets(
     let _ = ready.send(());
 
     let mut rng = fastrand::Rng::with_seed(seed);
-    // Held packets by release time; the sequence number keeps the heap
-    // from comparing messages.
-    let mut held: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut messages: std::collections::HashMap<u64, nfq::Message> = Default::default();
+    // Held packets by release time; the sequence number keeps two packets
+    // due at the same instant apart.
+    let mut held: BTreeMap<(Instant, u64), nfq::Message> = BTreeMap::new();
     let mut seq = 0u64;
     let release = |queue: &mut nfq::Queue, msg: nfq::Message| -> Result<()> {
         let mut msg = msg;
@@ -199,25 +197,21 @@ fn hold_packets(
     };
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
-        while let Some(Reverse((at, id))) = held.peek().copied() {
-            if at > now {
+        while let Some(entry) = held.first_entry() {
+            if entry.key().0 > now {
                 break;
             }
-            held.pop();
-            if let Some(msg) = messages.remove(&id) {
-                release(&mut queue, msg)?;
-            }
+            release(&mut queue, entry.remove())?;
         }
         match queue.recv() {
             Ok(msg) => {
-                held.push(Reverse((Instant::now() + latency.pick(&mut rng), seq)));
-                messages.insert(seq, msg);
+                held.insert((Instant::now() + latency.pick(&mut rng), seq), msg);
                 seq += 1;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 let next = held
-                    .peek()
-                    .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()))
+                    .first_key_value()
+                    .map(|((at, _), _)| at.saturating_duration_since(Instant::now()))
                     .unwrap_or(Duration::MAX);
                 std::thread::sleep(next.min(Duration::from_millis(1)));
             }
@@ -227,12 +221,8 @@ fn hold_packets(
     }
     // The rule is gone: let go of what is held, and of what was queued
     // before the rule went.
-    let mut held: Vec<_> = held.into_sorted_vec();
-    held.reverse();
-    for Reverse((_, id)) in held {
-        if let Some(msg) = messages.remove(&id) {
-            release(&mut queue, msg)?;
-        }
+    for msg in held.into_values() {
+        release(&mut queue, msg)?;
     }
     loop {
         match queue.recv() {
