@@ -6,6 +6,7 @@
 //! needs only these five methods.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -76,6 +77,16 @@ pub trait Backend: Send + Sync + 'static {
     fn size_on_disk(&self) -> Result<u64, BackendError>;
 }
 
+/// How long [`SledBackend::open`] waits for a lock released by a handle
+/// this process just dropped.
+pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// sled 0.34 reports a lock held elsewhere as an `Other` I/O error naming
+/// the lock; its `WouldBlock` cause is only in the message.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 /// [`Backend`] over a sled database (one default tree).
 pub struct SledBackend {
     db: sled::Db,
@@ -83,16 +94,38 @@ pub struct SledBackend {
 
 impl SledBackend {
     /// Opens (or creates) the database in directory `path`.
+    ///
+    /// sled releases its lock file from a background thread some moments
+    /// after the last handle is dropped, so a database closed just before
+    /// by this process can look locked. A lock still held after
+    /// [`LOCK_WAIT`] is reported as an error (another process has it).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, BackendError> {
-        let db = sled::Config::new()
-            .path(path)
+        let config = sled::Config::new()
+            .path(path.as_ref())
             // 64 MiB page cache: enough for the hot revisions, bounded.
             .cache_capacity(64 << 20)
             // No periodic background flush: durability comes from the
             // Raft log, and the owner calls flush() when it needs it.
-            .flush_every_ms(None)
-            .open()?;
-        Ok(Self { db })
+            .flush_every_ms(None);
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(Self { db }),
+                Err(e) if is_lock_contention(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) if is_lock_contention(&e) => {
+                    return Err(format!(
+                        "database {} is in use by another process: {e}",
+                        path.as_ref().display()
+                    )
+                    .into())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// A throwaway in-memory database, deleted on drop (for tests).
@@ -159,5 +192,29 @@ mod tests {
             vec![Bytes::from_static(b"a"), Bytes::from_static(b"c")]
         );
         b.flush().unwrap();
+    }
+
+    #[test]
+    fn reopening_right_after_drop_waits_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..30u32 {
+            let b = SledBackend::open(dir.path()).unwrap();
+            let mut wb = WriteBatch::new();
+            wb.put(Bytes::from(format!("k{i}")), Bytes::from_static(b"v"));
+            b.write(wb).unwrap();
+            b.flush().unwrap();
+        }
+        let b = SledBackend::open(dir.path()).unwrap();
+        assert_eq!(b.scan(b"k", b"l").count(), 30);
+    }
+
+    #[test]
+    fn a_database_held_open_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = SledBackend::open(dir.path()).unwrap();
+        let started = Instant::now();
+        let err = SledBackend::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("is in use by another process"), "{err}");
+        assert!(started.elapsed() >= LOCK_WAIT, "gave up early");
     }
 }
