@@ -1,6 +1,7 @@
 //! Reading the store's history as events, for watches that start in the
 //! past or fall behind: every change with a main revision in a range, in
-//! revision order, each with the key's previous version.
+//! revision order, each naming the key's previous version; and reading
+//! those previous versions for the watchers that want them.
 
 use bytes::Bytes;
 
@@ -75,8 +76,16 @@ impl<B: Backend> Store<B> {
                         },
                     ),
                 };
-                let prev_kv = self.version_before(&kv.key, rev.main)?;
-                out.events.push((rev.main, Event { kind, kv, prev_kv }));
+                let prev_revision = self.version_before(&kv.key, rev.main)?;
+                out.events.push((
+                    rev.main,
+                    Event {
+                        kind,
+                        kv,
+                        prev_kv: None,
+                        prev_revision,
+                    },
+                ));
                 Ok(())
             })?;
         }
@@ -84,16 +93,48 @@ impl<B: Backend> Store<B> {
         self.recheck(out, from)
     }
 
-    /// The key's value just before revision `main`, if it existed.
-    fn version_before(&self, key: &Bytes, main: i64) -> Result<Option<KeyValue>> {
-        let at = {
-            let st = self.inner.read_state()?;
-            st.index.get(key).and_then(|ki| ki.get(main - 1))
-        };
-        match at {
-            Some(at) => txn::fetch_put(&self.inner.backend, at.modified).map(Some),
-            None => Ok(None),
+    /// The revision of the key's record just before revision `main`, if
+    /// the key existed then.
+    fn version_before(&self, key: &Bytes, main: i64) -> Result<Option<Revision>> {
+        let st = self.inner.read_state()?;
+        Ok(st
+            .index
+            .get(key)
+            .and_then(|ki| ki.get(main - 1))
+            .map(|at| at.modified))
+    }
+
+    /// Reads `prev_kv` of every event that lacks it (see [`Event`]). Fails
+    /// with [`Error::Compacted`] when a compaction removed a previous
+    /// version meanwhile (only possible for events at or below the
+    /// compacted revision: the newest version before any later revision is
+    /// always kept).
+    pub fn fill_prev_kv(&self, events: &mut [Event]) -> Result<()> {
+        self.inner.check()?;
+        let _reading = self
+            .inner
+            .read_barrier
+            .read()
+            .map_err(|_| Error::Poisoned)?;
+        for e in events.iter_mut() {
+            let Some(at) = e.prev_revision.filter(|_| e.prev_kv.is_none()) else {
+                continue;
+            };
+            match txn::fetch_put(&self.inner.backend, at) {
+                Ok(kv) => e.prev_kv = Some(kv),
+                Err(err) => {
+                    let compacted = self.inner.read_state()?.compacted;
+                    if e.kv.mod_revision <= compacted {
+                        return Err(Error::Compacted {
+                            requested: e.kv.mod_revision,
+                            compacted,
+                        });
+                    }
+                    return self.inner.guard(Err(err));
+                }
+            }
         }
+        Ok(())
     }
 
     /// A compaction that overtook the read may have cut what was read.

@@ -31,7 +31,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
 use crate::record::Meta;
-use crate::request::{Applied, DeleteRangeRequest, Event, EventKind};
+use crate::request::{Applied, Event, EventKind};
 use crate::store::Store;
 use crate::txn::WriteTxn;
 
@@ -59,6 +59,10 @@ pub(crate) struct LeaseEntry {
 
 /// The lease table in memory.
 pub(crate) type Leases = BTreeMap<i64, LeaseEntry>;
+
+/// Live key → the lease it is attached to (keys without a lease are not
+/// in it).
+pub(crate) type KeyLeases = std::collections::HashMap<Bytes, i64>;
 
 /// Backend key of lease `id`.
 pub fn lease_key(id: i64) -> Bytes {
@@ -124,17 +128,24 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<Leases> {
     Ok(leases)
 }
 
-/// Moves keys between leases as `events` say (in order).
-pub(crate) fn track(leases: &mut Leases, events: &[Event]) {
+/// Moves keys between leases as `events` say (in order). `key_lease` maps
+/// each live key attached to a lease to that lease (the reverse of the
+/// leases' key sets), so a write learns a key's old lease without reading
+/// its previous value.
+pub(crate) fn track(leases: &mut Leases, key_lease: &mut KeyLeases, events: &[Event]) {
     for ev in events {
-        if let Some(prev) = &ev.prev_kv {
-            if prev.lease != 0 {
-                if let Some(l) = leases.get_mut(&prev.lease) {
-                    l.keys.remove(&prev.key);
-                }
+        let attach = ev.kind == EventKind::Put && ev.kv.lease != 0;
+        let old = if attach {
+            key_lease.insert(ev.kv.key.clone(), ev.kv.lease)
+        } else {
+            key_lease.remove(&ev.kv.key)
+        };
+        if let Some(old) = old {
+            if let Some(l) = leases.get_mut(&old) {
+                l.keys.remove(&ev.kv.key);
             }
         }
-        if ev.kind == EventKind::Put && ev.kv.lease != 0 {
+        if attach {
             if let Some(l) = leases.get_mut(&ev.kv.lease) {
                 l.keys.insert(ev.kv.key.clone());
             }
@@ -179,29 +190,21 @@ impl<B: Backend> Store<B> {
         let inner = self.inner();
         inner.check()?;
         let mut st = inner.write_state()?;
-        let keys: Vec<Bytes> = match st.leases.get(&id) {
-            Some(l) => l.keys.iter().cloned().collect(),
-            None => return Err(Error::LeaseNotFound),
+        // Out of the table first, so the deletes do not detach its keys
+        // one by one; back in if the write fails.
+        let Some(lease) = st.leases.remove(&id) else {
+            return Err(Error::LeaseNotFound);
         };
+        let keys: Vec<Bytes> = lease.keys.iter().cloned().collect();
         let mut tx = WriteTxn::new(&inner.backend, &mut st);
-        let mut deleted = 0;
-        for key in keys {
-            let req = DeleteRangeRequest {
-                key,
-                ..Default::default()
-            };
-            match tx.delete_range(&req) {
-                Ok(r) => deleted += r.deleted,
-                Err(e) => {
-                    tx.rollback();
-                    return inner.guard(Err(e));
-                }
-            }
-        }
+        let deleted = tx.delete_keys(&keys);
         let mut extra = WriteBatch::new();
         extra.delete(lease_key(id));
-        let (revision, events) = inner.guard(tx.commit_with(applied, extra))?;
-        st.leases.remove(&id);
+        let committed = tx.commit_with(applied, extra);
+        if committed.is_err() {
+            st.leases.insert(id, lease);
+        }
+        let (revision, events) = inner.guard(committed)?;
         Ok(Applied {
             response: deleted,
             events,
@@ -272,18 +275,23 @@ impl<B: Backend> Store<B> {
 
 /// Attaches each live key's lease, from `key_lease` (key → lease of its
 /// latest put), to the lease table.
+/// Attaches keys to their leases on open, from each key's latest lease;
+/// returns the key → lease map of the keys attached.
 pub(crate) fn attach(
     leases: &mut Leases,
     key_lease: BTreeMap<Bytes, i64>,
     live: impl Fn(&Bytes) -> bool,
-) {
+) -> KeyLeases {
+    let mut attached = KeyLeases::new();
     for (key, id) in key_lease {
         if let Some(l) = leases.get_mut(&id) {
             if live(&key) {
-                l.keys.insert(key);
+                l.keys.insert(key.clone());
+                attached.insert(key, id);
             }
         }
     }
+    attached
 }
 
 #[cfg(test)]

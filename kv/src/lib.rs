@@ -24,23 +24,28 @@
 //!
 //! # Benchmarks
 //!
-//! `cargo bench -p cairn-kv`, 2-vCPU VM, virtio disk (2026-11-22):
+//! `cargo bench -p cairn-kv`, 2-vCPU VM, virtio disk (2026-11-22, the
+//! put and revoke rows 2026-12-01):
 //!
 //! | case | result |
 //! |---|---|
-//! | single-key put, 256 B value (no fsync), store growing past 100 k revisions | 46.4 µs |
+//! | single-key put, 256 B value (no fsync), store growing past 100 k revisions | 48.9 µs (61.5 µs reading the previous value) |
 //! | range of one key, 1 M keys | 9.2 µs |
 //! | range of 1000 keys by prefix with limit, 1 M keys | 1.55 ms |
 //! | reopen (key-index rebuild), 1 M keys | 1.11 s |
-//! | revoke of a lease with 10,000 keys (2026-11-23) | 19.1 ms |
+//! | revoke of a lease with 10,000 keys | 11.6 ms (50.7 ms reading each previous value) |
 //!
-//! The revoke's tombstones go to the backend as one entry (one sled insert
-//! instead of 10,000: 66 ms before); what is left is reading each key's
-//! previous value for its DELETE event's `prev_kv`, and the index.
-//! A put reads the key's previous record (for the event's `prev_kv`); once
-//! history outgrows sled's page cache (64 MiB here) that read pages sled
-//! nodes in from disk, which dominates the put cost. A fresh store puts in
-//! ~10 µs.
+//! Writes read nothing they do not answer with: a put or delete reads the
+//! previous value only when the request asks for it (`prev_kv`,
+//! `ignore_value`, `ignore_lease`), a compare only for a VALUE target;
+//! versions, revisions and leases come from memory (the key index and the
+//! key → lease map). Events name the previous record
+//! ([`Event::prev_revision`]) and the watchers that want `prev_kv` read it
+//! ([`Store::fill_prev_kv`]), off the write path. The revoke's tombstones
+//! go to the backend as one entry (one sled insert instead of 10,000);
+//! what is left is the index and sled's own write path, which dominates
+//! the put cost once history outgrows its page cache (64 MiB here). A
+//! fresh store puts in ~10 µs.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 

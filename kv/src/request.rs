@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 
+use crate::revision::Revision;
+
 /// A key's value at one revision (etcd's `mvccpb.KeyValue`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyValue {
@@ -34,14 +36,29 @@ pub enum EventKind {
 ///
 /// A DELETE event's `kv` holds only the key and `mod_revision` = the
 /// deletion's revision, as etcd sends it.
+///
+/// Writes do not read the key's previous value just for the event (only a
+/// request that needs it reads it): `prev_kv` may be left out while
+/// `prev_revision` says where it is. [`crate::Store::fill_prev_kv`] reads
+/// it, for the watchers that ask for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// Put or delete.
     pub kind: EventKind,
     /// The key after the change.
     pub kv: KeyValue,
-    /// The key before the change, if it existed.
+    /// The key before the change, when it existed and has been read.
     pub prev_kv: Option<KeyValue>,
+    /// The revision of the key's record before the change, when the key
+    /// existed.
+    pub prev_revision: Option<Revision>,
+}
+
+impl Event {
+    /// True when the key existed before but `prev_kv` is not filled in.
+    pub fn needs_prev_kv(&self) -> bool {
+        self.prev_kv.is_none() && self.prev_revision.is_some()
+    }
 }
 
 /// Order of range results.

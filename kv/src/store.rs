@@ -82,6 +82,8 @@ pub(crate) struct State {
     pub(crate) applied: Option<Bytes>,
     /// The lease table, with each lease's keys.
     pub(crate) leases: lease::Leases,
+    /// The same attachments by key (see [`lease::track`]).
+    pub(crate) key_lease: lease::KeyLeases,
 }
 
 pub(crate) struct Inner<B> {
@@ -521,7 +523,7 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
         compact::compact_index(&mut index, scheduled);
     }
     let mut leases = lease::load(backend)?;
-    lease::attach(&mut leases, key_lease, |k| {
+    let key_lease = lease::attach(&mut leases, key_lease, |k| {
         index.get(k).is_some_and(KeyIndex::is_live)
     });
     let state = State {
@@ -530,6 +532,7 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
         compacted: scheduled,
         applied,
         leases,
+        key_lease,
     };
     Ok((state, scheduled, finished))
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
-use crate::key_index::KeyIndex;
+use crate::key_index::{KeyAt, KeyIndex};
 use crate::lease;
 use crate::range;
 use crate::record::{self, Meta, Record};
@@ -254,13 +254,15 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
     }
 
     /// All live keys of `[key, range_end)` with their values, at the view.
-    fn current_kvs(&self, key: &[u8], range_end: &[u8]) -> Result<Vec<KeyValue>> {
-        let mut revs = Vec::new();
-        range::visit(&self.state.index, key, range_end, self.rev(), |_, k| {
-            revs.push(k.modified);
+    /// All live keys of `[key, range_end)` at the view, with what the index
+    /// knows of them (no value is read).
+    fn current_keys(&self, key: &[u8], range_end: &[u8]) -> Vec<(Bytes, KeyAt)> {
+        let mut keys = Vec::new();
+        range::visit(&self.state.index, key, range_end, self.rev(), |k, at| {
+            keys.push((k.clone(), at));
             true
         });
-        self.fetch_all(&revs)
+        keys
     }
 
     fn next_revision(&self) -> Revision {
@@ -274,9 +276,13 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
             .index
             .get(&req.key)
             .and_then(|ki| ki.get(rev.main));
+        // The previous value is read only for a request that uses it; the
+        // event just says where it is.
         let prev_kv = match prev {
-            Some(p) => Some(self.fetch(p.modified)?),
-            None => None,
+            Some(p) if req.prev_kv || req.ignore_value || req.ignore_lease => {
+                Some(self.fetch(p.modified)?)
+            }
+            _ => None,
         };
         if req.lease != 0 && !self.state.leases.contains_key(&req.lease) {
             // etcd checks a plain put's lease before its key.
@@ -322,6 +328,7 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
             kind: EventKind::Put,
             kv,
             prev_kv: prev_kv.clone(),
+            prev_revision: prev.map(|p| p.modified),
         });
         Ok(PutResponse {
             header_revision: rev.main,
@@ -330,32 +337,77 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
     }
 
     pub(crate) fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        let doomed = self.current_kvs(&req.key, &req.range_end)?;
-        for kv in &doomed {
+        let doomed = self.current_keys(&req.key, &req.range_end);
+        // Values are read only when the response carries them.
+        let prev_kvs = if req.prev_kv {
+            doomed
+                .iter()
+                .map(|(_, at)| self.fetch(at.modified))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        for (i, (key, at)) in doomed.iter().enumerate() {
             let rev = self.next_revision();
-            let Some(ki) = self.state.index.get_mut(&kv.key) else {
+            let Some(ki) = self.state.index.get_mut(key) else {
                 continue;
             };
             if !ki.tombstone(rev) {
                 continue;
             }
-            self.undo.push(Undo::Tombstone(kv.key.clone()));
-            self.changes.push(Record::Tombstone(kv.key.clone()));
+            self.undo.push(Undo::Tombstone(key.clone()));
+            self.changes.push(Record::Tombstone(key.clone()));
             self.events.push(Event {
                 kind: EventKind::Delete,
                 kv: KeyValue {
-                    key: kv.key.clone(),
+                    key: key.clone(),
                     mod_revision: rev.main,
                     ..Default::default()
                 },
-                prev_kv: Some(kv.clone()),
+                prev_kv: prev_kvs.get(i).cloned(),
+                prev_revision: Some(at.modified),
             });
         }
         Ok(DeleteRangeResponse {
             header_revision: self.rev(),
             deleted: doomed.len() as i64,
-            prev_kvs: if req.prev_kv { doomed } else { Vec::new() },
+            prev_kvs,
         })
+    }
+
+    /// Deletes each of `keys` that is live (a lease revoke: keys known
+    /// exactly, so no range walk), like [`WriteTxn::delete_range`] without
+    /// `prev_kv`. Returns how many were deleted.
+    pub(crate) fn delete_keys(&mut self, keys: &[Bytes]) -> i64 {
+        let at = self.rev();
+        self.changes.reserve(keys.len());
+        self.events.reserve(keys.len());
+        self.undo.reserve(keys.len());
+        let mut deleted = 0;
+        for key in keys {
+            let rev = self.next_revision();
+            let Some(ki) = self.state.index.get_mut(key) else {
+                continue;
+            };
+            let Some(prev) = ki.get(at) else { continue };
+            if !ki.tombstone(rev) {
+                continue;
+            }
+            deleted += 1;
+            self.undo.push(Undo::Tombstone(key.clone()));
+            self.changes.push(Record::Tombstone(key.clone()));
+            self.events.push(Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: key.clone(),
+                    mod_revision: rev.main,
+                    ..Default::default()
+                },
+                prev_kv: None,
+                prev_revision: Some(prev.modified),
+            });
+        }
+        deleted
     }
 
     /// Runs a whole txn request: compares and request checks against the
@@ -392,15 +444,33 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
     }
 
     fn compare(&self, c: &Compare) -> Result<bool> {
-        let kvs = self.current_kvs(&c.key, &c.range_end)?;
-        if kvs.is_empty() {
+        let keys = self.current_keys(&c.key, &c.range_end);
+        if keys.is_empty() {
             if matches!(c.target, CompareTarget::Value(_)) {
                 // A missing key has no value to compare.
                 return Ok(false);
             }
             return Ok(compare_kv(c, &KeyValue::default()));
         }
-        Ok(kvs.iter().all(|kv| compare_kv(c, kv)))
+        for (key, at) in keys {
+            // Only a value compare reads the record; revisions, version
+            // and lease are known in memory.
+            let kv = match c.target {
+                CompareTarget::Value(_) => self.fetch(at.modified)?,
+                _ => KeyValue {
+                    lease: self.state.key_lease.get(&key).copied().unwrap_or(0),
+                    key,
+                    create_revision: at.created.main,
+                    mod_revision: at.modified.main,
+                    version: at.version,
+                    value: Bytes::new(),
+                },
+            };
+            if !compare_kv(c, &kv) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn check_path(
@@ -549,7 +619,11 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         }
         self.state.applied = Some(applied);
         self.undo.clear();
-        lease::track(&mut self.state.leases, &self.events);
+        lease::track(
+            &mut self.state.leases,
+            &mut self.state.key_lease,
+            &self.events,
+        );
         Ok((self.state.current, std::mem::take(&mut self.events)))
     }
 }
@@ -597,7 +671,11 @@ impl<B: Backend> WriteTxn<'_, B> {
             self.state.current = self.begin + 1;
         }
         self.undo.clear();
-        lease::track(&mut self.state.leases, &self.events);
+        lease::track(
+            &mut self.state.leases,
+            &mut self.state.key_lease,
+            &self.events,
+        );
         Staged {
             revision: self.state.current,
             events: std::mem::take(&mut self.events),

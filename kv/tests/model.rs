@@ -209,6 +209,7 @@ impl Model {
             kind: EventKind::Put,
             kv,
             prev_kv: prev.clone(),
+            prev_revision: None,
         });
         Ok(PutResponse {
             header_revision: rev,
@@ -234,6 +235,7 @@ impl Model {
                     ..Default::default()
                 },
                 prev_kv: Some(kv.clone()),
+                prev_revision: None,
             });
         }
         DeleteRangeResponse {
@@ -548,7 +550,43 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A write's events as the model states them: every `prev_kv` read (the
+/// store leaves most for watchers to read), and `prev_revision` checked
+/// against it, then dropped.
+fn settle(store: &Store, mut events: Vec<Event>) -> Vec<Event> {
+    store.fill_prev_kv(&mut events).unwrap();
+    for e in &mut events {
+        assert_eq!(
+            e.prev_revision.map(|r| r.main),
+            e.prev_kv.as_ref().map(|p| p.mod_revision),
+            "prev_revision names the prev_kv read: {e:?}"
+        );
+        e.prev_revision = None;
+    }
+    events
+}
+
 fn store_outcome(store: &Store, op: &Op, pos: &[u8]) -> Outcome {
+    match store_outcome_raw(store, op, pos) {
+        Outcome::Put(r, ev, rev) => Outcome::Put(r, settle(store, ev), rev),
+        Outcome::Delete(r, ev, rev) => Outcome::Delete(r, settle(store, ev), rev),
+        Outcome::Txn(r, ev, rev) => Outcome::Txn(r, settle(store, ev), rev),
+        Outcome::Revoke(r, ev, rev) => Outcome::Revoke(r, settle(store, ev), rev),
+        Outcome::Batch(outs) => Outcome::Batch(
+            outs.into_iter()
+                .map(|o| match o {
+                    Outcome::Put(r, ev, rev) => Outcome::Put(r, settle(store, ev), rev),
+                    Outcome::Delete(r, ev, rev) => Outcome::Delete(r, settle(store, ev), rev),
+                    Outcome::Txn(r, ev, rev) => Outcome::Txn(r, settle(store, ev), rev),
+                    o => o,
+                })
+                .collect(),
+        ),
+        o => o,
+    }
+}
+
+fn store_outcome_raw(store: &Store, op: &Op, pos: &[u8]) -> Outcome {
     let e = |e: Error| Outcome::Err(err_kind(&e));
     match op {
         Op::Range(r) => store.range(r).map_or_else(e, Outcome::Range),

@@ -674,12 +674,12 @@ fn history_matches_the_events_of_the_writes() {
                 (a.revision, a.events)
             }
         };
-        produced.extend(a.1.into_iter().map(|e| (a.0, e)));
+        produced.extend(filled(&s, a.1).into_iter().map(|e| (a.0, e)));
     }
     let current = s.current_revision();
     let all = s.history(2, current, usize::MAX).unwrap();
     assert_eq!(all.next, current + 1);
-    assert_eq!(all.events, produced);
+    assert_eq!(filled_history(&s, all.events), produced);
 
     // In chunks of at most ~3 events: same sequence, revisions whole.
     let mut chunked = Vec::new();
@@ -694,7 +694,7 @@ fn history_matches_the_events_of_the_writes() {
                     <= h.events.iter().filter(|(r, _)| *r == last.0).count()
             );
         }
-        chunked.extend(h.events);
+        chunked.extend(filled_history(&s, h.events));
         from = h.next;
     }
     assert_eq!(chunked, produced);
@@ -710,7 +710,18 @@ fn history_matches_the_events_of_the_writes() {
         .filter(|(r, _)| *r >= current - 9)
         .cloned()
         .collect();
-    assert_eq!(tail.events, want);
+    assert_eq!(filled_history(&s, tail.events), want);
+}
+
+/// Events with every `prev_kv` read in.
+fn filled(s: &Store<impl Backend>, mut events: Vec<Event>) -> Vec<Event> {
+    s.fill_prev_kv(&mut events).unwrap();
+    events
+}
+
+fn filled_history(s: &Store<impl Backend>, events: Vec<(i64, Event)>) -> Vec<(i64, Event)> {
+    let (revs, events): (Vec<i64>, Vec<Event>) = events.into_iter().unzip();
+    revs.into_iter().zip(filled(s, events)).collect()
 }
 
 fn put_leased(s: &Store<impl Backend>, k: &str, lease: i64) -> Result<Applied<PutResponse>> {
@@ -777,8 +788,8 @@ fn leases_attach_detach_revoke_and_survive_reopen() {
     assert_eq!(r.revision, before + 1, "one revision for every key");
     let deleted: Vec<_> = r.events.iter().map(|e| e.kv.key.clone()).collect();
     assert_eq!(deleted, vec![b("a"), b("d")]);
-    assert!(r
-        .events
+    assert!(r.events.iter().all(|e| e.prev_kv.is_none()));
+    assert!(filled(&s, r.events)
         .iter()
         .all(|e| e.kind == EventKind::Delete && e.prev_kv.as_ref().is_some_and(|p| p.lease == 7)));
     assert!(s.lease(7).is_none());
@@ -856,8 +867,7 @@ fn a_large_range_delete_survives_reopen_and_compaction() {
     assert_eq!(all(deleted_at), 0);
     let h = s.history(deleted_at, deleted_at, usize::MAX).unwrap();
     assert_eq!(h.events.len(), 500);
-    assert!(h
-        .events
+    assert!(filled_history(&s, h.events)
         .iter()
         .enumerate()
         .all(|(i, (r, e))| *r == deleted_at

@@ -39,7 +39,45 @@ use crate::status::msg;
 #[derive(Debug)]
 pub struct RevEvents {
     pub revision: i64,
+    /// As the write produced them: most without `prev_kv` (see
+    /// [`kv::Event`]).
     pub events: Vec<kv::Event>,
+    /// The same events with every `prev_kv` read, by the first watcher
+    /// that needs them, for all.
+    with_prev: tokio::sync::OnceCell<Result<Arc<Vec<kv::Event>>, Arc<kv::Error>>>,
+}
+
+impl RevEvents {
+    pub fn new(revision: i64, events: Vec<kv::Event>) -> Self {
+        Self {
+            revision,
+            events,
+            with_prev: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The events with `prev_kv` filled in, read from `store` once.
+    async fn with_prev_kv(
+        &self,
+        store: &Arc<kv::Store>,
+    ) -> Result<Arc<Vec<kv::Event>>, Arc<kv::Error>> {
+        self.with_prev
+            .get_or_init(|| async {
+                let store = Arc::clone(store);
+                let mut events = self.events.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    store.fill_prev_kv(&mut events).map(|()| events)
+                })
+                .await;
+                match read {
+                    Ok(Ok(events)) => Ok(Arc::new(events)),
+                    Ok(Err(e)) => Err(Arc::new(e)),
+                    Err(e) => Err(Arc::new(kv::Error::Backend(Box::new(e)))),
+                }
+            })
+            .await
+            .clone()
+    }
 }
 
 /// Where applied events are published.
@@ -440,8 +478,25 @@ impl Watcher {
                         // A gap: history fills it on the next turn.
                         continue;
                     }
-                    let events: Vec<mvccpb::Event> = batch
-                        .events
+                    let filled;
+                    let mut events: &[kv::Event] = &batch.events;
+                    if self.filter.prev_kv
+                        && events
+                            .iter()
+                            .any(|e| e.needs_prev_kv() && self.filter.matches(e))
+                    {
+                        match batch.with_prev_kv(&self.node.inner.store).await {
+                            Ok(e) => {
+                                filled = e;
+                                events = &filled;
+                            }
+                            Err(e) => {
+                                self.stop_on(&e).await;
+                                return;
+                            }
+                        }
+                    }
+                    let events: Vec<mvccpb::Event> = events
                         .iter()
                         .filter(|e| self.filter.matches(e))
                         .map(|e| self.filter.to_pb(e))
@@ -467,25 +522,27 @@ impl Watcher {
     /// Sends history from `next` up to `current` (one chunk).
     async fn send_history(&self, next: i64, current: i64) -> Step {
         let store = Arc::clone(&self.node.inner.store);
-        let read =
-            tokio::task::spawn_blocking(move || store.history(next, current, HISTORY_CHUNK)).await;
-        let h = match read {
-            Ok(Ok(h)) => h,
-            Ok(Err(kv::Error::Compacted { compacted, .. })) => {
-                // etcd leaves the header revision 0 on this response.
-                let resp = pb::WatchResponse {
-                    header: Some(self.node.inner.header(0)),
-                    watch_id: self.id,
-                    canceled: true,
-                    compact_revision: compacted,
-                    cancel_reason: msg::COMPACTED.into(),
-                    ..Default::default()
-                };
-                let _ = self.tx.send(Ok(resp)).await;
-                return Step::Stop;
+        let filter = self.filter.clone();
+        // Only this watcher's events, and their previous values only if
+        // it asked for them.
+        let read = tokio::task::spawn_blocking(move || {
+            let h = store.history(next, current, HISTORY_CHUNK)?;
+            let mut events: Vec<kv::Event> = h
+                .events
+                .into_iter()
+                .map(|(_, e)| e)
+                .filter(|e| filter.matches(e))
+                .collect();
+            if filter.prev_kv {
+                store.fill_prev_kv(&mut events)?;
             }
+            Ok::<_, kv::Error>((events, h.next))
+        })
+        .await;
+        let (events, h_next) = match read {
+            Ok(Ok(h)) => h,
             Ok(Err(e)) => {
-                let _ = self.tx.send(Err(crate::status::from_kv(&e))).await;
+                self.stop_on(&e).await;
                 return Step::Stop;
             }
             Err(e) => {
@@ -493,18 +550,31 @@ impl Watcher {
                 return Step::Stop;
             }
         };
-        let events: Vec<mvccpb::Event> = h
-            .events
-            .iter()
-            .filter(|(_, e)| self.filter.matches(e))
-            .map(|(_, e)| self.filter.to_pb(e))
-            .collect();
+        let events: Vec<mvccpb::Event> = events.iter().map(|e| self.filter.to_pb(e)).collect();
         if events.is_empty() {
-            self.next.store(h.next, Ordering::Release);
-        } else if !self.send_events(current, events, h.next).await {
+            self.next.store(h_next, Ordering::Release);
+        } else if !self.send_events(current, events, h_next).await {
             return Step::Stop;
         }
         Step::Go
+    }
+
+    /// Ends the watcher on a store error: a compaction that overtook it
+    /// cancels it as etcd does, anything else fails the stream.
+    async fn stop_on(&self, e: &kv::Error) {
+        let resp = match e {
+            kv::Error::Compacted { compacted, .. } => Ok(pb::WatchResponse {
+                // etcd leaves the header revision 0 on this response.
+                header: Some(self.node.inner.header(0)),
+                watch_id: self.id,
+                canceled: true,
+                compact_revision: *compacted,
+                cancel_reason: msg::COMPACTED.into(),
+                ..Default::default()
+            }),
+            e => Err(crate::status::from_kv(e)),
+        };
+        let _ = self.tx.send(resp).await;
     }
 
     /// Sends events in one response or, when the watcher asked for

@@ -120,7 +120,7 @@ impl StateMachine {
         }
         if let Some(tx) = &self.events {
             // No receivers is fine: nobody watches.
-            let _ = tx.send(Arc::new(crate::watch::RevEvents { revision, events }));
+            let _ = tx.send(Arc::new(crate::watch::RevEvents::new(revision, events)));
         }
     }
 
