@@ -3,7 +3,7 @@
 //! [`Backend`] is deliberately narrow: one ordered byte keyspace with point
 //! get, ascending range scan, atomic batch write and flush. The store lays
 //! its tables out as key prefixes (see [`crate::store`]), so a second engine
-//! needs only these five methods.
+//! needs only these five methods. [`FjallBackend`] is the one Cairn uses.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -77,95 +77,124 @@ pub trait Backend: Send + Sync + 'static {
     fn size_on_disk(&self) -> Result<u64, BackendError>;
 }
 
-/// How long [`SledBackend::open`] waits for a lock released by a handle
-/// this process just dropped.
+/// How long [`FjallBackend::open`] waits for a lock still held by a
+/// database this process is closing.
 pub const LOCK_WAIT: Duration = Duration::from_secs(3);
 
-/// sled 0.34 reports a lock held elsewhere as an `Other` I/O error naming
-/// the lock; its `WouldBlock` cause is only in the message.
-fn is_lock_contention(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+/// [`Backend`] over a fjall database (an LSM tree): one keyspace.
+///
+/// A batch is one journal record (checksummed, written to the OS at
+/// commit), so after a crash a batch is there whole or not at all, and in
+/// order; [`Backend::flush`] fsyncs the journal. fjall moves data from the
+/// journal into sorted tables in the background and drops a journal only
+/// once its tables are durable.
+pub struct FjallBackend {
+    db: fjall::Database,
+    kv: fjall::Keyspace,
 }
 
-/// [`Backend`] over a sled database (one default tree).
-pub struct SledBackend {
-    db: sled::Db,
-}
-
-impl SledBackend {
+impl FjallBackend {
     /// Opens (or creates) the database in directory `path`.
     ///
-    /// sled releases its lock file from a background thread some moments
-    /// after the last handle is dropped, so a database closed just before
-    /// by this process can look locked. A lock still held after
-    /// [`LOCK_WAIT`] is reported as an error (another process has it).
+    /// A lock still held after [`LOCK_WAIT`] is reported as an error
+    /// (another process has the database open).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, BackendError> {
-        let config = sled::Config::new()
-            .path(path.as_ref())
-            // 64 MiB page cache: enough for the hot revisions, bounded.
-            .cache_capacity(64 << 20)
-            // No periodic background flush: durability comes from the
-            // Raft log, and the owner calls flush() when it needs it.
-            .flush_every_ms(None);
+        let p = path.as_ref();
+        if p.join("conf").is_file() && p.join("db").is_file() {
+            // Cairn kept its kv data in sled before; fjall would start an
+            // empty store beside it.
+            return Err(format!(
+                "{} holds a sled database, which this version of Cairn does not read",
+                p.display()
+            )
+            .into());
+        }
         let deadline = Instant::now() + LOCK_WAIT;
         let mut pause = Duration::from_millis(5);
         loop {
-            match config.open() {
-                Ok(db) => return Ok(Self { db }),
-                Err(e) if is_lock_contention(&e) && Instant::now() < deadline => {
+            match Self::open_once(path.as_ref(), false) {
+                Err(fjall::Error::Locked) if Instant::now() < deadline => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
-                Err(e) if is_lock_contention(&e) => {
+                Err(fjall::Error::Locked) => {
                     return Err(format!(
-                        "database {} is in use by another process: {e}",
+                        "database {} is in use by another process",
                         path.as_ref().display()
                     )
                     .into())
                 }
-                Err(e) => return Err(e.into()),
+                r => return r.map_err(BackendError::from),
             }
         }
     }
 
-    /// A throwaway in-memory database, deleted on drop (for tests).
+    /// A throwaway database in the system's temporary directory, deleted
+    /// on drop (for tests).
     pub fn temporary() -> Result<Self, BackendError> {
-        let db = sled::Config::new().temporary(true).open()?;
-        Ok(Self { db })
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("cairn-kv-{}-{n}-{nanos}", std::process::id()));
+        Ok(Self::open_once(&path, true)?)
+    }
+
+    fn open_once(path: &Path, temporary: bool) -> Result<Self, fjall::Error> {
+        let db = fjall::Database::builder(path)
+            // Block cache for the tables: the hot revisions, bounded.
+            .cache_size(64 << 20)
+            // Journals are replayed on open: keep them short so a restart
+            // does not read back more than this.
+            .max_journaling_size(128 << 20)
+            .temporary(temporary)
+            .open()?;
+        let kv = db.keyspace("kv", || {
+            fjall::KeyspaceCreateOptions::default()
+                .max_memtable_size(32 << 20)
+                .expect_point_read_hits(true)
+                .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
+                .data_block_hash_ratio_policy(fjall::config::HashRatioPolicy::all(0.75))
+        })?;
+        Ok(Self { db, kv })
     }
 }
 
-impl Backend for SledBackend {
+impl Backend for FjallBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, BackendError> {
-        Ok(self.db.get(key)?.map(|v| Bytes::copy_from_slice(&v)))
+        Ok(self.kv.get(key)?.map(|v| Bytes::copy_from_slice(&v)))
     }
 
     fn scan<'a>(&'a self, start: &[u8], end: &[u8]) -> ScanIter<'a> {
-        Box::new(self.db.range(start.to_vec()..end.to_vec()).map(|r| {
-            r.map(|(k, v)| (Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v)))
+        Box::new(self.kv.range(start.to_vec()..end.to_vec()).map(|g| {
+            g.into_inner()
+                .map(|(k, v)| (Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v)))
                 .map_err(BackendError::from)
         }))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), BackendError> {
-        let mut b = sled::Batch::default();
+        let mut b = self.db.batch();
         for (k, v) in batch.into_ops() {
             match v {
-                Some(v) => b.insert(k.as_ref(), v.as_ref()),
-                None => b.remove(k.as_ref()),
+                Some(v) => b.insert(&self.kv, k.as_ref(), v.as_ref()),
+                None => b.remove(&self.kv, k.as_ref()),
             }
         }
-        self.db.apply_batch(b)?;
+        b.commit()?;
         Ok(())
     }
 
     fn flush(&self) -> Result<(), BackendError> {
-        self.db.flush()?;
+        // fsync of the journal: every batch committed so far is durable.
+        self.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64, BackendError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.disk_space()?)
     }
 }
 
@@ -174,8 +203,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sled_batch_scan_get() {
-        let b = SledBackend::temporary().unwrap();
+    fn batch_scan_get() {
+        let b = FjallBackend::temporary().unwrap();
         let mut wb = WriteBatch::new();
         wb.put(&b"a"[..], &b"1"[..]);
         wb.put(&b"b"[..], &b"2"[..]);
@@ -198,23 +227,38 @@ mod tests {
     fn reopening_right_after_drop_waits_for_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..30u32 {
-            let b = SledBackend::open(dir.path()).unwrap();
+            let b = FjallBackend::open(dir.path()).unwrap();
             let mut wb = WriteBatch::new();
             wb.put(Bytes::from(format!("k{i}")), Bytes::from_static(b"v"));
             b.write(wb).unwrap();
             b.flush().unwrap();
         }
-        let b = SledBackend::open(dir.path()).unwrap();
+        let b = FjallBackend::open(dir.path()).unwrap();
         assert_eq!(b.scan(b"k", b"l").count(), 30);
     }
 
     #[test]
     fn a_database_held_open_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = SledBackend::open(dir.path()).unwrap();
+        let _held = FjallBackend::open(dir.path()).unwrap();
         let started = Instant::now();
-        let err = SledBackend::open(dir.path()).err().unwrap().to_string();
+        let err = FjallBackend::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("is in use by another process"), "{err}");
         assert!(started.elapsed() >= LOCK_WAIT, "gave up early");
+    }
+
+    #[test]
+    fn an_old_sled_database_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("conf"), b"segment_size: 524288").unwrap();
+        std::fs::write(dir.path().join("db"), b"sled pages").unwrap();
+        let err = FjallBackend::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("holds a sled database"), "{err}");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["conf", "db"]);
     }
 }

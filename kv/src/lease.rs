@@ -135,6 +135,8 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<Leases> {
 pub(crate) fn track(leases: &mut Leases, key_lease: &mut KeyLeases, events: &[Event]) {
     for ev in events {
         let attach = ev.kind == EventKind::Put && ev.kv.lease != 0;
+        // The event's key is the index's (see `WriteTxn::put`): cloning
+        // shares it.
         let old = if attach {
             key_lease.insert(ev.kv.key.clone(), ev.kv.lease)
         } else {
@@ -276,16 +278,17 @@ impl<B: Backend> Store<B> {
 /// Attaches each live key's lease, from `key_lease` (key → lease of its
 /// latest put), to the lease table.
 /// Attaches keys to their leases on open, from each key's latest lease;
-/// returns the key → lease map of the keys attached.
+/// returns the key → lease map of the keys attached. `live_key` gives the
+/// index's own copy of a key that is live.
 pub(crate) fn attach(
     leases: &mut Leases,
     key_lease: BTreeMap<Bytes, i64>,
-    live: impl Fn(&Bytes) -> bool,
+    live_key: impl Fn(&Bytes) -> Option<Bytes>,
 ) -> KeyLeases {
     let mut attached = KeyLeases::new();
     for (key, id) in key_lease {
         if let Some(l) = leases.get_mut(&id) {
-            if live(&key) {
+            if let Some(key) = live_key(&key) {
                 l.keys.insert(key.clone());
                 attached.insert(key, id);
             }

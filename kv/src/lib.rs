@@ -12,7 +12,7 @@
 //! - [`lease`]: the lease table: grant, revoke (one-revision delete), checkpoint.
 //! - [`compact`]: logical and physical (background, bounded-step) compaction.
 //! - [`hash`]: consistency hashes.
-//! - [`backend`]: the narrow [`Backend`] trait and its sled implementation.
+//! - [`backend`]: the narrow [`Backend`] trait and its fjall (LSM) implementation.
 //! - [`record`]: the on-disk layout of records and metadata.
 //! - [`store`]: the [`Store`]: open, read, write, flush; crash behaviour.
 //! - [`snapshot`]: point-in-time images (export / import).
@@ -24,16 +24,19 @@
 //!
 //! # Benchmarks
 //!
-//! `cargo bench -p cairn-kv`, 2-vCPU VM, virtio disk (2026-11-22, the
-//! put and revoke rows 2026-12-01):
+//! `cargo bench -p cairn-kv`, 2-vCPU VM, virtio disk, 2026-12-01, back to
+//! back against the same code over sled 0.34 (the backend before):
 //!
-//! | case | result |
-//! |---|---|
-//! | single-key put, 256 B value (no fsync), store growing past 100 k revisions | 48.9 µs (61.5 µs reading the previous value) |
-//! | range of one key, 1 M keys | 9.2 µs |
-//! | range of 1000 keys by prefix with limit, 1 M keys | 1.55 ms |
-//! | reopen (key-index rebuild), 1 M keys | 1.11 s |
-//! | revoke of a lease with 10,000 keys | 11.6 ms (50.7 ms reading each previous value) |
+//! | case | fjall | sled |
+//! |---|---|---|
+//! | single-key put, 256 B value (no fsync), store growing past 100 k revisions | 11.0 µs | 63.6 µs |
+//! | range of one key, 1 M keys | 11.7 µs | 21.4 µs |
+//! | range of 1000 keys by prefix with limit, 1 M keys | 4.21 ms | 4.43 ms |
+//! | reopen (key-index rebuild), 1 M keys | 1.91 s | 2.66 s |
+//! | revoke of a lease with 10,000 keys | 14.2 ms | 15.8 ms |
+//!
+//! (That machine ran about half as fast as on 2026-11-22, when sled gave
+//! 46 µs, 9.2 µs, 1.55 ms and 1.11 s on the first four rows.)
 //!
 //! Writes read nothing they do not answer with: a put or delete reads the
 //! previous value only when the request asks for it (`prev_kv`,
@@ -41,11 +44,9 @@
 //! versions, revisions and leases come from memory (the key index and the
 //! key → lease map). Events name the previous record
 //! ([`Event::prev_revision`]) and the watchers that want `prev_kv` read it
-//! ([`Store::fill_prev_kv`]), off the write path. The revoke's tombstones
-//! go to the backend as one entry (one sled insert instead of 10,000);
-//! what is left is the index and sled's own write path, which dominates
-//! the put cost once history outgrows its page cache (64 MiB here). A
-//! fresh store puts in ~10 µs.
+//! ([`Store::fill_prev_kv`]), off the write path. A revoke's tombstones go
+//! to the backend as one entry; its cost is the index work for each key.
+//! A range reads each record by revision: one point lookup per key.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -64,7 +65,7 @@ pub mod snapshot;
 pub mod store;
 pub mod txn;
 
-pub use backend::{Backend, SledBackend, WriteBatch};
+pub use backend::{Backend, FjallBackend, WriteBatch};
 pub use error::{Error, Result};
 pub use history::History;
 pub use lease::Lease;

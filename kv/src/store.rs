@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::backend::{Backend, SledBackend, WriteBatch};
+use crate::backend::{Backend, FjallBackend, WriteBatch};
 use crate::compact::{self, CompactionStatus};
 use crate::error::{Error, Result};
 use crate::hash;
@@ -141,20 +141,20 @@ impl<B: Backend> Inner<B> {
 /// assert_eq!(store.applied().as_deref(), Some(&b"pos-1"[..]));
 /// # Ok::<(), cairn_kv::Error>(())
 /// ```
-pub struct Store<B: Backend = SledBackend> {
+pub struct Store<B: Backend = FjallBackend> {
     pub(crate) inner: Arc<Inner<B>>,
     compactor: Option<JoinHandle<()>>,
 }
 
-impl Store<SledBackend> {
-    /// Opens (or creates) a sled-backed store in directory `path`.
+impl Store<FjallBackend> {
+    /// Opens (or creates) a store in directory `path`.
     pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open(SledBackend::open(path).map_err(Error::Backend)?)
+        Self::open(FjallBackend::open(path).map_err(Error::Backend)?)
     }
 
-    /// A store in a temporary sled database, gone on drop.
+    /// A store in a temporary database, gone on drop.
     pub fn open_temporary() -> Result<Self> {
-        Self::open(SledBackend::temporary().map_err(Error::Backend)?)
+        Self::open(FjallBackend::temporary().map_err(Error::Backend)?)
     }
 }
 
@@ -500,7 +500,12 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
                     } else {
                         key_lease.remove(&kv.key);
                     }
-                    let ki = index.entry(kv.key.clone()).or_default();
+                    // A key new to the index gets a copy of its own: a
+                    // slice would keep the whole record (value too) alive.
+                    let ki = match index.get_mut(&kv.key) {
+                        Some(ki) => ki,
+                        None => index.entry(Bytes::copy_from_slice(&kv.key)).or_default(),
+                    };
                     if ki.is_live() {
                         ki.put(rev);
                     } else {
@@ -524,7 +529,10 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
     }
     let mut leases = lease::load(backend)?;
     let key_lease = lease::attach(&mut leases, key_lease, |k| {
-        index.get(k).is_some_and(KeyIndex::is_live)
+        index
+            .get_key_value(k)
+            .filter(|(_, ki)| ki.is_live())
+            .map(|(k, _)| k.clone())
     });
     let state = State {
         index,

@@ -271,11 +271,14 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
 
     pub(crate) fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
         let rev = self.next_revision();
-        let prev = self
-            .state
-            .index
-            .get(&req.key)
-            .and_then(|ki| ki.get(rev.main));
+        // The key as the index holds it, shared by the record, the event
+        // and the lease tables; a key new to the index gets a copy of its
+        // own (the request's key is a slice of a buffer holding its value
+        // too, which it would keep alive).
+        let (key, prev) = match self.state.index.get_key_value(&req.key) {
+            Some((k, ki)) => (k.clone(), ki.get(rev.main)),
+            None => (Bytes::copy_from_slice(&req.key), None),
+        };
         // The previous value is read only for a request that uses it; the
         // event just says where it is.
         let prev_kv = match prev {
@@ -304,23 +307,23 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
             ),
         };
         let kv = KeyValue {
-            key: req.key.clone(),
+            key: key.clone(),
             create_revision: prev.map_or(rev.main, |p| p.created.main),
             mod_revision: rev.main,
             version: prev.map_or(0, |p| p.version) + 1,
             value,
             lease,
         };
-        match self.state.index.get_mut(&req.key) {
+        match self.state.index.get_mut(&key) {
             Some(ki) => {
                 ki.put(rev);
-                self.undo.push(Undo::Put(req.key.clone()));
+                self.undo.push(Undo::Put(key));
             }
             None => {
                 let mut ki = KeyIndex::new();
                 ki.put(rev);
-                self.state.index.insert(req.key.clone(), ki);
-                self.undo.push(Undo::Created(req.key.clone()));
+                self.state.index.insert(key.clone(), ki);
+                self.undo.push(Undo::Created(key));
             }
         }
         self.changes.push(Record::Put(kv.clone()));

@@ -349,7 +349,7 @@ fn compaction_keeps_newest_and_removes_the_rest() {
 fn hash_kv_ignores_physical_progress() {
     let a = Store::open_temporary().unwrap();
     let b_ = Store::open_with(
-        SledBackend::temporary().unwrap(),
+        FjallBackend::temporary().unwrap(),
         Options {
             compaction_batch: 1,
             compaction_pause: std::time::Duration::from_millis(20),
@@ -374,7 +374,7 @@ fn reopen_rebuilds_index_and_resumes_compaction() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Store::open_with(
-            SledBackend::open(dir.path()).unwrap(),
+            FjallBackend::open(dir.path()).unwrap(),
             Options {
                 compaction_batch: 1,
                 compaction_pause: std::time::Duration::from_millis(50),
@@ -419,7 +419,7 @@ fn reopen_rebuilds_index_and_resumes_compaction() {
 
 /// A backend whose writes start failing on demand.
 struct Flaky {
-    inner: SledBackend,
+    inner: FjallBackend,
     fail: Arc<AtomicBool>,
 }
 
@@ -448,7 +448,7 @@ impl Backend for Flaky {
 fn backend_failure_poisons_and_shows_nothing() {
     let fail = Arc::new(AtomicBool::new(false));
     let s = Store::open(Flaky {
-        inner: SledBackend::temporary().unwrap(),
+        inner: FjallBackend::temporary().unwrap(),
         fail: fail.clone(),
     })
     .unwrap();
@@ -808,9 +808,9 @@ fn leases_attach_detach_revoke_and_survive_reopen() {
     assert_eq!(s.applied().as_deref(), Some(&b"r8"[..]));
 }
 
-/// Opens the store at `path`, waiting for sled's background flusher of
-/// the previous instance to let go of the directory's lock.
-fn reopen(path: &std::path::Path) -> Store<SledBackend> {
+/// Opens the store at `path`, waiting for the previous instance to let go
+/// of the directory's lock.
+fn reopen(path: &std::path::Path) -> Store<FjallBackend> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match Store::open_path(path) {

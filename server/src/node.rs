@@ -6,7 +6,7 @@
 //! ```text
 //! <data-dir>/member/cluster   identity: cluster id, member id, name (JSON)
 //! <data-dir>/member/wal/      the Raft log (cairn-raft-log)
-//! <data-dir>/member/kv/       the MVCC store (cairn-kv over sled)
+//! <data-dir>/member/kv/       the MVCC store (cairn-kv over fjall)
 //! <data-dir>/member/snap/     the current snapshot image and its meta
 //! ```
 //!
