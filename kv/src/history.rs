@@ -29,12 +29,7 @@ impl<B: Backend> Store<B> {
     /// `max_events` is reached. Fails with [`Error::Compacted`] when
     /// `from` is at or below the compacted revision.
     pub fn history(&self, from: i64, until: i64, max_events: usize) -> Result<History> {
-        self.inner.check()?;
-        let _reading = self
-            .inner
-            .read_barrier
-            .read()
-            .map_err(|_| Error::Poisoned)?;
+        let _reading = self.inner.reading()?;
         let (current, compacted) = {
             let st = self.inner.read_state()?;
             (st.current, st.compacted)
@@ -110,12 +105,7 @@ impl<B: Backend> Store<B> {
     /// compacted revision: the newest version before any later revision is
     /// always kept).
     pub fn fill_prev_kv(&self, events: &mut [Event]) -> Result<()> {
-        self.inner.check()?;
-        let _reading = self
-            .inner
-            .read_barrier
-            .read()
-            .map_err(|_| Error::Poisoned)?;
+        let _reading = self.inner.reading()?;
         for e in events.iter_mut() {
             let Some(at) = e.prev_revision.filter(|_| e.prev_kv.is_none()) else {
                 continue;

@@ -69,8 +69,7 @@ impl<B: Backend> Store<B> {
     /// Writes a point-in-time image of the store to `w`.
     pub fn export(&self, w: &mut impl Write) -> Result<ImageInfo> {
         let inner = self.inner();
-        inner.check()?;
-        let _reading = inner.read_barrier.read().map_err(|_| Error::Poisoned)?;
+        let _reading = inner.reading()?;
         let (current, compacted, applied, leases) = {
             let st = inner.read_state()?;
             let leases: Vec<(Bytes, Bytes)> = st

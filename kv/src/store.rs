@@ -119,6 +119,13 @@ impl<B: Backend> Inner<B> {
         r
     }
 
+    /// Holds off physical compaction while a read fetches records (see
+    /// `read_barrier`); fails once the store is poisoned.
+    pub(crate) fn reading(&self) -> Result<RwLockReadGuard<'_, ()>> {
+        self.check()?;
+        self.read_barrier.read().map_err(|_| Error::Poisoned)
+    }
+
     pub(crate) fn read_state(&self) -> Result<RwLockReadGuard<'_, State>> {
         self.state.read().map_err(|_| Error::Poisoned)
     }
@@ -234,11 +241,7 @@ impl<B: Backend> Store<B> {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         self.inner.check()?;
         txn::validate_range(req)?;
-        let _reading = self
-            .inner
-            .read_barrier
-            .read()
-            .map_err(|_| Error::Poisoned)?;
+        let _reading = self.inner.reading()?;
         let (plan, current) = {
             let st = self.inner.read_state()?;
             (

@@ -355,21 +355,9 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
             let Some(ki) = self.state.index.get_mut(key) else {
                 continue;
             };
-            if !ki.tombstone(rev) {
-                continue;
+            if ki.tombstone(rev) {
+                self.tombstoned(key, rev, at.modified, prev_kvs.get(i).cloned());
             }
-            self.undo.push(Undo::Tombstone(key.clone()));
-            self.changes.push(Record::Tombstone(key.clone()));
-            self.events.push(Event {
-                kind: EventKind::Delete,
-                kv: KeyValue {
-                    key: key.clone(),
-                    mod_revision: rev.main,
-                    ..Default::default()
-                },
-                prev_kv: prev_kvs.get(i).cloned(),
-                prev_revision: Some(at.modified),
-            });
         }
         Ok(DeleteRangeResponse {
             header_revision: self.rev(),
@@ -393,24 +381,35 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
                 continue;
             };
             let Some(prev) = ki.get(at) else { continue };
-            if !ki.tombstone(rev) {
-                continue;
+            if ki.tombstone(rev) {
+                deleted += 1;
+                self.tombstoned(key, rev, prev.modified, None);
             }
-            deleted += 1;
-            self.undo.push(Undo::Tombstone(key.clone()));
-            self.changes.push(Record::Tombstone(key.clone()));
-            self.events.push(Event {
-                kind: EventKind::Delete,
-                kv: KeyValue {
-                    key: key.clone(),
-                    mod_revision: rev.main,
-                    ..Default::default()
-                },
-                prev_kv: None,
-                prev_revision: Some(prev.modified),
-            });
         }
         deleted
+    }
+
+    /// Records the tombstone just put in the index for `key` at `rev`: its
+    /// undo, its record and its DELETE event.
+    fn tombstoned(
+        &mut self,
+        key: &Bytes,
+        rev: Revision,
+        prev: Revision,
+        prev_kv: Option<KeyValue>,
+    ) {
+        self.undo.push(Undo::Tombstone(key.clone()));
+        self.changes.push(Record::Tombstone(key.clone()));
+        self.events.push(Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: key.clone(),
+                mod_revision: rev.main,
+                ..Default::default()
+            },
+            prev_kv,
+            prev_revision: Some(prev),
+        });
     }
 
     /// Runs a whole txn request: compares and request checks against the
