@@ -10,15 +10,20 @@
 //! verdict names the packet by id and the kernel keeps its bytes. The rule
 //! bypasses the queue while no thread listens, and the queue fails open
 //! when full, so the fault only ever delays, never drops (use `loss` for
-//! that). Stopping a delayer first removes the rule, then lets every held
-//! packet go at once.
+//! that). Healing first removes the rule, then lets every held packet go
+//! at once.
+//!
+//! A namespace's thread binds the queue once and keeps it for the whole
+//! run: the socket is inherited by every process the harness starts after
+//! it (cairn members among them), and while any of them lives the queue
+//! stays bound to that socket, so a fresh socket could not bind it again.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,52 +54,60 @@ impl Latency {
     }
 }
 
-/// A thread delaying the packets one namespace sends out of `eth0`.
+/// A thread that can delay the packets one namespace sends out of
+/// `eth0`.
 pub struct Delayer {
     namespace: String,
+    /// The latency packets get now; `None` lets every packet through.
+    latency: Arc<Mutex<Option<Latency>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<u64>>>,
 }
 
 impl Delayer {
-    /// Starts delaying the packets leaving `namespace` by its `eth0`.
-    /// Returns once packets are being held.
-    pub fn start(namespace: &str, latency: Latency, seed: u64) -> Result<Delayer> {
+    /// Starts the thread of `namespace` and binds its queue; nothing is
+    /// delayed until [`Delayer::delay`]. Returns once the queue is bound.
+    pub fn start(namespace: &str, seed: u64) -> Result<Delayer> {
         if crate::which("iptables").is_none() {
             bail!("iptables not found: scripts/test installs it");
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let latency = Arc::new(Mutex::new(None));
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = {
             let namespace = namespace.to_string();
-            let stop = stop.clone();
+            let (stop, latency) = (stop.clone(), latency.clone());
             std::thread::Builder::new()
                 .name(format!("delay-{namespace}"))
-                .spawn(move || hold_packets(&namespace, latency, seed, &stop, ready_tx))
+                .spawn(move || hold_packets(&namespace, &latency, seed, &stop, ready_tx))
                 .context("spawn a delay thread")?
         };
         let mut delayer = Delayer {
             namespace: namespace.to_string(),
+            latency,
             stop,
             thread: Some(thread),
         };
         match ready_rx.recv() {
-            Ok(()) => {}
+            Ok(()) => Ok(delayer),
             // The thread ended before binding: its error says why.
-            Err(_) => {
-                return Err(delayer
-                    .join()
-                    .err()
-                    .unwrap_or_else(|| anyhow!("delay thread ended")))
-            }
+            Err(_) => Err(delayer
+                .join()
+                .err()
+                .unwrap_or_else(|| anyhow!("delay thread ended"))),
         }
-        // The queue is bound: only now route packets into it.
-        if let Err(e) = sh(
+    }
+
+    /// Holds every packet the namespace sends for `latency`.
+    pub fn delay(&self, latency: Latency) -> Result<()> {
+        *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = Some(latency);
+        // The thread holds packets: only now route them into the queue.
+        sh(
             "ip",
             &[
                 "netns",
                 "exec",
-                namespace,
+                &self.namespace,
                 "iptables",
                 "-w",
                 "-A",
@@ -107,16 +120,12 @@ impl Delayer {
                 &QUEUE.to_string(),
                 "--queue-bypass",
             ],
-        ) {
-            let _ = delayer.stop();
-            return Err(e);
-        }
-        Ok(delayer)
+        )
+        .map(|_| ())
     }
 
-    /// Removes the rule, lets every held packet go, and returns how many
-    /// packets were delayed.
-    pub fn stop(&mut self) -> Result<u64> {
+    /// Removes the rule and lets every held packet go.
+    pub fn heal(&self) -> Result<()> {
         let unrouted = sh(
             "ip",
             &[
@@ -129,9 +138,16 @@ impl Delayer {
                 "OUTPUT",
             ],
         );
+        *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        unrouted.map(|_| ())
+    }
+
+    /// Heals, ends the thread, and returns how many packets it delayed.
+    pub fn stop(&mut self) -> Result<u64> {
+        let healed = self.heal();
         self.stop.store(true, Ordering::SeqCst);
         let delayed = self.join();
-        unrouted?;
+        healed?;
         delayed
     }
 
@@ -153,11 +169,12 @@ impl Drop for Delayer {
     }
 }
 
-/// The delay thread: enters the namespace, binds its queue, holds packets
-/// until `stop`, then releases them all. Returns how many it held.
+/// The delay thread: enters the namespace, binds its queue, then holds
+/// each packet for the latency of the moment (none: lets it go) until
+/// `stop`, and lets everything go. Returns how many packets it held.
 fn hold_packets(
     namespace: &str,
-    latency: Latency,
+    latency: &Mutex<Option<Latency>>,
     seed: u64,
     stop: &AtomicBool,
     ready: mpsc::Sender<()>,
@@ -197,17 +214,22 @@ fn hold_packets(
     };
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
+        let now_latency = *latency.lock().unwrap_or_else(|e| e.into_inner());
+        // Healed: everything held is due.
         while let Some(entry) = held.first_entry() {
-            if entry.key().0 > now {
+            if entry.key().0 > now && now_latency.is_some() {
                 break;
             }
             release(&mut queue, entry.remove())?;
         }
         match queue.recv() {
-            Ok(msg) => {
-                held.insert((Instant::now() + latency.pick(&mut rng), seq), msg);
-                seq += 1;
-            }
+            Ok(msg) => match now_latency {
+                Some(l) => {
+                    held.insert((Instant::now() + l.pick(&mut rng), seq), msg);
+                    seq += 1;
+                }
+                None => release(&mut queue, msg)?,
+            },
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 let next = held
                     .first_key_value()
@@ -219,8 +241,7 @@ fn hold_packets(
             Err(e) => return Err(e).context("receive a packet to delay"),
         }
     }
-    // The rule is gone: let go of what is held, and of what was queued
-    // before the rule went.
+    // Let go of what is held, and of what was queued meanwhile.
     for msg in held.into_values() {
         release(&mut queue, msg)?;
     }

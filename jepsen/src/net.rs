@@ -43,8 +43,9 @@ pub struct Net {
     prefix: [u8; 3],
     members: usize,
     up: bool,
-    /// Members whose outgoing packets are being delayed.
-    delayers: std::sync::Mutex<Vec<Delayer>>,
+    /// The delay thread of each member delayed so far, by member (kept
+    /// for the run, see [`crate::delay`]).
+    delayers: std::sync::Mutex<std::collections::BTreeMap<usize, Delayer>>,
 }
 
 impl Net {
@@ -197,26 +198,32 @@ impl Net {
     }
 
     /// Every packet members `ms` send is held for `latency` (see
-    /// [`crate::delay`]).
+    /// [`crate::delay`]). A member's delay thread starts with its first
+    /// delay and stays for the run.
     pub fn delay(&self, ms: &[usize], latency: Latency, seed: u64) -> Result<()> {
         let mut delayers = self.delayers.lock().unwrap_or_else(|e| e.into_inner());
         for &i in ms {
-            delayers.push(Delayer::start(
-                &self.namespace(i),
-                latency,
-                seed ^ i as u64,
-            )?);
+            let d = match delayers.entry(i) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(Delayer::start(&self.namespace(i), seed ^ i as u64)?)
+                }
+            };
+            d.delay(latency)?;
         }
         Ok(())
     }
 
     /// Removes every fault rule and added delay.
     pub fn heal(&self) -> Result<()> {
-        let delayers =
-            std::mem::take(&mut *self.delayers.lock().unwrap_or_else(|e| e.into_inner()));
         let mut first_err = None;
-        for mut d in delayers {
-            if let Err(e) = d.stop() {
+        for d in self
+            .delayers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            if let Err(e) = d.heal() {
                 first_err.get_or_insert(e);
             }
         }
