@@ -320,6 +320,7 @@ impl Node {
                 raft: raft.clone(),
                 snap_dir: member_dir.join("snap"),
                 forward: Arc::clone(&inner) as Arc<dyn ForwardHandler>,
+                stop: inner.stop.subscribe(),
             };
             let server = PeerServer::new(svc)
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
@@ -1194,10 +1195,11 @@ impl Inner {
 fn is_connect_error(s: &Status) -> bool {
     // A transport failure before the request reached the peer: tonic
     // reports it as Unavailable with a connection error source.
-    s.code() == Code::Unavailable
-        && (s.message().contains("error trying to connect")
-            || s.message().contains("tcp connect error")
-            || s.message().contains("Connection refused"))
+    crate::raft::forward_stream::is_not_sent(s)
+        || s.code() == Code::Unavailable
+            && (s.message().contains("error trying to connect")
+                || s.message().contains("tcp connect error")
+                || s.message().contains("Connection refused"))
 }
 
 fn wire(s: Status) -> ForwardResponse {

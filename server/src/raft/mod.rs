@@ -4,6 +4,8 @@
 //! - [`log_store`]: `RaftLogStorage` over `cairn-raft-log`.
 //! - [`state_machine`]: `RaftStateMachine` over `cairn-kv`.
 
+mod append_stream;
+pub mod forward_stream;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

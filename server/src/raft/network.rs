@@ -20,19 +20,21 @@ use std::time::Duration;
 use cairn_proto::cairnpb::peer_client::PeerClient;
 use cairn_proto::cairnpb::peer_server::Peer;
 use cairn_proto::cairnpb::RaftMessage;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::RPCError;
 use openraft::errors::{NetworkError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::state_machine::Snapshot;
+use super::{append_stream, forward_stream};
 use super::{decode, encode, Member, SnapshotMeta, TypeConfig, Vote};
 use crate::forward::{ForwardHandler, ForwardRequest, ForwardResponse};
 
@@ -63,6 +65,8 @@ pub struct Peers {
     /// The least time a Raft RPC is given to answer (see
     /// [`Peers::with_rpc_timeout_floor`]).
     rpc_floor: Duration,
+    /// Pipes of forwarded requests, one per peer URL.
+    pipes: Arc<Mutex<HashMap<String, forward_stream::Pipe>>>,
 }
 
 impl Peers {
@@ -72,6 +76,7 @@ impl Peers {
             channels: Arc::default(),
             urls: Arc::default(),
             rpc_floor: Duration::ZERO,
+            pipes: Arc::default(),
         }
     }
 
@@ -148,19 +153,62 @@ impl Peers {
 
     /// A request carrying this cluster's id.
     pub fn request<T>(&self, body: T) -> Request<T> {
-        let mut req = Request::new(body);
-        // A member still joining knows no cluster id yet and sends none.
-        if self.cluster_id == 0 {
-            return req;
-        }
-        if let Ok(v) = self.cluster_id.to_string().parse() {
-            req.metadata_mut().insert(CLUSTER_ID_HEADER, v);
-        }
-        req
+        with_cluster_id(self.cluster_id, Request::new(body))
     }
 
-    /// Sends a forwarded request to the member at `url`.
+    /// Sends a forwarded request to the member at `url`: over the pipe to
+    /// it ([`forward_stream`]), or, for a member that knows no cluster id
+    /// yet (joining) and for the cluster info it asks for, as a call of
+    /// its own. An error for which [`forward_stream::is_not_sent`] holds
+    /// means the request never left this member.
     pub async fn forward(
+        &self,
+        url: &str,
+        req: &ForwardRequest,
+    ) -> Result<ForwardResponse, Status> {
+        if self.cluster_id == 0 || matches!(req, ForwardRequest::ClusterInfo) {
+            return self.forward_unary(url, req).await;
+        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let mut job = forward_stream::Job {
+            req: req.clone(),
+            answer,
+        };
+        // A pipe found closed (its stream broke) is replaced once.
+        for _ in 0..2 {
+            let pipe = {
+                let mut pipes = self
+                    .pipes
+                    .lock()
+                    .map_err(|_| Status::internal("forwarding pipe map poisoned"))?;
+                match pipes.get(url) {
+                    Some(p) if !p.is_closed() => p.clone(),
+                    _ => {
+                        let p = forward_stream::open(
+                            self.client_for(url)?,
+                            self.cluster_id,
+                            with_cluster_id,
+                            url,
+                        );
+                        pipes.insert(url.to_string(), p.clone());
+                        p
+                    }
+                }
+            };
+            match pipe.send(job) {
+                Ok(()) => {
+                    return answered.await.unwrap_or_else(|_| {
+                        Err(forward_stream::not_sent("forwarding stream closed"))
+                    })
+                }
+                Err(tokio::sync::mpsc::error::SendError(j)) => job = j,
+            }
+        }
+        Err(forward_stream::not_sent("forwarding stream closed"))
+    }
+
+    /// [`Peers::forward`] as one unary call.
+    async fn forward_unary(
         &self,
         url: &str,
         req: &ForwardRequest,
@@ -174,6 +222,18 @@ impl Peers {
             .await?;
         decode(&resp.into_inner().payload).map_err(|e| Status::internal(e.to_string()))
     }
+}
+
+/// `req` with the cluster id header, unless `cluster_id` is 0 (a member
+/// still joining knows none yet and sends none).
+fn with_cluster_id<T>(cluster_id: u64, mut req: Request<T>) -> Request<T> {
+    if cluster_id == 0 {
+        return req;
+    }
+    if let Ok(v) = cluster_id.to_string().parse() {
+        req.metadata_mut().insert(CLUSTER_ID_HEADER, v);
+    }
+    req
 }
 
 impl RaftNetworkFactory<TypeConfig> for Peers {
@@ -252,6 +312,39 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.unary(Rpc::Append, &rpc, &option).await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let timeout = option.soft_ttl().max(self.peers.rpc_floor);
+            let mut client = self.client()?;
+            let (outbound, outstanding) = append_stream::requests(input);
+            let call = client.append_stream(self.peers.request(outbound));
+            let inbound = match tokio::time::timeout(timeout, call).await {
+                Ok(r) => r.map_err(|e| unreachable(&e))?.into_inner(),
+                Err(_) => {
+                    return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                        "append stream not opened within {timeout:?}"
+                    ))))
+                }
+            };
+            let answers: BoxStream<'s, _> =
+                Box::pin(append_stream::answers(inbound, outstanding, timeout));
+            Ok(answers)
+        })
     }
 
     async fn vote(
@@ -366,6 +459,9 @@ pub struct PeerService {
     pub raft: super::Raft,
     pub snap_dir: PathBuf,
     pub forward: Arc<dyn ForwardHandler>,
+    /// Turns true when the member stops: the long-lived streams end then,
+    /// or the server's graceful shutdown would wait for them forever.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 fn reply<T: Serialize>(r: Result<T, String>) -> Result<Response<RaftMessage>, Status> {
@@ -380,6 +476,17 @@ fn parse<T: for<'de> Deserialize<'de>>(m: &RaftMessage) -> Result<T, Status> {
 }
 
 impl PeerService {
+    /// `s`, ended once the member stops.
+    fn until_stopped<S: futures::Stream + Send + 'static>(
+        &self,
+        s: S,
+    ) -> impl futures::Stream<Item = S::Item> + Send + 'static {
+        let mut stop = self.stop.clone();
+        futures::StreamExt::take_until(s, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+    }
+
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let theirs = req
             .metadata()
@@ -412,6 +519,33 @@ impl Peer for PeerService {
             }
         }
         reply(result.map_err(|e| e.to_string()))
+    }
+
+    type AppendStreamStream = BoxStream<'static, Result<RaftMessage, Status>>;
+
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        self.check(&req)?;
+        let contact = Arc::clone(&self.leader_contact);
+        let answers = append_stream::serve(&self.raft, req.into_inner(), move || {
+            if let Ok(mut t) = contact.lock() {
+                *t = Some(std::time::Instant::now());
+            }
+        });
+        Ok(Response::new(Box::pin(self.until_stopped(answers))))
+    }
+
+    type ForwardStreamStream = BoxStream<'static, Result<RaftMessage, Status>>;
+
+    async fn forward_stream(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        self.check(&req)?;
+        let answers = forward_stream::serve(Arc::clone(&self.forward), req.into_inner());
+        Ok(Response::new(Box::pin(self.until_stopped(answers))))
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
