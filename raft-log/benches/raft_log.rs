@@ -13,6 +13,11 @@ use bytes::Bytes;
 use cairn_raft_log::{Entry, Options, RaftLog};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+/// The allocator the `cairn` server runs with, so the numbers are the
+/// log's inside a member.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PAYLOAD: usize = 256;
 
 fn bench_dir() -> tempfile::TempDir {
