@@ -542,6 +542,31 @@ impl crate::State {
         self.first + self.slots.len() as u64
     }
 
+    /// Index of the oldest cached entry (the cache holds the newest
+    /// entries, up to the end of the log).
+    pub(crate) fn cache_start(&self) -> u64 {
+        self.last_index_plus_one() - self.cache.len() as u64
+    }
+
+    /// `range` clipped to the held entries: `[lo, hi)`.
+    pub(crate) fn index_bounds(&self, range: &impl std::ops::RangeBounds<u64>) -> (u64, u64) {
+        use std::ops::Bound;
+        let end = self.last_index_plus_one();
+        let lo = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        }
+        .max(self.first);
+        let hi = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => end,
+        }
+        .min(end);
+        (lo, hi)
+    }
+
     fn truncate_from(&mut self, from: u64) {
         let keep = from.saturating_sub(self.first) as usize;
         let drop_n = self.slots.len().saturating_sub(keep);

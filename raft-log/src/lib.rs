@@ -67,7 +67,7 @@ pub mod segment;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::future::Future;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -592,6 +592,34 @@ impl RaftLog {
         Ok(self.entries(index..=index)?.pop())
     }
 
+    /// The entries of `range` if every one of them is still in the cache
+    /// of recent entries, `None` if any would have to be read from a
+    /// segment. Never touches a file: a caller on an async runtime can try
+    /// this before moving [`RaftLog::entries`] to a blocking thread (a
+    /// leader mostly reads what it has just appended).
+    pub fn cached_entries(&self, range: impl RangeBounds<u64>) -> Result<Option<Vec<Entry>>> {
+        self.check()?;
+        let st = self.shared.lock();
+        let (lo, hi) = st.index_bounds(&range);
+        let cache_start = st.cache_start();
+        if lo < cache_start {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(hi.saturating_sub(lo) as usize);
+        for idx in lo..hi {
+            let Some(slot) = st.slot(idx) else { break };
+            let Some(p) = st.cache.get((idx - cache_start) as usize) else {
+                return Ok(None);
+            };
+            out.push(Entry {
+                index: idx,
+                term: slot.term,
+                payload: p.clone(),
+            });
+        }
+        Ok(Some(out))
+    }
+
     /// The held entries with indices in `range`, in order.
     pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
         self.check()?;
@@ -607,20 +635,8 @@ impl RaftLog {
         let mut cached: Vec<Entry> = Vec::new();
         {
             let st = self.shared.lock();
-            let end = st.last_index_plus_one();
-            let lo = match range.start_bound() {
-                Bound::Included(&i) => i,
-                Bound::Excluded(&i) => i.saturating_add(1),
-                Bound::Unbounded => 0,
-            }
-            .max(st.first);
-            let hi = match range.end_bound() {
-                Bound::Included(&i) => i.saturating_add(1),
-                Bound::Excluded(&i) => i,
-                Bound::Unbounded => end,
-            }
-            .min(end);
-            let cache_start = end - st.cache.len() as u64;
+            let (lo, hi) = st.index_bounds(&range);
+            let cache_start = st.cache_start();
             for idx in lo..hi {
                 let Some(slot) = st.slot(idx) else { break };
                 if idx >= cache_start {

@@ -114,6 +114,10 @@ proptest! {
                     let hi = lo + u64::from(*b) % 20;
                     let got = log.entries(lo..hi).unwrap();
                     let want: Vec<Entry> = m.entries.iter().filter(|e| e.index >= lo && e.index < hi).cloned().collect();
+                    // The cache-only read answers exactly the same or not at all.
+                    if let Some(cached) = log.cached_entries(lo..hi).unwrap() {
+                        prop_assert_eq!(&cached, &want);
+                    }
                     prop_assert_eq!(got, want);
                 }
                 Op::Reopen => {
@@ -131,4 +135,30 @@ proptest! {
         let log = RaftLog::open(dir.path(), opts()).unwrap();
         prop_assert_eq!(log.entries(..).unwrap(), m.entries);
     }
+}
+
+/// The cache-only read serves the newest entries and declines, rather than
+/// reads a file, for entries the cache no longer holds.
+#[test]
+fn cached_entries_serve_the_newest_and_decline_evicted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RaftLog::open(dir.path(), opts()).unwrap();
+    let entries: Vec<Entry> = (1..=20)
+        .map(|i| Entry {
+            index: i,
+            term: 1,
+            payload: payload(i, 1, 40),
+        })
+        .collect();
+    log.append(entries.clone()).unwrap();
+    // 300 cache bytes hold the last few 45-byte payloads, not all 20.
+    let last = log.cached_entries(19..=20).unwrap();
+    assert_eq!(last.as_deref(), Some(&entries[18..20]));
+    assert_eq!(log.cached_entries(1..=20).unwrap(), None);
+    assert_eq!(log.entries(1..=20).unwrap(), entries);
+    // Past the end: what is held of the range.
+    assert_eq!(
+        log.cached_entries(20..30).unwrap().as_deref(),
+        Some(&entries[19..20])
+    );
 }

@@ -72,7 +72,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> io::Result<Vec<Entry>> {
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
-        let raw = self.blocking(move |log| log.entries((start, end))).await?;
+        // What was just appended is still cached: no blocking hop for it.
+        let raw = match self.log.cached_entries((start, end)).map_err(io_err)? {
+            Some(raw) => raw,
+            None => self.blocking(move |log| log.entries((start, end))).await?,
+        };
         raw.iter().map(|e| decode::<Entry>(&e.payload)).collect()
     }
 
