@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
-use cairn_proto::etcdserverpb::RangeRequest;
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::{RangeRequest, StatusRequest};
 use tonic::transport::Endpoint;
 
 /// Which server.
@@ -154,6 +155,24 @@ impl Cluster {
         self.members.iter().map(|m| m.client.clone()).collect()
     }
 
+    /// Client endpoints with the current leader's first (as members
+    /// report it in Maintenance.Status; the plain order if none does). A
+    /// load over one connection then talks to the leader, whichever
+    /// member won the election, for etcd and Cairn alike.
+    pub async fn leader_first_endpoints(&self) -> Vec<String> {
+        let mut eps = self.endpoints();
+        for (i, ep) in eps.iter().enumerate() {
+            if let Some((id, leader)) = status(&format!("http://{ep}")).await {
+                if id == leader {
+                    let lead = eps.remove(i);
+                    eps.insert(0, lead);
+                    break;
+                }
+            }
+        }
+        eps
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         self.members
             .iter()
@@ -268,6 +287,23 @@ async fn ready(url: &str) -> bool {
         })
         .await
         .is_ok()
+}
+
+/// (member id, leader id) from a member's Maintenance.Status.
+async fn status(url: &str) -> Option<(u64, u64)> {
+    let ch = Endpoint::from_shared(url.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()?;
+    let r = MaintenanceClient::new(ch)
+        .status(StatusRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    Some((r.header?.member_id, r.leader))
 }
 
 /// Finds `name` on PATH (or in /usr/bin).

@@ -4,7 +4,10 @@
 //! the Cairn/etcd ratio per row.
 //!
 //! Both clusters of a topology stay up while its loads run (the idle one
-//! only sends heartbeats). The memory and restart rows use a fresh
+//! only sends heartbeats). Connections are spread over the members with
+//! the current leader's endpoint first, so a load over one connection
+//! talks to the leader in both systems (which member that is depends on
+//! the election; a follower would add the forward hop). The memory and restart rows use a fresh
 //! single-member cluster per system and round: `--big-keys` keys of 256 B
 //! are written (transactions of 100 puts, 16 in flight), the server's RSS
 //! is read after 2 s, then it is stopped with SIGTERM and started again,
@@ -345,7 +348,9 @@ pub async fn run(a: &Args) -> Result<()> {
                         system.name()
                     ));
                     let common = Common {
-                        endpoints: cluster.endpoints(),
+                        // Leader first: a one-connection load measures
+                        // the same path in both systems.
+                        endpoints: cluster.leader_first_endpoints().await,
                         conns: case.conns,
                         clients: case.clients,
                         total: 0,
