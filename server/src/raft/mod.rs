@@ -3,6 +3,9 @@
 //!
 //! - [`log_store`]: `RaftLogStorage` over `cairn-raft-log`.
 //! - [`state_machine`]: `RaftStateMachine` over `cairn-kv`.
+//! - [`network`]: the peer RPCs over gRPC; replication runs as a pipeline
+//!   over one stream per follower (`append_stream`), forwarded requests in
+//!   batches over one stream per member ([`forward_stream`]).
 
 mod append_stream;
 pub mod forward_stream;
