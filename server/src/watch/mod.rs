@@ -2,7 +2,7 @@
 //!
 //! Events come from the state machine as each write is applied: one
 //! [`RevEvents`] per revision, broadcast on a bounded channel. Each gRPC
-//! stream is served by one task ([`stream`]) holding all its watchers:
+//! stream is served by one task (`stream`) holding all its watchers:
 //! those caught up (*synced*) take each revision from the broadcast as it
 //! arrives; those behind — starting in the past, or after a gap (the
 //! broadcast overflowed, or a snapshot was installed) — read history from
@@ -11,7 +11,7 @@
 //! only its own stream. Every revision that changed the store has at
 //! least one event, so a jump in revisions is a gap.
 //!
-//! Modules: [`filter`] (what a watcher selects), [`stream`] (one stream's
+//! Modules: `filter` (what a watcher selects), `stream` (one stream's
 //! watchers, progress notifications and RequestProgress answers).
 
 mod filter;
