@@ -510,7 +510,7 @@ async fn join_identity(config: &Config) -> Result<Identity, StartError> {
     let mut last_err = String::new();
     while Instant::now() < deadline {
         for url in &others {
-            match peers.forward(url, &ForwardRequest::ClusterInfo).await {
+            match peers.forward(url, ForwardRequest::ClusterInfo).await {
                 Ok(ForwardResponse::ClusterInfo {
                     cluster_id,
                     members,
@@ -695,7 +695,7 @@ impl Inner {
                     .peers
                     .forward(
                         url,
-                        &ForwardRequest::Write(crate::raft::Command(cmd.clone())),
+                        ForwardRequest::Write(crate::raft::Command(cmd.clone())),
                     )
                     .await
                 {
@@ -733,7 +733,7 @@ impl Inner {
             .peer_urls
             .first()
             .ok_or_else(|| Status::unavailable(msg::NO_LEADER))?;
-        match self.peers.forward(url, &req).await {
+        match self.peers.forward(url, req).await {
             Ok(ForwardResponse::NotLeader) | Err(_) => Ok(None),
             Ok(r) => Ok(Some(r)),
         }
@@ -801,7 +801,7 @@ impl Inner {
                         .peer_urls
                         .first()
                         .ok_or_else(|| Status::unavailable(msg::NO_LEADER))?;
-                    match self.peers.forward(url, &ForwardRequest::ReadIndex).await {
+                    match self.peers.forward(url, ForwardRequest::ReadIndex).await {
                         Ok(ForwardResponse::ReadIndex(i)) => i,
                         Ok(ForwardResponse::Error(e)) => return Err(e.into()),
                         Ok(_) | Err(_) => {
@@ -844,7 +844,7 @@ impl Inner {
                     .ok_or_else(|| Status::unavailable(msg::NO_LEADER))?;
                 match self
                     .peers
-                    .forward(url, &ForwardRequest::Membership(change.clone()))
+                    .forward(url, ForwardRequest::Membership(change.clone()))
                     .await
                 {
                     Ok(ForwardResponse::Membership) => return Ok(()),
@@ -1088,7 +1088,7 @@ impl Inner {
                         members,
                         membership_index,
                         ..
-                    }) = me.peers.forward(url, &ForwardRequest::ClusterInfo).await
+                    }) = me.peers.forward(url, ForwardRequest::ClusterInfo).await
                     {
                         if membership_index > mine && !members.iter().any(|(id, _)| *id == me.id) {
                             tracing::warn!("this member has been removed from the cluster");

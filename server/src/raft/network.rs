@@ -161,19 +161,12 @@ impl Peers {
     /// yet (joining) and for the cluster info it asks for, as a call of
     /// its own. An error for which [`forward_stream::is_not_sent`] holds
     /// means the request never left this member.
-    pub async fn forward(
-        &self,
-        url: &str,
-        req: &ForwardRequest,
-    ) -> Result<ForwardResponse, Status> {
+    pub async fn forward(&self, url: &str, req: ForwardRequest) -> Result<ForwardResponse, Status> {
         if self.cluster_id == 0 || matches!(req, ForwardRequest::ClusterInfo) {
-            return self.forward_unary(url, req).await;
+            return self.forward_unary(url, &req).await;
         }
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let mut job = forward_stream::Job {
-            req: req.clone(),
-            answer,
-        };
+        let mut job = forward_stream::Job { req, answer };
         // A pipe found closed (its stream broke) is replaced once.
         for _ in 0..2 {
             let pipe = {

@@ -447,14 +447,19 @@ impl Hub {
             w.quiet = true;
         }
         for (id, rev) in due {
-            let header = Some(self.node.inner.header(rev));
-            self.send(Ok(pb::WatchResponse {
-                header,
-                watch_id: id,
-                ..Default::default()
-            }))
-            .await;
+            self.send_progress(id, rev).await;
         }
+    }
+
+    /// A progress notification: no events, header at `rev`.
+    async fn send_progress(&mut self, watch_id: i64, rev: i64) {
+        let header = Some(self.node.inner.header(rev));
+        self.send(Ok(pb::WatchResponse {
+            header,
+            watch_id,
+            ..Default::default()
+        }))
+        .await;
     }
 
     /// Answers a pending RequestProgress once every watcher has delivered
@@ -478,13 +483,7 @@ impl Hub {
             .min(current);
         if delivered >= self.progress_target && delivered >= self.sent {
             self.progress_target = 0;
-            let header = Some(self.node.inner.header(delivered));
-            self.send(Ok(pb::WatchResponse {
-                header,
-                watch_id: INVALID_WATCH_ID,
-                ..Default::default()
-            }))
-            .await;
+            self.send_progress(INVALID_WATCH_ID, delivered).await;
         }
     }
 }
