@@ -2,8 +2,8 @@
 //! queue, processed in submission order by whoever holds the [`Writer`]
 //! (the *leader*), so appends, truncations and purges never interleave.
 //!
-//! The leader takes every command waiting (up to `MAX_BATCH_BYTES` of
-//! entries), encodes them into one buffer, writes it with one `write`,
+//! The leader takes every command waiting, encodes them into one buffer
+//! (written out whenever it passes `MAX_BATCH_BYTES`), writes it with one `write`,
 //! makes it durable with one `fdatasync`, and only then runs each append's
 //! completion. So N concurrent appenders share one fsync, and no completion
 //! runs before its bytes are on disk.
@@ -19,7 +19,7 @@
 //! every later call get an error; nothing is retried (the kernel may have
 //! dropped the dirty pages, so a retried fsync could falsely succeed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -53,7 +53,7 @@ impl Done {
     }
 }
 
-/// Entry bytes gathered into one write at most.
+/// Encoded bytes gathered into one write at most.
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
 pub(crate) enum Cmd {
@@ -83,7 +83,7 @@ pub(crate) enum Cmd {
 /// Commands waiting for a leader.
 #[derive(Default)]
 pub(crate) struct Queue {
-    pub(crate) cmds: std::collections::VecDeque<Cmd>,
+    pub(crate) cmds: VecDeque<Cmd>,
     /// Set when the log is dropped: the background leader exits.
     pub(crate) closed: bool,
     /// Set when callback appends are waiting for the background leader.
@@ -91,21 +91,6 @@ pub(crate) struct Queue {
     /// The background leader is parked on the condvar (only then is a
     /// notify, a syscall, needed).
     pub(crate) parked: bool,
-}
-
-/// Takes the next batch of commands off the queue.
-fn take_batch(shared: &Shared) -> Vec<Cmd> {
-    let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    while bytes < MAX_BATCH_BYTES {
-        let Some(c) = q.cmds.pop_front() else { break };
-        if let Cmd::Append { entries, .. } = &c {
-            bytes += entries.iter().map(|e| e.payload.len() + 25).sum::<usize>();
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Leads while there is work and nobody else leads.
@@ -116,11 +101,25 @@ pub(crate) fn drive(shared: &Shared) {
             return;
         };
         loop {
-            let cmds = take_batch(shared);
-            if cmds.is_empty() {
+            // Everything queued, in one swap with the (empty) deque the
+            // last batch left behind: the queue's lock is held for O(1).
+            let mut cmds = std::mem::take(&mut w.spare);
+            std::mem::swap(
+                &mut shared
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .cmds,
+                &mut cmds,
+            );
+            let empty = cmds.is_empty();
+            if !empty {
+                w.process(&mut cmds);
+            }
+            w.spare = cmds;
+            if empty {
                 break;
             }
-            w.process(cmds);
         }
         drop(w);
         if shared
@@ -177,10 +176,15 @@ pub(crate) struct Writer {
     pub(crate) zeroed_until: u64,
     /// Encoding buffer, reused across batches.
     pub(crate) buf: Vec<u8>,
+    /// Reused across batches (no allocation per batch): the command deque
+    /// swapped with the queue's, and the batch's completions and positions.
+    pub(crate) spare: VecDeque<Cmd>,
+    pub(crate) batch_done: Vec<Done>,
+    pub(crate) batch_placed: Vec<Placed>,
 }
 
 /// An entry placed in a segment by the current batch.
-struct Placed {
+pub(crate) struct Placed {
     index: u64,
     seq: u64,
     offset: u64,
@@ -202,13 +206,13 @@ impl Writer {
         self.shared.poisoned.store(true, Ordering::Release);
     }
 
-    fn process(&mut self, cmds: Vec<Cmd>) {
+    fn process(&mut self, cmds: &mut VecDeque<Cmd>) {
         let mut batch = Batch {
             buf: std::mem::take(&mut self.buf),
-            done: Vec::new(),
-            placed: Vec::new(),
+            done: std::mem::take(&mut self.batch_done),
+            placed: std::mem::take(&mut self.batch_placed),
         };
-        for cmd in cmds {
+        for cmd in cmds.drain(..) {
             if self.poisoned() {
                 fail(cmd);
                 continue;
@@ -219,6 +223,8 @@ impl Writer {
                     batch.done.push(done);
                     if r.is_err() {
                         self.finish_failed(&mut batch);
+                    } else if batch.buf.len() >= MAX_BATCH_BYTES {
+                        self.flush(&mut batch);
                     }
                 }
                 Cmd::Committed(i) => {
@@ -249,6 +255,8 @@ impl Writer {
         self.flush(&mut batch);
         batch.buf.clear();
         self.buf = batch.buf;
+        self.batch_done = batch.done;
+        self.batch_placed = batch.placed;
     }
 
     fn guard(&self, r: Result<()>) -> Result<()> {

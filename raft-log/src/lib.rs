@@ -295,6 +295,9 @@ impl RaftLog {
             active_len: rec.active_len,
             zeroed_until: rec.active_len,
             buf: Vec::new(),
+            spare: VecDeque::new(),
+            batch_done: Vec::new(),
+            batch_placed: Vec::new(),
         };
         let shared = Arc::new(Shared {
             core,
