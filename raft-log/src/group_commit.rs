@@ -1,5 +1,5 @@
 //! Group commit. Every change to the segment files is a command in one
-//! queue, processed in submission order by whoever holds the [`Writer`]
+//! queue, processed in submission order by whoever holds the `Writer`
 //! (the *leader*), so appends, truncations and purges never interleave.
 //!
 //! The leader takes every command waiting, encodes them into one buffer
