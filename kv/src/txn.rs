@@ -1,7 +1,7 @@
 //! Writes: request validation with etcd's rules, and the write transaction
 //! that executes puts, deletes and txns against the key index.
 //!
-//! A [`WriteTxn`] mutates the key index as it goes, so later operations see
+//! A `WriteTxn` mutates the key index as it goes, so later operations see
 //! earlier ones, and keeps an undo log: if an operation fails midway or the
 //! backend refuses the batch, the index is rolled back and nothing of the
 //! transaction is visible. All changes of one transaction share one main
