@@ -149,6 +149,10 @@ impl FjallBackend {
             // Journals are replayed on open: keep them short so a restart
             // does not read back more than this.
             .max_journaling_size(128 << 20)
+            // Uncompressed journal: a large batch (a revoke's run of
+            // tombstones) is written as is rather than compressed while
+            // the writes behind it wait; batches are small otherwise.
+            .journal_compression(fjall::CompressionType::None)
             .temporary(temporary)
             .open()?;
         let kv = db.keyspace("kv", || {
