@@ -336,9 +336,18 @@ async fn config_file_with_etcd_keys() {
         assert!(std::time::Instant::now() < deadline, "never came up");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
+    // The member runs without transparent huge pages (see main.rs).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
     let _ = child.kill();
     let _ = child.wait();
     assert!(out.contains(&format!("http://127.0.0.1:{pp}")), "{out}");
+    let status = status.expect("read /proc/PID/status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])),
+        "{status}"
+    );
 
     // Unknown keys are an error, not silently ignored.
     std::fs::write(&cfg, "name: x\nno-such-key: 1\n").expect("write");
