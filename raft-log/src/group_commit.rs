@@ -56,6 +56,10 @@ impl Done {
 /// Encoded bytes gathered into one write at most.
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
+/// The leader keeps its per-batch vectors for the next batch up to this
+/// many elements; a burst beyond it does not stay allocated.
+const KEEP_CAPACITY: usize = 4096;
+
 pub(crate) enum Cmd {
     Append {
         entries: Vec<Entry>,
@@ -116,7 +120,9 @@ pub(crate) fn drive(shared: &Shared) {
             if !empty {
                 w.process(&mut cmds);
             }
-            w.spare = cmds;
+            if cmds.capacity() <= KEEP_CAPACITY {
+                w.spare = cmds;
+            }
             if empty {
                 break;
             }
@@ -255,8 +261,12 @@ impl Writer {
         self.flush(&mut batch);
         batch.buf.clear();
         self.buf = batch.buf;
-        self.batch_done = batch.done;
-        self.batch_placed = batch.placed;
+        if batch.done.capacity() <= KEEP_CAPACITY {
+            self.batch_done = batch.done;
+        }
+        if batch.placed.capacity() <= KEEP_CAPACITY {
+            self.batch_placed = batch.placed;
+        }
     }
 
     fn guard(&self, r: Result<()>) -> Result<()> {

@@ -9,6 +9,7 @@
 //!   segment and offset, or (damage inside the final record) cuts it; never
 //!   serves a wrong entry.
 //! - A failed fsync poisons the log.
+//! - A batch larger than the write limit is written in parts, in order.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -408,4 +409,54 @@ fn concurrent_blocking_appends_share_leaders_and_all_land() {
     drop(log);
     let log = RaftLog::open(dir.path(), small_segments()).unwrap();
     assert_eq!(check_clean(&log), 1600);
+}
+
+#[test]
+fn a_batch_past_the_write_limit_is_written_in_parts_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first sync of an append batch stalls, so the later appends queue
+    // behind it and the next batch holds all of them (up to 6 × 3 MiB):
+    // written in parts of at most three entries (9 MiB), never 18 MiB at
+    // once, so the 7 entries take 3 batches in all.
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (hook_syncs, hook_armed) = (Arc::clone(&syncs), Arc::clone(&armed));
+    let opts = Options {
+        max_segment_bytes: 64 << 20,
+        cache_bytes: 1 << 20,
+        fault: Some(Arc::new(move |f| {
+            if f == Fault::Sync
+                && hook_armed.load(Ordering::SeqCst)
+                && hook_syncs.fetch_add(1, Ordering::SeqCst) == 0
+            {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            false
+        })),
+    };
+    let log = RaftLog::open(dir.path(), opts).unwrap();
+    armed.store(true, Ordering::SeqCst);
+    let big = |i: u64| Bytes::from(vec![i as u8; 3 << 20]);
+    let done = Arc::new(Mutex::new(Vec::new()));
+    for i in 1..=7u64 {
+        let done = Arc::clone(&done);
+        log.append_with(
+            vec![Entry {
+                index: i,
+                term: 1,
+                payload: big(i),
+            }],
+            move |r| done.lock().unwrap().push((i, r.is_ok())),
+        )
+        .unwrap();
+    }
+    log.sync().unwrap();
+    let done = done.lock().unwrap().clone();
+    assert_eq!(done, (1..=7).map(|i| (i, true)).collect::<Vec<_>>());
+    assert_eq!(log.stats().batches, 3, "{:?}", log.stats());
+    drop(log);
+    let log = RaftLog::open(dir.path(), Options::default()).unwrap();
+    for i in 1..=7u64 {
+        assert_eq!(log.entry(i).unwrap().unwrap().payload, big(i));
+    }
 }
