@@ -39,15 +39,15 @@
 //! `cargo bench -p cairn-raft-log` measures appends/s of 256-byte entries
 //! with 1, 16 and 256 concurrent appenders beside the raw write+fdatasync
 //! rate of the same disk, with the allocator the `cairn` server uses
-//! (mimalloc). Three runs on a 2-vCPU VM with a virtio disk (2026-12-01):
+//! (mimalloc). Four runs on a 2-vCPU VM with a virtio disk (2026-12-01):
 //!
 //! | case | result |
 //! |---|---|
-//! | raw write + fdatasync (281 B) | 76–88 µs, 11.4–13.1 k/s |
-//! | one blocking append | 50–57 µs (0.57–0.70× raw: the caller leads its own write) |
-//! | 1 / 16 / 256 async appenders | 13.4–14.6 k / 118–131 k / 676–730 k entries/s |
+//! | raw write + fdatasync (281 B) | 76–93 µs, 10.7–13.1 k/s |
+//! | one blocking append | 50–60 µs (0.57–0.70× raw: the caller leads its own write) |
+//! | 1 / 16 / 256 async appenders | 13.0–14.6 k / 115–131 k / 582–730 k entries/s |
 //!
-//! With 256 appenders the log reaches 56–61× the raw rate of the same run
+//! With 256 appenders the log reaches 54–61× the raw rate of the same run
 //! (goal 50×): a batch holds ~130 entries and costs ~100 µs of fdatasync
 //! plus the leader's CPU (encode, write, ~130 wake-ups). On tmpfs, where a
 //! sync costs nothing, the same load stays under 900 k/s on these 2 cores:
