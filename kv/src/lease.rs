@@ -23,17 +23,23 @@
 //! tombstones of its keys), like every other write. Which keys a lease
 //! holds is not stored separately: opening the store derives it from the
 //! latest record of each live key.
+//!
+//! A revoke is durable and visible with its batch; only the in-memory key
+//! index lags behind it for a while (see `crate::revoke`). A crash in
+//! that window loses nothing: the index is rebuilt from the records,
+//! tombstones included.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
-use crate::record::Meta;
-use crate::request::{Applied, Event, EventKind};
+use crate::record::{self, Meta, Record};
+use crate::request::{Applied, Event, EventKind, KeyValue};
+use crate::revision::Revision;
+use crate::revoke::{self, PendingRevoke};
 use crate::store::Store;
-use crate::txn::WriteTxn;
 
 /// Prefix of lease entries.
 pub const LEASE_PREFIX: u8 = b'l';
@@ -54,7 +60,9 @@ pub struct Lease {
 pub(crate) struct LeaseEntry {
     pub(crate) ttl: i64,
     pub(crate) remaining_ttl: i64,
-    pub(crate) keys: BTreeSet<Bytes>,
+    /// Attached key → revision of its latest put (the one that attached
+    /// it): a revoke's events name it without asking the index.
+    pub(crate) keys: BTreeMap<Bytes, Revision>,
 }
 
 /// The lease table in memory.
@@ -121,19 +129,20 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<Leases> {
             LeaseEntry {
                 ttl: l.ttl,
                 remaining_ttl: l.remaining_ttl,
-                keys: BTreeSet::new(),
+                keys: BTreeMap::new(),
             },
         );
     }
     Ok(leases)
 }
 
-/// Moves keys between leases as `events` say (in order). `key_lease` maps
-/// each live key attached to a lease to that lease (the reverse of the
-/// leases' key sets), so a write learns a key's old lease without reading
-/// its previous value.
+/// Moves keys between leases as `events` say (in order; the events of ONE
+/// revision, so an event's position is its sub-revision). `key_lease`
+/// maps each live key attached to a lease to that lease (the reverse of
+/// the leases' key sets), so a write learns a key's old lease without
+/// reading its previous value.
 pub(crate) fn track(leases: &mut Leases, key_lease: &mut KeyLeases, events: &[Event]) {
-    for ev in events {
+    for (sub, ev) in events.iter().enumerate() {
         let attach = ev.kind == EventKind::Put && ev.kv.lease != 0;
         // The event's key is the index's (see `WriteTxn::put`): cloning
         // shares it.
@@ -149,7 +158,8 @@ pub(crate) fn track(leases: &mut Leases, key_lease: &mut KeyLeases, events: &[Ev
         }
         if attach {
             if let Some(l) = leases.get_mut(&ev.kv.lease) {
-                l.keys.insert(ev.kv.key.clone());
+                let at = Revision::new(ev.kv.mod_revision, sub as i64);
+                l.keys.insert(ev.kv.key.clone(), at);
             }
         }
     }
@@ -178,7 +188,7 @@ impl<B: Backend> Store<B> {
             LeaseEntry {
                 ttl,
                 remaining_ttl: 0,
-                keys: BTreeSet::new(),
+                keys: BTreeMap::new(),
             },
         );
         st.applied = Some(applied);
@@ -188,27 +198,71 @@ impl<B: Backend> Store<B> {
     /// Revokes lease `id`: deletes every key attached to it in one revision
     /// (key order) and forgets the lease. The response is the number of keys
     /// deleted. Fails with [`Error::LeaseNotFound`] for an unknown lease.
+    ///
+    /// The tombstones (one run) and the events are made from the lease's
+    /// own key map; the key index catches up afterwards, in bounded steps
+    /// (see `crate::revoke`), so the revoke does not hold the state lock
+    /// for an index update per key.
     pub fn lease_revoke(&self, id: i64, applied: &[u8]) -> Result<Applied<i64>> {
         let inner = self.inner();
         inner.check()?;
         let mut st = inner.write_state()?;
-        // Out of the table first, so the deletes do not detach its keys
-        // one by one; back in if the write fails.
-        let Some(lease) = st.leases.remove(&id) else {
+        let Some(lease) = st.leases.get(&id) else {
             return Err(Error::LeaseNotFound);
         };
-        let keys: Vec<Bytes> = lease.keys.iter().cloned().collect();
-        let mut tx = WriteTxn::new(&inner.backend, &mut st);
-        let deleted = tx.delete_keys(&keys);
-        let mut extra = WriteBatch::new();
-        extra.delete(lease_key(id));
-        let committed = tx.commit_with(applied, extra);
-        if committed.is_err() {
-            st.leases.insert(id, lease);
+        let rev = st.current + 1;
+        let n = lease.keys.len();
+        let mut events: Vec<Event> = Vec::with_capacity(n);
+        // The tombstone run (see `record`): tag, count, then each key.
+        let mut run = BytesMut::with_capacity(5 + n * 40);
+        run.put_u8(2);
+        run.put_u32(n as u32);
+        for (key, prev) in &lease.keys {
+            run.put_u32(key.len() as u32);
+            run.put_slice(key);
+            events.push(Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: key.clone(),
+                    mod_revision: rev,
+                    ..Default::default()
+                },
+                prev_kv: None,
+                prev_revision: Some(*prev),
+            });
         }
-        let (revision, events) = inner.guard(committed)?;
+        let mut batch = WriteBatch::new();
+        let first = record::record_key(Revision::new(rev, 0));
+        match &events[..] {
+            [] => {}
+            [one] => batch.put(first, Record::Tombstone(one.kv.key.clone()).encode()),
+            _ => batch.put(first, run.freeze()),
+        }
+        if n > 0 {
+            batch.put(Meta::Current.key(), record::encode_i64(rev));
+        }
+        batch.delete(lease_key(id));
+        let applied = Bytes::copy_from_slice(applied);
+        batch.put(Meta::Applied.key(), applied.clone());
+        // Nothing in memory changed yet: a failed write leaves it as is.
+        inner.guard(inner.backend.write(batch).map_err(Error::Backend))?;
+        let lease = st.leases.remove(&id);
+        if let Some(lease) = lease.filter(|_| n > 0) {
+            st.current = rev;
+            st.revokes.push_back(PendingRevoke {
+                rev,
+                keys: lease.keys,
+                next_sub: 0,
+            });
+        }
+        st.applied = Some(applied);
+        let revision = st.current;
+        drop(st);
+        if n > 0 {
+            revoke::kick(inner);
+        }
         Ok(Applied {
-            response: deleted,
+            response: n as i64,
             events,
             revision,
         })
@@ -253,7 +307,7 @@ impl<B: Backend> Store<B> {
         self.inner()
             .read_state()
             .ok()
-            .and_then(|st| st.leases.get(&id).map(|l| l.keys.iter().cloned().collect()))
+            .and_then(|st| st.leases.get(&id).map(|l| l.keys.keys().cloned().collect()))
             .unwrap_or_default()
     }
 
@@ -275,21 +329,20 @@ impl<B: Backend> Store<B> {
     }
 }
 
-/// Attaches each live key's lease, from `key_lease` (key → lease of its
-/// latest put), to the lease table.
-/// Attaches keys to their leases on open, from each key's latest lease;
-/// returns the key → lease map of the keys attached. `live_key` gives the
-/// index's own copy of a key that is live.
+/// Attaches keys to their leases on open, from each key's latest lease
+/// (`key_lease`: key → lease of its latest put); returns the key → lease
+/// map of the keys attached. `live_key` gives, for a key that is live, the
+/// index's own copy of it and the revision of its latest put.
 pub(crate) fn attach(
     leases: &mut Leases,
     key_lease: BTreeMap<Bytes, i64>,
-    live_key: impl Fn(&Bytes) -> Option<Bytes>,
+    live_key: impl Fn(&Bytes) -> Option<(Bytes, Revision)>,
 ) -> KeyLeases {
     let mut attached = KeyLeases::new();
     for (key, id) in key_lease {
         if let Some(l) = leases.get_mut(&id) {
-            if let Some(key) = live_key(&key) {
-                l.keys.insert(key.clone());
+            if let Some((key, at)) = live_key(&key) {
+                l.keys.insert(key.clone(), at);
                 attached.insert(key, id);
             }
         }

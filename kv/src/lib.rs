@@ -10,6 +10,8 @@
 //! - [`range`]: which records a range reads; filters, sort and limit.
 //! - [`txn`]: request validation (etcd's rules) and the write transaction.
 //! - [`lease`]: the lease table: grant, revoke (one-revision delete), checkpoint.
+//! - `revoke`: revokes whose index updates are still pending (bounded
+//!   background steps; reads and writes touching their keys settle them).
 //! - [`compact`]: logical and physical (background, bounded-step) compaction.
 //! - [`hash`]: consistency hashes.
 //! - [`backend`]: the narrow [`Backend`] trait and its fjall (LSM) implementation.
@@ -45,7 +47,10 @@
 //! key → lease map). Events name the previous record
 //! ([`Event::prev_revision`]) and the watchers that want `prev_kv` read it
 //! ([`Store::fill_prev_kv`]), off the write path. A revoke's tombstones go
-//! to the backend as one entry; its cost is the index work for each key.
+//! to the backend as one entry, its events are made from the lease's own
+//! key map, and the key index catches up afterwards in bounded steps (see
+//! `revoke`), so a revoke holds the writes behind it for about a memory
+//! copy per key, not an index update per key.
 //! A range reads each record by revision: one point lookup per key.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -61,6 +66,7 @@ pub mod range;
 pub mod record;
 pub mod request;
 pub mod revision;
+mod revoke;
 pub mod snapshot;
 pub mod store;
 pub mod txn;

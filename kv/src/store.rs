@@ -48,6 +48,7 @@ use crate::request::{
     RangeRequest, RangeResponse, TxnRequest, TxnResponse, Write, Written,
 };
 use crate::revision::Revision;
+use crate::revoke;
 use crate::txn::{self, WriteTxn};
 
 /// Tuning knobs of a [`Store`].
@@ -58,6 +59,12 @@ pub struct Options {
     pub compaction_batch: usize,
     /// Pause between compaction steps, so writes are not starved.
     pub compaction_pause: Duration,
+    /// Keys of a revoked lease whose index entries the background revoker
+    /// updates per step (see [`crate::revoke`]); 0 = none: only a read or
+    /// write that touches them brings them up to date.
+    pub revoke_step: usize,
+    /// Pause between revoker steps.
+    pub revoke_pause: Duration,
 }
 
 impl Default for Options {
@@ -65,6 +72,8 @@ impl Default for Options {
         Self {
             compaction_batch: 1000,
             compaction_pause: Duration::from_millis(1),
+            revoke_step: 256,
+            revoke_pause: Duration::from_millis(1),
         }
     }
 }
@@ -84,6 +93,8 @@ pub(crate) struct State {
     pub(crate) leases: lease::Leases,
     /// The same attachments by key (see [`lease::track`]).
     pub(crate) key_lease: lease::KeyLeases,
+    /// Revokes whose tombstones are not all in `index` yet.
+    pub(crate) revokes: revoke::Pending,
 }
 
 pub(crate) struct Inner<B> {
@@ -101,6 +112,8 @@ pub(crate) struct Inner<B> {
     /// a compaction step planned before must not delete anything.
     pub(crate) epoch: std::sync::atomic::AtomicU64,
     pub(crate) options: Options,
+    pub(crate) revoker: Mutex<revoke::RevokerStatus>,
+    pub(crate) revoker_cv: Condvar,
 }
 
 impl<B: Backend> Inner<B> {
@@ -151,6 +164,7 @@ impl<B: Backend> Inner<B> {
 pub struct Store<B: Backend = FjallBackend> {
     pub(crate) inner: Arc<Inner<B>>,
     compactor: Option<JoinHandle<()>>,
+    revoker: Option<JoinHandle<()>>,
 }
 
 impl Store<FjallBackend> {
@@ -198,15 +212,30 @@ impl<B: Backend> Store<B> {
             compaction_cv: Condvar::new(),
             epoch: std::sync::atomic::AtomicU64::new(0),
             options,
+            revoker: Mutex::new(revoke::RevokerStatus::default()),
+            revoker_cv: Condvar::new(),
         });
         let worker = Arc::clone(&inner);
         let compactor = std::thread::Builder::new()
             .name("cairn-kv-compactor".into())
             .spawn(move || compact::run(worker))
             .map_err(|e| Error::Backend(Box::new(e)))?;
+        let worker = Arc::clone(&inner);
+        let revoker = std::thread::Builder::new()
+            .name("cairn-kv-revoker".into())
+            .spawn(move || revoke::run(worker));
+        let revoker = match revoker {
+            Ok(h) => h,
+            Err(e) => {
+                compact::stop(&inner);
+                let _ = compactor.join();
+                return Err(Error::Backend(Box::new(e)));
+            }
+        };
         Ok(Self {
             inner,
             compactor: Some(compactor),
+            revoker: Some(revoker),
         })
     }
 
@@ -229,11 +258,23 @@ impl<B: Backend> Store<B> {
         self.inner.read_state().ok().and_then(|s| s.applied.clone())
     }
 
+    /// Keys of revoked leases not yet updated in the key index (see
+    /// [`Options::revoke_step`]); they read as deleted all the same.
+    pub fn pending_revoked_keys(&self) -> usize {
+        self.inner
+            .read_state()
+            .map(|s| revoke::pending_keys(&s))
+            .unwrap_or(0)
+    }
+
     /// Number of keys live now.
     pub fn key_count(&self) -> usize {
         self.inner
             .read_state()
-            .map(|s| s.index.values().filter(|ki| ki.is_live()).count())
+            .map(|s| {
+                let live = s.index.values().filter(|ki| ki.is_live()).count();
+                live - revoke::pending_keys(&s)
+            })
             .unwrap_or(0)
     }
 
@@ -243,7 +284,12 @@ impl<B: Backend> Store<B> {
         txn::validate_range(req)?;
         let _reading = self.inner.reading()?;
         let (plan, current) = {
-            let st = self.inner.read_state()?;
+            let mut st = self.inner.read_state()?;
+            if revoke::touches(&st.revokes, &req.key, &req.range_end) {
+                drop(st);
+                revoke::settle(&mut *self.inner.write_state()?, usize::MAX);
+                st = self.inner.read_state()?;
+            }
             (
                 range::plan(&st.index, st.current, st.compacted, req)?,
                 st.current,
@@ -259,13 +305,19 @@ impl<B: Backend> Store<B> {
     }
 
     /// Runs one write transaction and commits it with `applied`.
+    /// `w` is the request `f` runs, if any: pending revokes it touches
+    /// are settled first.
     fn write<R>(
         &self,
         applied: &[u8],
+        w: Option<Write<'_>>,
         f: impl FnOnce(&mut WriteTxn<'_, B>) -> Result<R>,
     ) -> Result<Applied<R>> {
         self.inner.check()?;
         let mut st = self.inner.write_state()?;
+        if let Some(w) = &w {
+            revoke::settle_for(&mut st, w);
+        }
         let mut tx = WriteTxn::new(&self.inner.backend, &mut st);
         let response = match f(&mut tx) {
             Ok(r) => r,
@@ -285,7 +337,7 @@ impl<B: Backend> Store<B> {
     /// Puts a key (etcd's Put). `applied` is stored with the write.
     pub fn put(&self, req: &PutRequest, applied: &[u8]) -> Result<Applied<PutResponse>> {
         txn::validate_put(req)?;
-        self.write(applied, |tx| tx.put(req))
+        self.write(applied, Some(Write::Put(req)), |tx| tx.put(req))
     }
 
     /// Deletes a key or range (etcd's DeleteRange).
@@ -295,7 +347,9 @@ impl<B: Backend> Store<B> {
         applied: &[u8],
     ) -> Result<Applied<DeleteRangeResponse>> {
         txn::validate_delete(req)?;
-        self.write(applied, |tx| tx.delete_range(req))
+        self.write(applied, Some(Write::DeleteRange(req)), |tx| {
+            tx.delete_range(req)
+        })
     }
 
     /// Runs a transaction (etcd's Txn). Validates shape and duplicate keys
@@ -303,7 +357,7 @@ impl<B: Backend> Store<B> {
     /// [`crate::validate_txn`] before proposing.
     pub fn txn(&self, req: &TxnRequest, applied: &[u8]) -> Result<Applied<TxnResponse>> {
         txn::validate_txn(req, usize::MAX)?;
-        self.write(applied, |tx| tx.txn(req))
+        self.write(applied, Some(Write::Txn(req)), |tx| tx.txn(req))
     }
 
     /// Applies several writes as ONE backend batch: each gets its own
@@ -337,6 +391,7 @@ impl<B: Backend> Store<B> {
                 out.push(Err(e));
                 continue;
             }
+            revoke::settle_for(&mut st, w);
             let mut tx = WriteTxn::new(&self.inner.backend, &mut st).with_staged(&staged);
             let r = match w {
                 Write::Put(r) => tx.put(r).map(Written::Put),
@@ -381,7 +436,7 @@ impl<B: Backend> Store<B> {
     /// Stores `applied` without changing any key (for commands that write
     /// nothing, so a restart does not replay them).
     pub fn record_applied(&self, applied: &[u8]) -> Result<()> {
-        self.write(applied, |_| Ok(())).map(|_| ())
+        self.write(applied, None, |_| Ok(())).map(|_| ())
     }
 
     /// Compacts history at `rev` (etcd's Compact): reads below `rev` fail
@@ -391,6 +446,8 @@ impl<B: Backend> Store<B> {
         self.inner.check()?;
         let current = {
             let mut st = self.inner.write_state()?;
+            // Compacting the index needs every tombstone in it.
+            revoke::settle(&mut st, usize::MAX);
             if rev <= st.compacted {
                 return Err(Error::Compacted {
                     requested: rev,
@@ -437,7 +494,12 @@ impl<B: Backend> Store<B> {
     /// history, whatever their physical compaction progress.
     pub fn hash_kv(&self, rev: i64) -> Result<HashKv> {
         self.inner.check()?;
-        let st = self.inner.read_state()?;
+        let mut st = self.inner.read_state()?;
+        if !st.revokes.is_empty() {
+            drop(st);
+            revoke::settle(&mut *self.inner.write_state()?, usize::MAX);
+            st = self.inner.read_state()?;
+        }
         let at = if rev == 0 { st.current } else { rev };
         range::read_revision(st.current, st.compacted, at)?;
         let hash = self
@@ -466,7 +528,11 @@ impl<B: Backend> Store<B> {
 impl<B: Backend> Drop for Store<B> {
     fn drop(&mut self) {
         compact::stop(&self.inner);
+        revoke::stop(&self.inner);
         if let Some(h) = self.compactor.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.revoker.take() {
             let _ = h.join();
         }
     }
@@ -535,7 +601,7 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
         index
             .get_key_value(k)
             .filter(|(_, ki)| ki.is_live())
-            .map(|(k, _)| k.clone())
+            .and_then(|(k, ki)| Some((k.clone(), ki.last_revision()?)))
     });
     let state = State {
         index,
@@ -544,6 +610,7 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
         applied,
         leases,
         key_lease,
+        revokes: revoke::Pending::new(),
     };
     Ok((state, scheduled, finished))
 }

@@ -366,29 +366,6 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         })
     }
 
-    /// Deletes each of `keys` that is live (a lease revoke: keys known
-    /// exactly, so no range walk), like [`WriteTxn::delete_range`] without
-    /// `prev_kv`. Returns how many were deleted.
-    pub(crate) fn delete_keys(&mut self, keys: &[Bytes]) -> i64 {
-        let at = self.rev();
-        self.changes.reserve(keys.len());
-        self.events.reserve(keys.len());
-        self.undo.reserve(keys.len());
-        let mut deleted = 0;
-        for key in keys {
-            let rev = self.next_revision();
-            let Some(ki) = self.state.index.get_mut(key) else {
-                continue;
-            };
-            let Some(prev) = ki.get(at) else { continue };
-            if ki.tombstone(rev) {
-                deleted += 1;
-                self.tombstoned(key, rev, prev.modified, None);
-            }
-        }
-        deleted
-    }
-
     /// Records the tombstone just put in the index for `key` at `rev`: its
     /// undo, its record and its DELETE event.
     fn tombstoned(

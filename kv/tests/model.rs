@@ -740,8 +740,26 @@ proptest! {
 
     #[test]
     fn store_matches_model(ops in prop::collection::vec(op(), 1..60)) {
+        check_model(&ops, &Options::default())?;
+    }
+
+    /// Revoked keys reach the index only when a read or write touches
+    /// them: every other operation runs with revokes pending.
+    #[test]
+    fn store_matches_model_with_revokes_pending(ops in prop::collection::vec(op(), 1..60)) {
+        let opts = Options { revoke_step: 0, ..Options::default() };
+        check_model(&ops, &opts)?;
+    }
+}
+
+fn open(path: &std::path::Path, opts: &Options) -> Store {
+    Store::open_with(FjallBackend::open(path).unwrap(), opts.clone()).unwrap()
+}
+
+fn check_model(ops: &[Op], opts: &Options) -> Result<(), TestCaseError> {
+    {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open_path(dir.path()).unwrap();
+        let mut store = open(dir.path(), opts);
         let mut model = Model::new();
         let mut images = Vec::new();
         let mut path = dir.path().to_path_buf();
@@ -749,7 +767,7 @@ proptest! {
             if let Op::Reopen = op {
                 store.flush().unwrap();
                 drop(store);
-                store = Store::open_path(&path).unwrap();
+                store = open(&path, opts);
                 prop_assert_eq!(store.current_revision(), model.current());
                 prop_assert_eq!(store.compacted_revision(), model.compacted);
                 prop_assert_eq!(leases_of(&store), model_leases(&model));
@@ -759,7 +777,7 @@ proptest! {
                 let mut img = Vec::new();
                 store.export(&mut img).unwrap();
                 let d = tempfile::tempdir().unwrap();
-                let fresh = Store::open_path(d.path()).unwrap();
+                let fresh = open(d.path(), opts);
                 fresh.import(&mut img.as_slice()).unwrap();
                 path = d.path().to_path_buf();
                 images.push(d);
@@ -778,10 +796,16 @@ proptest! {
         // Every revision still readable matches the model, key for key.
         store.wait_for_compaction().unwrap();
         for rev in model.compacted.max(1)..=model.current() {
-            let req = RangeRequest { key: Bytes::from_static(b"\0"), range_end: Bytes::from_static(b"\0"), revision: rev, ..Default::default() };
+            let req = RangeRequest {
+                key: Bytes::from_static(b"\0"),
+                range_end: Bytes::from_static(b"\0"),
+                revision: rev,
+                ..Default::default()
+            };
             let got = store.range(&req).unwrap().kvs;
             let want: Vec<KeyValue> = model.history[rev as usize].values().cloned().collect();
             prop_assert_eq!(got, want, "full read at {}", rev);
         }
     }
+    Ok(())
 }

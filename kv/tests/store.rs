@@ -353,6 +353,7 @@ fn hash_kv_ignores_physical_progress() {
         Options {
             compaction_batch: 1,
             compaction_pause: std::time::Duration::from_millis(20),
+            ..Options::default()
         },
     )
     .unwrap();
@@ -378,6 +379,7 @@ fn reopen_rebuilds_index_and_resumes_compaction() {
             Options {
                 compaction_batch: 1,
                 compaction_pause: std::time::Duration::from_millis(50),
+                ..Options::default()
             },
         )
         .unwrap();
@@ -886,4 +888,187 @@ fn a_large_range_delete_survives_reopen_and_compaction() {
     let s = reopen(&path);
     assert_eq!(get(&s, "d/0007", 0).unwrap().kvs[0].value, b("w"));
     assert_eq!(get(&s, "d/0008", 0).unwrap().kvs.len(), 0);
+}
+
+fn lease_put(s: &Store<impl Backend>, k: &str, lease: i64) {
+    s.put(
+        &PutRequest {
+            key: b(k),
+            value: b("v"),
+            lease,
+            ..Default::default()
+        },
+        b"",
+    )
+    .unwrap();
+}
+
+fn compare(key: &str, target: CompareTarget) -> Compare {
+    Compare {
+        key: b(key),
+        range_end: Bytes::new(),
+        result: CompareResult::Equal,
+        target,
+    }
+}
+
+/// A store whose revoked keys reach the index only when touched.
+fn touch_only(dir: &std::path::Path) -> Store<FjallBackend> {
+    Store::open_with(
+        FjallBackend::open(dir).unwrap(),
+        Options {
+            revoke_step: 0,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Leases 1 (five keys: p/a, p/b (version 2), p/c, q/a, q/b) and 2 (r/a),
+/// a plain p/x; revokes lease 1. Returns the revoke's revision.
+fn revoke_five(s: &Store<FjallBackend>) -> i64 {
+    s.lease_grant(1, 60, b"").unwrap();
+    s.lease_grant(2, 60, b"").unwrap();
+    for k in ["p/a", "p/b", "p/c", "q/a", "q/b"] {
+        lease_put(s, k, 1);
+    }
+    lease_put(s, "p/b", 1);
+    put(s, "p/x", "plain");
+    lease_put(s, "r/a", 2);
+    let r = s.lease_revoke(1, b"revoked").unwrap();
+    assert_eq!(r.response, 5);
+    let keys: Vec<_> = r.events.iter().map(|e| e.kv.key.clone()).collect();
+    assert_eq!(keys, vec![b("p/a"), b("p/b"), b("p/c"), b("q/a"), b("q/b")]);
+    assert!(r
+        .events
+        .iter()
+        .all(|e| e.kind == EventKind::Delete && e.kv.mod_revision == r.revision));
+    // p/b's latest put is the second one, at revision 7.
+    assert_eq!(r.events[1].prev_revision.map(|p| p.main), Some(7));
+    r.revision
+}
+
+fn prefix(p: &str, rev: i64) -> RangeRequest {
+    RangeRequest {
+        key: b(p),
+        range_end: b(&format!("{}0", &p[..p.len() - 1])),
+        revision: rev,
+        ..Default::default()
+    }
+}
+
+/// With the background revoker off, a revoke's keys stay pending in the
+/// index; reads and writes elsewhere go on, and every way of touching the
+/// keys sees them deleted at the revoke's revision.
+#[test]
+fn revoked_keys_pending_in_the_index_read_as_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = touch_only(dir.path());
+    let r = revoke_five(&s);
+    assert_eq!(s.key_count(), 2, "p/x and r/a live");
+    put(&s, "z", "1");
+    assert_eq!(get(&s, "r/a", 0).unwrap().count, 1);
+    // Before the revoke the keys are there; at and after it, not.
+    assert_eq!(s.range(&prefix("p/", r - 1)).unwrap().count, 4);
+    assert_eq!(s.range(&prefix("p/", r)).unwrap().count, 1);
+    assert_eq!(s.range(&prefix("q/", 0)).unwrap().kvs, vec![]);
+    let hash = s.hash_kv(0).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    let s = reopen(dir.path());
+    assert_eq!(s.hash_kv(0).unwrap(), hash, "same as the index rebuilt");
+    assert_eq!(s.range(&prefix("p/", r)).unwrap().count, 1);
+
+    // Compares (version, create revision, lease) see them gone.
+    let dir = tempfile::tempdir().unwrap();
+    let s = touch_only(dir.path());
+    revoke_five(&s);
+    let txn = TxnRequest {
+        compare: vec![
+            compare("p/a", CompareTarget::Version(0)),
+            compare("p/b", CompareTarget::CreateRevision(0)),
+            compare("q/a", CompareTarget::Lease(0)),
+        ],
+        success: vec![],
+        failure: vec![],
+    };
+    assert!(s.txn(&txn, b"").unwrap().response.succeeded);
+
+    // A put to a revoked key starts a new life of it.
+    let dir = tempfile::tempdir().unwrap();
+    let s = touch_only(dir.path());
+    let r = revoke_five(&s);
+    let p = s
+        .put(
+            &PutRequest {
+                key: b("p/b"),
+                value: b("new"),
+                prev_kv: true,
+                ..Default::default()
+            },
+            b"",
+        )
+        .unwrap();
+    assert_eq!((p.response.prev_kv, p.revision), (None, r + 1));
+    let kv = &get(&s, "p/b", 0).unwrap().kvs[0];
+    assert_eq!((kv.version, kv.create_revision, kv.lease), (1, r + 1, 0));
+
+    // A delete over them deletes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let s = touch_only(dir.path());
+    let r = revoke_five(&s);
+    let d = s
+        .delete_range(
+            &DeleteRangeRequest {
+                key: b("q/"),
+                range_end: b("q0"),
+                ..Default::default()
+            },
+            b"",
+        )
+        .unwrap();
+    assert_eq!((d.response.deleted, d.revision), (0, r));
+
+    // Compaction at the revoke keeps only what a read there sees.
+    let dir = tempfile::tempdir().unwrap();
+    let s = touch_only(dir.path());
+    let r = revoke_five(&s);
+    s.compact(r, b"").unwrap();
+    s.wait_for_compaction().unwrap();
+    assert_eq!(s.range(&prefix("p/", r)).unwrap().count, 1);
+    assert_eq!(s.key_count(), 2);
+
+    // A store closed with the revoke pending opens with it done.
+    let dir = tempfile::tempdir().unwrap();
+    let s = touch_only(dir.path());
+    let r = revoke_five(&s);
+    s.flush().unwrap();
+    drop(s);
+    let s = reopen(dir.path());
+    assert_eq!(s.current_revision(), r);
+    assert_eq!(s.range(&prefix("q/", 0)).unwrap().count, 0);
+    assert_eq!(s.key_count(), 2);
+    assert_eq!(s.lease_keys(2), vec![b("r/a")]);
+    assert!(s.lease(1).is_none());
+}
+
+/// With the default revoker, the index catches up on its own.
+#[test]
+fn revoker_settles_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_with(
+        FjallBackend::open(dir.path()).unwrap(),
+        Options {
+            revoke_step: 2,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    revoke_five(&s);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.pending_revoked_keys() > 0 {
+        assert!(std::time::Instant::now() < deadline, "revoker stuck");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(s.key_count(), 2);
 }
