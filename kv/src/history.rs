@@ -111,7 +111,7 @@ impl<B: Backend> Store<B> {
                 continue;
             };
             match txn::fetch_put(&self.inner.backend, at) {
-                Ok(kv) => e.prev_kv = Some(kv),
+                Ok(kv) => e.prev_kv = Some(Box::new(kv)),
                 Err(err) => {
                     let compacted = self.inner.read_state()?.compacted;
                     if e.kv.mod_revision <= compacted {

@@ -212,31 +212,41 @@ impl<B: Backend> Store<B> {
         };
         let rev = st.current + 1;
         let n = lease.keys.len();
-        let mut events: Vec<Event> = Vec::with_capacity(n);
         // The tombstone run (see `record`): tag, count, then each key.
-        let mut run = BytesMut::with_capacity(5 + n * 40);
+        let len = 5 + lease.keys.keys().map(|k| 4 + k.len()).sum::<usize>();
+        let mut run = BytesMut::with_capacity(len);
         run.put_u8(2);
         run.put_u32(n as u32);
-        for (key, prev) in &lease.keys {
+        for key in lease.keys.keys() {
             run.put_u32(key.len() as u32);
             run.put_slice(key);
+        }
+        let run = run.freeze();
+        // Each event's key is a slice of the run: one shared buffer, so
+        // building (and later dropping) the events touches no key's own
+        // allocation again.
+        let mut events: Vec<Event> = Vec::with_capacity(n);
+        let mut at = 5;
+        for (key, prev) in &lease.keys {
+            at += 4;
             events.push(Event {
                 kind: EventKind::Delete,
                 kv: KeyValue {
-                    key: key.clone(),
+                    key: run.slice(at..at + key.len()),
                     mod_revision: rev,
                     ..Default::default()
                 },
                 prev_kv: None,
                 prev_revision: Some(*prev),
             });
+            at += key.len();
         }
         let mut batch = WriteBatch::new();
         let first = record::record_key(Revision::new(rev, 0));
         match &events[..] {
             [] => {}
             [one] => batch.put(first, Record::Tombstone(one.kv.key.clone()).encode()),
-            _ => batch.put(first, run.freeze()),
+            _ => batch.put(first, run),
         }
         if n > 0 {
             batch.put(Meta::Current.key(), record::encode_i64(rev));

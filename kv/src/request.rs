@@ -47,8 +47,10 @@ pub struct Event {
     pub kind: EventKind,
     /// The key after the change.
     pub kv: KeyValue,
-    /// The key before the change, when it existed and has been read.
-    pub prev_kv: Option<KeyValue>,
+    /// The key before the change, when it existed and has been read (boxed:
+    /// most events never carry one, and a write or revoke of many keys
+    /// builds one event per key).
+    pub prev_kv: Option<Box<KeyValue>>,
     /// The revision of the key's record before the change, when the key
     /// existed.
     pub prev_revision: Option<Revision>,

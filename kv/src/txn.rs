@@ -330,7 +330,7 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         self.events.push(Event {
             kind: EventKind::Put,
             kv,
-            prev_kv: prev_kv.clone(),
+            prev_kv: prev_kv.clone().map(Box::new),
             prev_revision: prev.map(|p| p.modified),
         });
         Ok(PutResponse {
@@ -384,7 +384,7 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
                 mod_revision: rev.main,
                 ..Default::default()
             },
-            prev_kv,
+            prev_kv: prev_kv.map(Box::new),
             prev_revision: Some(prev),
         });
     }

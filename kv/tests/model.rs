@@ -208,7 +208,7 @@ impl Model {
         w.events.push(Event {
             kind: EventKind::Put,
             kv,
-            prev_kv: prev.clone(),
+            prev_kv: prev.clone().map(Box::new),
             prev_revision: None,
         });
         Ok(PutResponse {
@@ -234,7 +234,7 @@ impl Model {
                     mod_revision: w.begin + 1,
                     ..Default::default()
                 },
-                prev_kv: Some(kv.clone()),
+                prev_kv: Some(Box::new(kv.clone())),
                 prev_revision: None,
             });
         }

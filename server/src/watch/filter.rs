@@ -79,7 +79,7 @@ impl Filter {
             },
             kv: Some(convert::key_value(e.kv.clone())),
             prev_kv: if self.prev_kv {
-                e.prev_kv.clone().map(convert::key_value)
+                e.prev_kv.as_deref().cloned().map(convert::key_value)
             } else {
                 None
             },
