@@ -65,6 +65,65 @@ pub(crate) struct LeaseEntry {
     pub(crate) keys: BTreeMap<Bytes, Revision>,
 }
 
+/// What [`Store::lease_revoke_deferred`] did.
+#[derive(Clone, Debug)]
+pub struct Revoked {
+    /// The store revision after the revoke (unchanged if no key was
+    /// attached).
+    pub revision: i64,
+    /// The keys deleted, all at `revision`.
+    pub deleted: RevokedKeys,
+}
+
+/// The keys one revoke deleted, in key order, and where their DELETE
+/// events come from: the revoke's tombstone run (keys are slices of it)
+/// and the revision of each key's last put.
+#[derive(Clone, Debug)]
+pub struct RevokedKeys {
+    revision: i64,
+    /// Tag, count, then each key with its length (see [`crate::record`]).
+    run: Bytes,
+    prev: Vec<Revision>,
+}
+
+impl RevokedKeys {
+    /// Number of keys deleted.
+    pub fn len(&self) -> usize {
+        self.prev.len()
+    }
+
+    /// True when the revoke deleted nothing.
+    pub fn is_empty(&self) -> bool {
+        self.prev.is_empty()
+    }
+
+    /// The revoke's DELETE events, in key order (without `prev_kv`; see
+    /// [`Event::needs_prev_kv`]). Each key shares the run's one buffer.
+    pub fn events(&self) -> Vec<Event> {
+        let mut events = Vec::with_capacity(self.prev.len());
+        let mut at = 5;
+        for prev in &self.prev {
+            let len = self
+                .run
+                .get(at..at + 4)
+                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            at += 4;
+            events.push(Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: self.run.slice(at..at + len),
+                    mod_revision: self.revision,
+                    ..Default::default()
+                },
+                prev_kv: None,
+                prev_revision: Some(*prev),
+            });
+            at += len;
+        }
+        events
+    }
+}
+
 /// The lease table in memory.
 pub(crate) type Leases = BTreeMap<i64, LeaseEntry>;
 
@@ -198,12 +257,24 @@ impl<B: Backend> Store<B> {
     /// Revokes lease `id`: deletes every key attached to it in one revision
     /// (key order) and forgets the lease. The response is the number of keys
     /// deleted. Fails with [`Error::LeaseNotFound`] for an unknown lease.
-    ///
-    /// The tombstones (one run) and the events are made from the lease's
-    /// own key map; the key index catches up afterwards, in bounded steps
-    /// (see `crate::revoke`), so the revoke does not hold the state lock
-    /// for an index update per key.
     pub fn lease_revoke(&self, id: i64, applied: &[u8]) -> Result<Applied<i64>> {
+        let r = self.lease_revoke_deferred(id, applied)?;
+        Ok(Applied {
+            response: r.deleted.len() as i64,
+            events: r.deleted.events(),
+            revision: r.revision,
+        })
+    }
+
+    /// [`Store::lease_revoke`] leaving the DELETE events to be built later
+    /// ([`RevokedKeys::events`]), by whoever needs them, off the writer's
+    /// path.
+    ///
+    /// The tombstones (one run) are made from the lease's own key map and
+    /// the key index catches up afterwards, in bounded steps (see
+    /// `crate::revoke`): the revoke holds the store for a copy of each key,
+    /// not an index update per key.
+    pub fn lease_revoke_deferred(&self, id: i64, applied: &[u8]) -> Result<Revoked> {
         let inner = self.inner();
         inner.check()?;
         let mut st = inner.write_state()?;
@@ -222,31 +293,17 @@ impl<B: Backend> Store<B> {
             run.put_slice(key);
         }
         let run = run.freeze();
-        // Each event's key is a slice of the run: one shared buffer, so
-        // building (and later dropping) the events touches no key's own
-        // allocation again.
-        let mut events: Vec<Event> = Vec::with_capacity(n);
-        let mut at = 5;
-        for (key, prev) in &lease.keys {
-            at += 4;
-            events.push(Event {
-                kind: EventKind::Delete,
-                kv: KeyValue {
-                    key: run.slice(at..at + key.len()),
-                    mod_revision: rev,
-                    ..Default::default()
-                },
-                prev_kv: None,
-                prev_revision: Some(*prev),
-            });
-            at += key.len();
-        }
+        let deleted = RevokedKeys {
+            revision: rev,
+            run: run.clone(),
+            prev: lease.keys.values().copied().collect(),
+        };
         let mut batch = WriteBatch::new();
         let first = record::record_key(Revision::new(rev, 0));
-        match &events[..] {
-            [] => {}
-            [one] => batch.put(first, Record::Tombstone(one.kv.key.clone()).encode()),
-            _ => batch.put(first, run),
+        match lease.keys.keys().next() {
+            None => {}
+            Some(one) if n == 1 => batch.put(first, Record::Tombstone(one.clone()).encode()),
+            Some(_) => batch.put(first, run),
         }
         if n > 0 {
             batch.put(Meta::Current.key(), record::encode_i64(rev));
@@ -271,11 +328,7 @@ impl<B: Backend> Store<B> {
         if n > 0 {
             revoke::kick(inner);
         }
-        Ok(Applied {
-            response: n as i64,
-            events,
-            revision,
-        })
+        Ok(Revoked { revision, deleted })
     }
 
     /// Records the remaining TTLs of leases (id, seconds; 0 clears a

@@ -47,10 +47,11 @@
 //! key → lease map). Events name the previous record
 //! ([`Event::prev_revision`]) and the watchers that want `prev_kv` read it
 //! ([`Store::fill_prev_kv`]), off the write path. A revoke's tombstones go
-//! to the backend as one entry, its events are made from the lease's own
-//! key map, and the key index catches up afterwards in bounded steps (see
-//! `revoke`), so a revoke holds the writes behind it for about a memory
-//! copy per key, not an index update per key.
+//! to the backend as one entry, its events can be built later from that
+//! entry and the lease's own key map ([`Store::lease_revoke_deferred`]),
+//! and the key index catches up afterwards in bounded steps (see
+//! `revoke`), so a revoke holds the writes behind it for about a copy of
+//! each key, not an index update per key.
 //! A range reads each record by revision: one point lookup per key.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -74,7 +75,7 @@ pub mod txn;
 pub use backend::{Backend, FjallBackend, WriteBatch};
 pub use error::{Error, Result};
 pub use history::History;
-pub use lease::Lease;
+pub use lease::{Lease, Revoked, RevokedKeys};
 pub use request::*;
 pub use revision::Revision;
 pub use snapshot::ImageInfo;

@@ -1,10 +1,12 @@
 //! Revokes whose keys are deleted everywhere but in the key index yet.
 //!
 //! Revoking a lease deletes all its keys in one revision `R`. What a
-//! revoke must do at once is cheap per key and touches nothing cold: the
-//! tombstone run (every key's tombstone at `R`, sub = position in key
-//! order) goes to the backend in the revoke's batch, and the DELETE events
-//! are built from the lease's own key → revision map. What is expensive —
+//! revoke must do at once is cheap per key: the tombstone run (every key's
+//! tombstone at `R`, sub = position in key order) goes to the backend in
+//! the revoke's batch, and the DELETE events can be built from that run
+//! and the lease's own key → revision map, then or later
+//! ([`crate::RevokedKeys`]; Cairn's watch leaves it to the first watcher
+//! that looks). What is expensive —
 //! closing each key's generation in the index and dropping it from the
 //! key → lease map, a few cache misses per key — is left for later: the
 //! lease's key map moves, whole, into a [`PendingRevoke`], and the index

@@ -65,7 +65,10 @@ async fn every_load_runs_against_cairn() {
             },
         ),
         (
-            Load::LeaseRevoke(revoke::Args { lease_keys: 300 }),
+            Load::LeaseRevoke(revoke::Args {
+                lease_keys: 300,
+                revokes: 2,
+            }),
             Common {
                 duration: Some(Duration::from_secs(2)),
                 ..base.clone()
@@ -84,7 +87,10 @@ async fn every_load_runs_against_cairn() {
             // 20 puts seen by 50 watchers each.
             Load::WatchLatency(_) => assert_eq!(r.extra("events"), Some(1000.0)),
             Load::K8s(_) => assert!(r.extra("watch events").unwrap_or(0.0) > 0.0),
-            Load::LeaseRevoke(_) => assert!(r.latency("during").is_some(), "{r:?}"),
+            Load::LeaseRevoke(_) => {
+                assert!(r.latency("during").is_some(), "{r:?}");
+                assert!(r.extra("slowest revoke ms").unwrap_or(0.0) > 0.0, "{r:?}");
+            }
             _ => {}
         }
     }

@@ -124,6 +124,19 @@ impl StateMachine {
         }
     }
 
+    /// Publishes a revoke's events, to be built by the first watcher that
+    /// looks at them (not here, holding up the applies behind).
+    fn publish_revoke(&self, revision: i64, deleted: cairn_kv::RevokedKeys) {
+        if deleted.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Arc::new(crate::watch::RevEvents::deferred(
+                revision, deleted,
+            )));
+        }
+    }
+
     /// The kv store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -195,8 +208,8 @@ impl StateMachine {
                     error: String::new(),
                 })
             }),
-            Some(Op::LeaseRevoke(r)) => self.store.lease_revoke(r.id, &pos).map(|a| {
-                self.publish(a.revision, a.events);
+            Some(Op::LeaseRevoke(r)) => self.store.lease_revoke_deferred(r.id, &pos).map(|a| {
+                self.publish_revoke(a.revision, a.deleted);
                 if let Some(l) = &self.lessor {
                     l.revoked(r.id);
                 }

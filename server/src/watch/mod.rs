@@ -35,8 +35,10 @@ use crate::node::Node;
 pub struct RevEvents {
     pub revision: i64,
     /// As the write produced them: most without `prev_kv` (see
-    /// [`kv::Event`]).
-    pub events: Vec<kv::Event>,
+    /// [`kv::Event`]); for a revoke, built from `deferred` when first
+    /// asked for.
+    events: std::sync::OnceLock<Vec<kv::Event>>,
+    deferred: Option<kv::RevokedKeys>,
     /// The same events with every `prev_kv` read, by the first watcher
     /// that needs them, for all.
     with_prev: tokio::sync::OnceCell<Result<Arc<Vec<kv::Event>>, Arc<kv::Error>>>,
@@ -46,9 +48,30 @@ impl RevEvents {
     pub fn new(revision: i64, events: Vec<kv::Event>) -> Self {
         Self {
             revision,
-            events,
+            events: std::sync::OnceLock::from(events),
+            deferred: None,
             with_prev: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// A revoke's events, built by the first reader.
+    pub fn deferred(revision: i64, deleted: kv::RevokedKeys) -> Self {
+        Self {
+            revision,
+            events: std::sync::OnceLock::new(),
+            deferred: Some(deleted),
+            with_prev: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &[kv::Event] {
+        self.events.get_or_init(|| {
+            self.deferred
+                .as_ref()
+                .map(kv::RevokedKeys::events)
+                .unwrap_or_default()
+        })
     }
 
     /// The events with `prev_kv` filled in, read from `store` once.
@@ -59,7 +82,7 @@ impl RevEvents {
         self.with_prev
             .get_or_init(|| async {
                 let store = Arc::clone(store);
-                let mut events = self.events.clone();
+                let mut events = self.events().to_vec();
                 let read = tokio::task::spawn_blocking(move || {
                     store.fill_prev_kv(&mut events).map(|()| events)
                 })

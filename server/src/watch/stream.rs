@@ -279,7 +279,7 @@ impl Hub {
                 gaps.push(*id);
                 continue;
             }
-            needs_prev |= w.filter.needs_prev_kv(&batch.events);
+            needs_prev |= w.filter.needs_prev_kv(batch.events());
             due.push(*id);
         }
         for id in gaps {
@@ -293,7 +293,7 @@ impl Hub {
                     let failed: Vec<i64> = due
                         .iter()
                         .copied()
-                        .filter(|id| self.watchers[id].filter.needs_prev_kv(&batch.events))
+                        .filter(|id| self.watchers[id].filter.needs_prev_kv(batch.events()))
                         .collect();
                     due.retain(|id| !failed.contains(id));
                     for id in failed {
@@ -311,7 +311,7 @@ impl Hub {
             };
             let events = match (&filled, w.filter.prev_kv) {
                 (Some(f), true) => w.filter.select(f),
-                _ => w.filter.select(&batch.events),
+                _ => w.filter.select(batch.events()),
             };
             if events.is_empty() {
                 w.next = rev + 1;
