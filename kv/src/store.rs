@@ -60,7 +60,7 @@ pub struct Options {
     /// Pause between compaction steps, so writes are not starved.
     pub compaction_pause: Duration,
     /// Keys of a revoked lease whose index entries the background revoker
-    /// updates per step (see [`crate::revoke`]); 0 = none: only a read or
+    /// updates per step (see `kv/src/revoke.rs`); 0 = none: only a read or
     /// write that touches them brings them up to date.
     pub revoke_step: usize,
     /// Pause between revoker steps.
