@@ -890,19 +890,6 @@ fn a_large_range_delete_survives_reopen_and_compaction() {
     assert_eq!(get(&s, "d/0008", 0).unwrap().kvs.len(), 0);
 }
 
-fn lease_put(s: &Store<impl Backend>, k: &str, lease: i64) {
-    s.put(
-        &PutRequest {
-            key: b(k),
-            value: b("v"),
-            lease,
-            ..Default::default()
-        },
-        b"",
-    )
-    .unwrap();
-}
-
 fn compare(key: &str, target: CompareTarget) -> Compare {
     Compare {
         key: b(key),
@@ -930,11 +917,11 @@ fn revoke_five(s: &Store<FjallBackend>) -> i64 {
     s.lease_grant(1, 60, b"").unwrap();
     s.lease_grant(2, 60, b"").unwrap();
     for k in ["p/a", "p/b", "p/c", "q/a", "q/b"] {
-        lease_put(s, k, 1);
+        put_leased(s, k, 1).unwrap();
     }
-    lease_put(s, "p/b", 1);
+    put_leased(s, "p/b", 1).unwrap();
     put(s, "p/x", "plain");
-    lease_put(s, "r/a", 2);
+    put_leased(s, "r/a", 2).unwrap();
     let r = s.lease_revoke(1, b"revoked").unwrap();
     assert_eq!(r.response, 5);
     let keys: Vec<_> = r.events.iter().map(|e| e.kv.key.clone()).collect();
