@@ -273,7 +273,7 @@ impl<B: Backend> Store<B> {
             .read_state()
             .map(|s| {
                 let live = s.index.values().filter(|ki| ki.is_live()).count();
-                live - revoke::pending_keys(&s)
+                live.saturating_sub(revoke::pending_keys(&s))
             })
             .unwrap_or(0)
     }
@@ -285,7 +285,9 @@ impl<B: Backend> Store<B> {
         let _reading = self.inner.reading()?;
         let (plan, current) = {
             let mut st = self.inner.read_state()?;
-            if revoke::touches(&st.revokes, &req.key, &req.range_end) {
+            // Looped: a revoke may land between the write lock and the
+            // read lock taken again.
+            while revoke::touches(&st.revokes, &req.key, &req.range_end) {
                 drop(st);
                 revoke::settle(&mut *self.inner.write_state()?, usize::MAX);
                 st = self.inner.read_state()?;
@@ -495,7 +497,7 @@ impl<B: Backend> Store<B> {
     pub fn hash_kv(&self, rev: i64) -> Result<HashKv> {
         self.inner.check()?;
         let mut st = self.inner.read_state()?;
-        if !st.revokes.is_empty() {
+        while !st.revokes.is_empty() {
             drop(st);
             revoke::settle(&mut *self.inner.write_state()?, usize::MAX);
             st = self.inner.read_state()?;
