@@ -81,7 +81,7 @@ pub struct Revoked {
 #[derive(Clone, Debug)]
 pub struct RevokedKeys {
     revision: i64,
-    /// Tag, count, then each key with its length (see [`crate::record`]).
+    /// The tombstone run as stored (see [`crate::record`]).
     run: Bytes,
     prev: Vec<Revision>,
 }
@@ -101,25 +101,25 @@ impl RevokedKeys {
     /// [`Event::needs_prev_kv`]). Each key shares the run's one buffer.
     pub fn events(&self) -> Vec<Event> {
         let mut events = Vec::with_capacity(self.prev.len());
-        let mut at = 5;
-        for prev in &self.prev {
-            let len = self
-                .run
-                .get(at..at + 4)
-                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
-            at += 4;
+        if self.prev.is_empty() {
+            return events;
+        }
+        let mut prev = self.prev.iter().copied();
+        // The run was encoded by the revoke itself, from the keys `prev`
+        // was collected with: it decodes, one key per revision.
+        let _ = Record::decode_each(Revision::new(self.revision, 0), &self.run, |_, rec| {
             events.push(Event {
                 kind: EventKind::Delete,
                 kv: KeyValue {
-                    key: self.run.slice(at..at + len),
+                    key: rec.key().clone(),
                     mod_revision: self.revision,
                     ..Default::default()
                 },
                 prev_kv: None,
-                prev_revision: Some(*prev),
+                prev_revision: prev.next(),
             });
-            at += len;
-        }
+            Ok(())
+        });
         events
     }
 }
@@ -283,16 +283,7 @@ impl<B: Backend> Store<B> {
         };
         let rev = st.current + 1;
         let n = lease.keys.len();
-        // The tombstone run (see `record`): tag, count, then each key.
-        let len = 5 + lease.keys.keys().map(|k| 4 + k.len()).sum::<usize>();
-        let mut run = BytesMut::with_capacity(len);
-        run.put_u8(2);
-        run.put_u32(n as u32);
-        for key in lease.keys.keys() {
-            run.put_u32(key.len() as u32);
-            run.put_slice(key);
-        }
-        let run = run.freeze();
+        let run = Record::encode_tombstones(lease.keys.keys());
         let deleted = RevokedKeys {
             revision: rev,
             run: run.clone(),

@@ -153,9 +153,15 @@ impl Record {
         }
     }
 
-    /// The stored value of a run of tombstones (see the module docs).
-    pub fn encode_tombstones(keys: &[Bytes]) -> Bytes {
-        let len = 5 + keys.iter().map(|k| 4 + k.len()).sum::<usize>();
+    /// The stored value of a run of tombstones of `keys`, in order (see
+    /// the module docs).
+    pub fn encode_tombstones<'a, I>(keys: I) -> Bytes
+    where
+        I: IntoIterator<Item = &'a Bytes>,
+        I::IntoIter: Clone + ExactSizeIterator,
+    {
+        let keys = keys.into_iter();
+        let len = 5 + keys.clone().map(|k| 4 + k.len()).sum::<usize>();
         let mut b = BytesMut::with_capacity(len);
         b.put_u8(2);
         b.put_u32(keys.len() as u32);

@@ -621,11 +621,8 @@ impl<B: Backend> WriteTxn<'_, B> {
                 .take_while(|r| matches!(r, Record::Tombstone(_)))
                 .count();
             if run >= 2 {
-                let keys: Vec<Bytes> = self.changes[sub..sub + run]
-                    .iter()
-                    .map(|r| r.key().clone())
-                    .collect();
-                batch.put(record::record_key(at), Record::encode_tombstones(&keys));
+                let keys = self.changes[sub..sub + run].iter().map(Record::key);
+                batch.put(record::record_key(at), Record::encode_tombstones(keys));
                 sub += run;
                 continue;
             }
