@@ -663,3 +663,95 @@ async fn paused_follower_does_not_stall_commits_and_catches_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Linearizable reads of `key` through `m` for `how_long`, each
+/// expected to see `want`; then checks that `m` is still the leader it
+/// was (a leader that cannot confirm itself loses its leadership to an
+/// election, and reads through it would be forwarded to the new one).
+async fn reads_keep_leadership(m: &Member, key: &str, want: &str, how_long: Duration) {
+    let (id, leader) = m.status().await.expect("status");
+    assert_eq!(id, leader, "{} is not the leader", m.name);
+    let mut kv = m.kv().await;
+    let t0 = Instant::now();
+    let mut n = 0;
+    while t0.elapsed() < how_long {
+        assert_eq!(get(&mut kv, key).await.as_deref(), Some(want), "{}", m.name);
+        n += 1;
+    }
+    let after = m.status().await.expect("status");
+    assert_eq!(
+        after,
+        (id, id),
+        "{} lost its leadership during {n} reads",
+        m.name
+    );
+}
+
+/// A linearizable read on the leader waits for one follower to answer a
+/// heartbeat round, and those rounds travel over one long-lived stream
+/// per follower. A stream that broke — its follower stopped past the
+/// round's timeout, or killed and restarted — must be replaced, or the
+/// leader could no longer confirm itself with that follower: here each
+/// follower in turn is the only other member answering, for several
+/// election timeouts (500 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_after_heartbeat_streams_break() {
+    let mut c = Cluster::start(3, &[]).await;
+    let followers = |leader: usize| -> (usize, usize) {
+        let f: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        (f[0], f[1])
+    };
+    let long = Duration::from_millis(1500);
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let mut kv = c.members[leader].kv().await;
+    put(&mut kv, "hb", "1").await;
+
+    // One follower stopped: its rounds time out while the other follower
+    // confirms every read.
+    let (a, b) = followers(leader);
+    c.members[a].signal("STOP");
+    reads_keep_leadership(&c.members[leader], "hb", "1", long).await;
+    c.members[a].signal("CONT");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Now the follower that kept answering is stopped: reads need a new
+    // stream to the one that was stopped.
+    c.members[b].signal("STOP");
+    reads_keep_leadership(&c.members[leader], "hb", "1", long).await;
+    c.members[b].signal("CONT");
+
+    // A follower killed and restarted: its stream broke on the leader's
+    // side; with the other follower stopped, reads need a new stream to
+    // the new process.
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let (restarted, other) = followers(leader);
+    c.members[restarted].kill();
+    let mut kv = c.members[leader].kv().await;
+    put(&mut kv, "hb", "2").await;
+    c.members[restarted].start();
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let mut kv = c.members[restarted].kv().await;
+    // Serializable: the restarted member has caught up with the leader.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = kv
+            .range(RangeRequest {
+                key: b"hb".to_vec().into(),
+                serializable: true,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().kvs.first().map(|kv| kv.value.clone()));
+        if matches!(&r, Ok(Some(v)) if v.as_ref() == b"2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted member never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = if other == leader { restarted } else { other };
+    c.members[other].signal("STOP");
+    reads_keep_leadership(&c.members[leader], "hb", "2", long).await;
+    c.members[other].signal("CONT");
+}

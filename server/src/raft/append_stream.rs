@@ -9,6 +9,10 @@
 //! follower. A follower thus fsyncs batch n+1 while batch n's answer is on
 //! the wire, instead of idling for a round trip per batch.
 //!
+//! Heartbeats (the leader's lease upkeep and the quorum round of each
+//! linearizable read) have a stream of their own per follower, kept open
+//! between rounds ([`HeartbeatPipe`]), on the same connection.
+//!
 //! Timeouts: a stream may sit idle for as long as no entries are written,
 //! so the leader side times out only an *outstanding* request, one sent
 //! and not yet answered for longer than the RPC timeout. The stream then
@@ -140,19 +144,113 @@ pub(super) fn answers(
                 }
             };
             outstanding.0.pop();
-            match decode::<WireAnswer>(&msg.payload) {
-                Ok(Ok(answer)) => {
-                    let go_on = answer.is_ok();
-                    Some((Ok(answer), go_on.then_some(inbound)))
-                }
-                Ok(Err(fatal)) => Some((
-                    Err(RPCError::Unreachable(Unreachable::from_string(fatal))),
-                    None,
-                )),
-                Err(e) => Some((Err(RPCError::Network(NetworkError::new(&e))), None)),
-            }
+            let (answer, go_on) = decode_answer(&msg);
+            Some((answer, go_on.then_some(inbound)))
         }
     })
+}
+
+/// The answer one follower message carries, and whether the stream goes
+/// on after it (the follower ends it after a conflict, a higher vote or
+/// a fatal error).
+fn decode_answer(msg: &RaftMessage) -> (Answer, bool) {
+    match decode::<WireAnswer>(&msg.payload) {
+        Ok(Ok(answer)) => {
+            let go_on = answer.is_ok();
+            (Ok(answer), go_on)
+        }
+        Ok(Err(fatal)) => (
+            Err(RPCError::Unreachable(Unreachable::from_string(fatal))),
+            false,
+        ),
+        Err(e) => (Err(RPCError::Network(NetworkError::new(&e))), false),
+    }
+}
+
+/// A long-lived AppendStream that carries openraft's heartbeats to one
+/// follower, one at a time: the lease upkeep and the quorum round of
+/// every ReadIndex. openraft hands each heartbeat over as a stream of
+/// one request; opening an HTTP/2 stream (or making a unary call) for
+/// each costs headers, trailers and a handler task on both sides, which
+/// on a loaded machine is most of a linearizable read's round. Here a
+/// heartbeat is one message each way on a stream opened once.
+///
+/// Only one request is outstanding at a time (openraft's heartbeat
+/// worker waits for each answer), so the next message in is its answer.
+/// A round that fails or times out drops the pipe: a late answer must
+/// not be taken for the next request's, so the next round opens a new
+/// stream.
+pub(super) struct HeartbeatPipe {
+    out: tokio::sync::mpsc::Sender<RaftMessage>,
+    inbound: Streaming<RaftMessage>,
+}
+
+impl HeartbeatPipe {
+    /// Opens the stream with `open`, which is given the outgoing half
+    /// and makes the call.
+    pub(super) async fn open<F, Fut>(
+        open: F,
+        timeout: Duration,
+    ) -> Result<Self, RPCError<TypeConfig>>
+    where
+        F: FnOnce(tokio_stream::wrappers::ReceiverStream<RaftMessage>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Streaming<RaftMessage>>, Status>>,
+    {
+        let (out, rx) = tokio::sync::mpsc::channel(1);
+        let call = open(tokio_stream::wrappers::ReceiverStream::new(rx));
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(resp)) => Ok(Self {
+                out,
+                inbound: resp.into_inner(),
+            }),
+            Ok(Err(status)) => Err(RPCError::Unreachable(Unreachable::new(&status))),
+            Err(_) => Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "heartbeat stream not opened within {timeout:?}"
+            )))),
+        }
+    }
+
+    /// Whether the stream can no longer carry a request.
+    pub(super) fn is_closed(&self) -> bool {
+        self.out.is_closed()
+    }
+
+    /// Sends `req` and waits up to `timeout` for its answer. The second
+    /// value is whether the pipe can carry the next round.
+    pub(super) async fn round(
+        &mut self,
+        req: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> (Answer, bool) {
+        let payload = match encode(req) {
+            Ok(p) => p,
+            Err(e) => return (Err(RPCError::Network(NetworkError::new(&e))), true),
+        };
+        let msg = RaftMessage {
+            payload: payload.into(),
+        };
+        let exchange = async {
+            self.out
+                .send(msg)
+                .await
+                .map_err(|_| Unreachable::from_string("heartbeat stream closed"))?;
+            match self.inbound.message().await {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(Unreachable::from_string("heartbeat stream ended")),
+                Err(status) => Err(Unreachable::new(&status)),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(m)) => decode_answer(&m),
+            Ok(Err(e)) => (Err(RPCError::Unreachable(e)), false),
+            Err(_) => (
+                Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                    "no answer to a heartbeat within {timeout:?}"
+                )))),
+                false,
+            ),
+        }
+    }
 }
 
 /// The follower side: decodes the requests, feeds them to `raft`, and

@@ -20,6 +20,7 @@ use std::time::Duration;
 use cairn_proto::cairnpb::peer_client::PeerClient;
 use cairn_proto::cairnpb::peer_server::Peer;
 use cairn_proto::cairnpb::RaftMessage;
+use futures::StreamExt;
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::RPCError;
 use openraft::errors::{NetworkError, ReplicationClosed, StreamingError, Unreachable};
@@ -241,7 +242,15 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
         PeerConnection {
             target,
             peers: self.clone(),
+            heartbeat: false,
+            heartbeat_pipe: None,
         }
+    }
+
+    async fn new_heartbeat_client(&mut self, target: u64, node: &Member) -> PeerConnection {
+        let mut c = self.new_client(target, node).await;
+        c.heartbeat = true;
+        c
     }
 }
 
@@ -249,6 +258,12 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
 pub struct PeerConnection {
     target: u64,
     peers: Peers,
+    /// Whether this connection carries openraft's heartbeats, which go
+    /// over one long-lived stream ([`append_stream::HeartbeatPipe`]).
+    heartbeat: bool,
+    /// That stream: opened at the first heartbeat, and again after a
+    /// failed round.
+    heartbeat_pipe: Option<append_stream::HeartbeatPipe>,
 }
 
 fn unreachable(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig> {
@@ -260,6 +275,37 @@ impl PeerConnection {
         self.peers
             .client_by_id(self.target)
             .map_err(|e| unreachable(&e))
+    }
+
+    /// One heartbeat over this connection's heartbeat pipe. A pipe found
+    /// closed before the round (the follower restarted, the connection
+    /// broke while idle) is replaced once.
+    async fn heartbeat_round(
+        &mut self,
+        req: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+        let timeout = option.soft_ttl().max(self.peers.rpc_floor);
+        let mut pipe = match self.heartbeat_pipe.take() {
+            Some(p) if !p.is_closed() => p,
+            _ => self.open_heartbeat_pipe(timeout).await?,
+        };
+        let (answer, reusable) = pipe.round(req, timeout).await;
+        self.heartbeat_pipe = reusable.then_some(pipe);
+        answer
+    }
+
+    async fn open_heartbeat_pipe(
+        &self,
+        timeout: Duration,
+    ) -> Result<append_stream::HeartbeatPipe, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let peers = self.peers.clone();
+        append_stream::HeartbeatPipe::open(
+            move |out| async move { client.append_stream(peers.request(out)).await },
+            timeout,
+        )
+        .await
     }
 
     async fn unary<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
@@ -321,6 +367,19 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
     where
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
+        if self.heartbeat {
+            return Box::pin(async move {
+                let mut input = input;
+                let answers: BoxStream<'s, _> = match input.next().await {
+                    Some(req) => {
+                        let answer = self.heartbeat_round(&req, &option).await;
+                        Box::pin(futures::stream::once(async move { answer }))
+                    }
+                    None => Box::pin(futures::stream::empty()),
+                };
+                Ok(answers)
+            });
+        }
         Box::pin(async move {
             let timeout = option.soft_ttl().max(self.peers.rpc_floor);
             let mut client = self.client()?;
