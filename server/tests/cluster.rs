@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn::proto::etcdserverpb::{
-    watch_client, watch_request, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest,
+    watch_client, watch_request, PutRequest, RangeRequest, RangeResponse, WatchCreateRequest,
+    WatchRequest,
 };
 use common::*;
 
@@ -640,27 +641,38 @@ async fn paused_follower_does_not_stall_commits_and_catches_up() {
         took < Duration::from_secs(10),
         "200 writes with a follower stopped took {took:?}"
     );
-    let mut resumed = c.members[paused].kv().await;
+    wait_serializable(
+        &c.members[paused],
+        "p199",
+        "the resumed follower never caught up",
+        |r| r.header.as_ref().map(|h| h.revision) == Some(last) && r.kvs.len() == 1,
+    )
+    .await;
+}
+
+/// Serializable reads of `key` on `m` until one satisfies `done` (panics
+/// with `what` after 20 s).
+async fn wait_serializable(
+    m: &Member,
+    key: &str,
+    what: &str,
+    done: impl Fn(&RangeResponse) -> bool,
+) {
+    let mut kv = m.kv().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = resumed
+        let r = kv
             .range(RangeRequest {
-                key: b"p199".to_vec().into(),
+                key: key.as_bytes().to_vec().into(),
                 serializable: true,
                 ..Default::default()
             })
-            .await
-            .map(|r| r.into_inner());
-        if let Ok(r) = r {
-            if r.header.map(|h| h.revision) == Some(last) && r.kvs.len() == 1 {
-                break;
-            }
+            .await;
+        if matches!(&r, Ok(r) if done(r.get_ref())) {
+            return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the resumed follower never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -729,27 +741,14 @@ async fn linearizable_reads_after_heartbeat_streams_break() {
     put(&mut kv, "hb", "2").await;
     c.members[restarted].start();
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    let mut kv = c.members[restarted].kv().await;
-    // Serializable: the restarted member has caught up with the leader.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = kv
-            .range(RangeRequest {
-                key: b"hb".to_vec().into(),
-                serializable: true,
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.into_inner().kvs.first().map(|kv| kv.value.clone()));
-        if matches!(&r, Ok(Some(v)) if v.as_ref() == b"2") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "restarted member never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The restarted member has caught up with the leader.
+    wait_serializable(
+        &c.members[restarted],
+        "hb",
+        "restarted member never caught up",
+        |r| r.kvs.first().map(|kv| kv.value.as_ref()) == Some(b"2".as_slice()),
+    )
+    .await;
     let other = if other == leader { restarted } else { other };
     c.members[other].signal("STOP");
     reads_keep_leadership(&c.members[leader], "hb", "2", long).await;
