@@ -279,7 +279,8 @@ impl PeerConnection {
 
     /// One heartbeat over this connection's heartbeat pipe. A pipe found
     /// closed before the round (the follower restarted, the connection
-    /// broke while idle) is replaced once.
+    /// broke while idle) is replaced by a new one; a round that fails,
+    /// or is cancelled by openraft's own timeout, drops its pipe.
     async fn heartbeat_round(
         &mut self,
         req: &AppendEntriesRequest<TypeConfig>,
@@ -368,6 +369,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         if self.heartbeat {
+            // openraft's heartbeat worker sends one request per call and
+            // waits for the stream to end.
             return Box::pin(async move {
                 let mut input = input;
                 let answers: BoxStream<'s, _> = match input.next().await {
