@@ -171,8 +171,8 @@ fn decode_answer(msg: &RaftMessage) -> (Answer, bool) {
 /// follower, one at a time: the lease upkeep and the quorum round of
 /// every ReadIndex. openraft hands each heartbeat over as a stream of
 /// one request; opening an HTTP/2 stream (or making a unary call) for
-/// each costs headers, trailers and a handler task on both sides, which
-/// on a loaded machine is most of a linearizable read's round. Here a
+/// each costs headers, trailers and a handler task on both sides, a
+/// large part of a linearizable read's round on a loaded machine. Here a
 /// heartbeat is one message each way on a stream opened once.
 ///
 /// Only one request is outstanding at a time (openraft's heartbeat
