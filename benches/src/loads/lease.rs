@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use tokio::sync::mpsc;
+use tonic::transport::Channel;
 use tonic::Streaming;
 
 use crate::options::Common;
@@ -39,16 +40,21 @@ impl Worker for Renewer {
     }
 }
 
+/// Grants a lease of `ttl` seconds with a server-chosen id; its id.
+pub(crate) async fn grant(lease: &mut LeaseClient<Channel>, ttl: i64) -> Result<i64> {
+    Ok(lease
+        .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+        .await
+        .context("lease grant")?
+        .into_inner()
+        .id)
+}
+
 /// Grants a lease and opens its keep-alive stream (the first renewal is
 /// queued before the stream opens: etcd reads it before answering).
 async fn renewer(pool: &Pool, i: usize) -> Result<Renewer> {
     let mut lease = LeaseClient::new(pool.channel(i));
-    let id = lease
-        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
-        .await
-        .context("lease grant")?
-        .into_inner()
-        .id;
+    let id = grant(&mut lease, 60).await?;
     let (tx, rx) = mpsc::channel(4);
     tx.send(LeaseKeepAliveRequest { id })
         .await

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
-    request_op, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RequestOp, TxnRequest,
+    request_op, LeaseRevokeRequest, PutRequest, RequestOp, TxnRequest,
 };
 
 use crate::loads::put::Putter;
@@ -88,12 +88,7 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
     let revokes = a.revokes.max(1);
     let mut ids = Vec::new();
     for r in 0..revokes {
-        let id = lease
-            .lease_grant(LeaseGrantRequest { ttl: 3600, id: 0 })
-            .await
-            .context("lease grant")?
-            .into_inner()
-            .id;
+        let id = super::lease::grant(&mut lease, 3600).await?;
         ids.push(id);
         let keys: Vec<Bytes> = (0..a.lease_keys)
             .map(|i| Bytes::from(format!("revoke/{r:02}/{i:08}")))
