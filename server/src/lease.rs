@@ -469,11 +469,12 @@ impl Inner {
     pub(crate) async fn run_lessor(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let extend = Duration::from_millis(self.config.election_timeout);
         let interval = self.config.lease_checkpoint_interval;
-        let mut metrics = self.raft.metrics();
+        // Server metrics: leadership, not every write's progress.
+        let mut metrics = self.raft.server_metrics();
         let mut next_tick = tokio::time::Instant::now();
         loop {
-            // Leadership is followed on every metrics change; the lease
-            // scan runs once per tick (metrics change with every write).
+            // Leadership is followed as it changes; the lease scan runs
+            // once per tick.
             let leader = metrics.borrow_watched().state == ServerState::Leader;
             if leader && !self.lessor.is_primary() {
                 self.lessor.promote(&self.store, extend);

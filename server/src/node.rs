@@ -617,8 +617,13 @@ impl Inner {
     }
 
     pub fn members(&self) -> Vec<MemberInfo> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        let membership = m.membership_config.membership();
+        let config = self
+            .raft
+            .server_metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        let membership = config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         membership
             .nodes()
@@ -636,7 +641,7 @@ impl Inner {
     /// membership change with the list that includes it.
     pub async fn wait_members(&self, done: impl Fn(&[MemberInfo]) -> bool) {
         let deadline = tokio::time::Instant::now() + self.timeout();
-        let mut rx = self.raft.metrics();
+        let mut rx = self.raft.server_metrics();
         while !done(&self.members()) {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
@@ -1043,12 +1048,12 @@ impl Inner {
         let me = Arc::clone(self);
         let mut stop = self.stop.subscribe();
         let t = tokio::spawn(async move {
-            let mut rx = me.raft.metrics();
+            // Server metrics change with the membership, not with every write.
+            let mut rx = me.raft.server_metrics();
             loop {
                 {
-                    let m = rx.borrow_watched().clone();
-                    me.peers
-                        .update_urls(m.membership_config.membership().nodes());
+                    let membership = rx.borrow_watched().membership_config.clone();
+                    me.peers.update_urls(membership.membership().nodes());
                 }
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
