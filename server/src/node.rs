@@ -326,9 +326,17 @@ impl Node {
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE);
             let mut stop_rx = inner.stop.subscribe();
-            // Nagle off on accepted peer connections (see server.rs).
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            // Append connections are served beside gRPC on the same port.
+            let (incoming, accept_task) = crate::raft::append_wire::incoming(
+                listener,
+                crate::raft::append_wire::FollowerSide {
+                    cluster_id: identity.cluster_id,
+                    raft: raft.clone(),
+                    leader_contact: Arc::clone(&inner.leader_contact),
+                    stop: inner.stop.subscribe(),
+                },
+            );
+            inner.push_task(accept_task);
             let task = tokio::spawn(async move {
                 let r = tonic::transport::Server::builder()
                     .add_service(server)

@@ -1,5 +1,7 @@
-//! Replication as a pipeline over one gRPC bidi stream
-//! (`cairnpb.Peer/AppendStream`).
+//! Replication as a pipeline over one stream per follower: a plain TCP
+//! connection to its peer port ([`super::append_wire`]), or, with a
+//! member that does not speak that, a gRPC bidi stream
+//! (`cairnpb.Peer/AppendStream`). Both carry the same messages.
 //!
 //! openraft's replication task produces AppendEntries requests as entries
 //! are submitted to the leader's log, without waiting for the previous
@@ -24,6 +26,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cairn_proto::cairnpb::RaftMessage;
 use futures::{Stream, StreamExt};
 use openraft::base::BoxStream;
@@ -100,12 +103,31 @@ where
 #[derive(Clone)]
 pub(super) struct OutstandingRef(Arc<Outstanding>);
 
+/// Where a leader reads a stream's answers from: the gRPC stream, or a
+/// plain connection ([`super::append_wire`]). `next_message` must be
+/// cancel safe (a message is never lost by dropping the future).
+pub(super) trait Inbound: Send + 'static {
+    /// The next message; `None` once the stream ended.
+    fn next_message(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<Bytes>, Unreachable<TypeConfig>>> + Send;
+}
+
+impl Inbound for Streaming<RaftMessage> {
+    async fn next_message(&mut self) -> Result<Option<Bytes>, Unreachable<TypeConfig>> {
+        match self.message().await {
+            Ok(m) => Ok(m.map(|m| m.payload)),
+            Err(status) => Err(Unreachable::new(&status)),
+        }
+    }
+}
+
 /// The leader side's incoming half: one answer per request, in order. An
 /// answer that does not come within `timeout` of its request, a transport
 /// error, or an answer that ends the stream (conflict, higher vote, a
 /// fatal error over there) is the last item.
-pub(super) fn answers(
-    inbound: Streaming<RaftMessage>,
+pub(super) fn answers<I: Inbound>(
+    inbound: I,
     outstanding: OutstandingRef,
     timeout: Duration,
 ) -> impl Stream<Item = Answer> + Send + 'static {
@@ -121,7 +143,7 @@ pub(super) fn answers(
                     Some(sent) => {
                         let deadline = tokio::time::Instant::from_std(sent + timeout);
                         tokio::select! {
-                            r = inbound.message() => break r,
+                            r = inbound.next_message() => break r,
                             _ = tokio::time::sleep_until(deadline) => {
                                 let e = Unreachable::from_string(format!(
                                     "no answer to an append within {timeout:?}"
@@ -131,7 +153,7 @@ pub(super) fn answers(
                         }
                     }
                     None => tokio::select! {
-                        r = inbound.message() => break r,
+                        r = inbound.next_message() => break r,
                         _ = more => continue,
                     },
                 }
@@ -139,9 +161,7 @@ pub(super) fn answers(
             let msg = match received {
                 Ok(Some(m)) => m,
                 Ok(None) => return None,
-                Err(status) => {
-                    return Some((Err(RPCError::Unreachable(Unreachable::new(&status))), None))
-                }
+                Err(e) => return Some((Err(RPCError::Unreachable(e)), None)),
             };
             outstanding.0.pop();
             let (answer, go_on) = decode_answer(&msg);
@@ -153,8 +173,8 @@ pub(super) fn answers(
 /// The answer one follower message carries, and whether the stream goes
 /// on after it (the follower ends it after a conflict, a higher vote or
 /// a fatal error).
-fn decode_answer(msg: &RaftMessage) -> (Answer, bool) {
-    match decode::<WireAnswer>(&msg.payload) {
+fn decode_answer(msg: &[u8]) -> (Answer, bool) {
+    match decode::<WireAnswer>(msg) {
         Ok(Ok(answer)) => {
             let go_on = answer.is_ok();
             (Ok(answer), go_on)
@@ -241,7 +261,7 @@ impl HeartbeatPipe {
             }
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(m)) => decode_answer(&m),
+            Ok(Ok(m)) => decode_answer(&m.payload),
             Ok(Err(e)) => (Err(RPCError::Unreachable(e)), false),
             Err(_) => (
                 Err(RPCError::Unreachable(Unreachable::from_string(format!(
@@ -258,11 +278,14 @@ impl HeartbeatPipe {
 /// current leader (accepted, or a conflict to resolve). A request that cannot be
 /// decoded ends the stream with `InvalidArgument` after the answers to
 /// the requests before it.
-pub(super) fn serve(
+pub(super) fn serve<S, E>(
     raft: &super::Raft,
-    inbound: Streaming<RaftMessage>,
+    inbound: S,
     on_leader: impl Fn() + Send + 'static,
-) -> impl Stream<Item = Result<RaftMessage, Status>> + Send + 'static {
+) -> impl Stream<Item = Result<RaftMessage, Status>> + Send + 'static
+where
+    S: Stream<Item = Result<RaftMessage, E>> + Send + Unpin + 'static,
+{
     let bad: Arc<Mutex<Option<Status>>> = Arc::default();
     let bad_in = Arc::clone(&bad);
     let requests = tokio_stream::StreamExt::map_while(inbound, move |m| {

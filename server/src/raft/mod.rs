@@ -4,10 +4,13 @@
 //! - [`log_store`]: `RaftLogStorage` over `cairn-raft-log`.
 //! - [`state_machine`]: `RaftStateMachine` over `cairn-kv`.
 //! - [`network`]: the peer RPCs over gRPC; replication runs as a pipeline
-//!   over one stream per follower (`append_stream`), forwarded requests in
-//!   batches over one stream per member ([`forward_stream`]).
+//!   over one stream per follower (`append_stream`), on a plain TCP
+//!   connection to the peer port where the follower speaks it
+//!   (`append_wire`), forwarded requests in batches over one stream per
+//!   member ([`forward_stream`]).
 
 mod append_stream;
+pub(crate) mod append_wire;
 pub mod forward_stream;
 pub mod log_store;
 pub mod network;

@@ -1,4 +1,7 @@
-//! The peer network: openraft's RPCs over gRPC (`cairnpb.Peer`).
+//! The peer network: openraft's RPCs over gRPC (`cairnpb.Peer`), except
+//! the append streams of replication, which go over plain TCP connections
+//! to the same peer port where the follower speaks that
+//! ([`super::append_wire`]; over gRPC otherwise).
 //!
 //! Each openraft message is postcard-encoded into a `RaftMessage`. Every
 //! call carries the sender's cluster id in the `cairn-cluster-id` metadata
@@ -35,7 +38,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::state_machine::Snapshot;
-use super::{append_stream, forward_stream};
+use super::{append_stream, append_wire, forward_stream};
 use super::{decode, encode, Member, SnapshotMeta, TypeConfig, Vote};
 use crate::forward::{ForwardHandler, ForwardRequest, ForwardResponse};
 
@@ -104,6 +107,11 @@ impl Peers {
                 }
             }
         }
+    }
+
+    /// Member `id`'s current peer URL.
+    fn url_of(&self, id: u64) -> Option<String> {
+        self.urls.lock().ok()?.get(&id).cloned()
     }
 
     /// A client for member `id`, at its current URL.
@@ -244,6 +252,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
             peers: self.clone(),
             heartbeat: false,
             heartbeat_pipe: None,
+            append_over_tcp: true,
         }
     }
 
@@ -264,6 +273,9 @@ pub struct PeerConnection {
     /// That stream: opened at the first heartbeat, and again after a
     /// failed round.
     heartbeat_pipe: Option<append_stream::HeartbeatPipe>,
+    /// Whether to open append streams as plain connections
+    /// ([`append_wire`]); cleared once the peer is seen not to speak it.
+    append_over_tcp: bool,
 }
 
 fn unreachable(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig> {
@@ -385,6 +397,35 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         }
         Box::pin(async move {
             let timeout = option.soft_ttl().max(self.peers.rpc_floor);
+            let addr = self
+                .peers
+                .url_of(self.target)
+                .and_then(|u| append_wire::socket_addr(&u));
+            if let Some(addr) = addr.filter(|_| self.append_over_tcp) {
+                let opened = tokio::time::timeout(
+                    timeout,
+                    append_wire::connect(&addr, self.peers.cluster_id),
+                )
+                .await;
+                match opened {
+                    Ok(Ok(append_wire::Opened::Stream(conn))) => {
+                        return Ok(append_wire::stream(conn, input, timeout));
+                    }
+                    Ok(Ok(append_wire::Opened::NotSpoken)) => {
+                        tracing::info!(
+                            member = %format!("{:x}", self.target),
+                            "peer has no plain append connections; replicating over gRPC"
+                        );
+                        self.append_over_tcp = false;
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                            "append connection not opened within {timeout:?}"
+                        ))))
+                    }
+                }
+            }
             let mut client = self.client()?;
             let (outbound, outstanding) = append_stream::requests(input);
             let call = client.append_stream(self.peers.request(outbound));

@@ -1,0 +1,570 @@
+//! The append stream over a plain TCP connection to the peer port.
+//!
+//! Replication's append stream ([`super::append_stream`]) carries one
+//! request and one answer per batch of entries, back to back, for as long
+//! as a follower keeps up. Over HTTP/2 each message passes through the
+//! connection's own task on both sides (framing, flow control, a wake-up
+//! per hop); here the task that produces a message writes it to the
+//! socket itself and the reader takes it straight from the socket.
+//!
+//! The peer port serves both: a connection whose first byte is that of
+//! [`PREFACE`] is an append stream, anything else goes to the gRPC server
+//! (an HTTP/2 client always opens with `PRI * HTTP/2.0`).
+//!
+//! # Wire format
+//!
+//! - Leader → follower, once: [`PREFACE`] (15 bytes), the leader's cluster
+//!   id (u64, big-endian), one reserved zero byte: 24 bytes, the length of
+//!   HTTP/2's preface, so a member that speaks only gRPC reads all of it,
+//!   finds no HTTP/2 preface and closes the connection.
+//! - Follower → leader, once: [`PREFACE`] and a status byte: `0` accepted;
+//!   `1` refused (another cluster), followed by one frame with the reason,
+//!   and the connection closes. A leader that reads anything else (or the
+//!   connection closing) takes it that the follower does not speak this
+//!   protocol, and uses the gRPC stream instead.
+//! - Then frames: a u32 big-endian length and that many bytes, at most
+//!   [`MAX_PEER_MESSAGE`]. The leader sends postcard-encoded
+//!   `AppendEntriesRequest`s; the follower answers each, in order, with the
+//!   same postcard answer the gRPC stream carries.
+//! - Either side ends the stream by closing its half of the connection;
+//!   an undecodable request makes the follower close after the answers to
+//!   the requests before it. A leader that sees the connection end with
+//!   requests unanswered reports the follower unreachable and openraft
+//!   opens a new stream.
+
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use cairn_proto::cairnpb::RaftMessage;
+use futures::{Stream, StreamExt};
+use openraft::base::BoxStream;
+use openraft::errors::{RPCError, Unreachable};
+use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::append_stream::{self, Inbound};
+use super::network::MAX_PEER_MESSAGE;
+use super::TypeConfig;
+
+/// What a leader's append connection opens with.
+pub const PREFACE: &[u8; 15] = b"CAIRN-APPEND/1\n";
+
+const HELLO_LEN: usize = 24;
+const ACCEPTED: u8 = 0;
+const REFUSED: u8 = 1;
+
+/// How long a new connection may take to say what it is.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes one frame.
+async fn write_frame(w: &mut OwnedWriteHalf, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&n| n as usize <= MAX_PEER_MESSAGE)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a frame of {} bytes is over the limit", payload.len()),
+            )
+        })?;
+    // One write: header and payload in one segment when they fit.
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(payload);
+    w.write_all(&buf).await
+}
+
+/// Reads frames off a connection's read half. [`FrameReader::next`] is
+/// cancel safe: what was read of a frame stays in the buffer.
+pub(super) struct FrameReader<R> {
+    rd: R,
+    buf: BytesMut,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin + Send> FrameReader<R> {
+    pub(super) fn new(rd: R) -> Self {
+        Self {
+            rd,
+            buf: BytesMut::with_capacity(8 << 10),
+        }
+    }
+
+    /// The next frame; `None` once the connection ended at a frame
+    /// boundary. An end inside a frame, or a frame over the limit, is an
+    /// error.
+    pub(super) async fn next(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                if len > MAX_PEER_MESSAGE {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("a frame of {len} bytes is over the limit"),
+                    ));
+                }
+                if self.buf.len() >= 4 + len {
+                    self.buf.advance(4);
+                    return Ok(Some(self.buf.split_to(len).freeze()));
+                }
+                self.buf.reserve(4 + len - self.buf.len());
+            } else {
+                self.buf.reserve(4);
+            }
+            // `read_buf` is cancel safe: nothing is read if it is dropped.
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a frame",
+                ));
+            }
+        }
+    }
+}
+
+/// The leader side's read half, and the task writing its requests (it
+/// ends when the answers are no longer wanted).
+struct LeaderInbound {
+    frames: FrameReader<OwnedReadHalf>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LeaderInbound {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
+impl Inbound for LeaderInbound {
+    async fn next_message(&mut self) -> Result<Option<Bytes>, Unreachable<TypeConfig>> {
+        self.frames.next().await.map_err(|e| Unreachable::new(&e))
+    }
+}
+
+/// How an append connection to a follower turned out.
+pub(super) enum Opened {
+    /// The follower accepted the stream.
+    Stream(TcpStream),
+    /// The follower does not speak this protocol (gRPC only).
+    NotSpoken,
+}
+
+/// Opens an append connection to the follower at `addr` (`host:port`).
+/// Fails if the follower cannot be reached or refuses the stream.
+pub(super) async fn connect(addr: &str, cluster_id: u64) -> Result<Opened, RPCError<TypeConfig>> {
+    let unreachable = |e: io::Error| RPCError::Unreachable(Unreachable::new(&e));
+    let mut s = TcpStream::connect(addr).await.map_err(unreachable)?;
+    s.set_nodelay(true).map_err(unreachable)?;
+    let mut hello = Vec::with_capacity(HELLO_LEN);
+    hello.extend_from_slice(PREFACE);
+    hello.extend_from_slice(&cluster_id.to_be_bytes());
+    hello.push(0);
+    s.write_all(&hello).await.map_err(unreachable)?;
+    let mut echo = [0u8; PREFACE.len() + 1];
+    if s.read_exact(&mut echo).await.is_err() || &echo[..PREFACE.len()] != PREFACE {
+        return Ok(Opened::NotSpoken);
+    }
+    match echo[PREFACE.len()] {
+        ACCEPTED => Ok(Opened::Stream(s)),
+        REFUSED => {
+            let mut frames = FrameReader::new(&mut s);
+            let reason = match frames.next().await {
+                Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+                _ => "append stream refused".to_string(),
+            };
+            Err(RPCError::Unreachable(Unreachable::from_string(reason)))
+        }
+        _ => Ok(Opened::NotSpoken),
+    }
+}
+
+/// Runs openraft's append stream over an accepted connection: `input`'s
+/// requests written as they come, the answers read in order, each
+/// expected within `timeout` of its request (see
+/// [`append_stream::answers`]).
+pub(super) fn stream<S>(
+    conn: TcpStream,
+    input: S,
+    timeout: Duration,
+) -> BoxStream<'static, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+{
+    let (rd, mut wr) = conn.into_split();
+    let (outbound, outstanding) = append_stream::requests(input);
+    let writer = tokio::spawn(async move {
+        let mut outbound = std::pin::pin!(outbound);
+        while let Some(m) = outbound.next().await {
+            if let Err(e) = write_frame(&mut wr, &m.payload).await {
+                tracing::debug!(error = %e, "append connection: write failed");
+                return;
+            }
+        }
+        // No more requests: close our half; the follower ends too.
+        let _ = wr.shutdown().await;
+    });
+    let inbound = LeaderInbound {
+        frames: FrameReader::new(rd),
+        writer,
+    };
+    Box::pin(append_stream::answers(inbound, outstanding, timeout))
+}
+
+/// What the follower side needs to serve append connections.
+#[derive(Clone)]
+pub struct FollowerSide {
+    pub cluster_id: u64,
+    pub raft: super::Raft,
+    /// When an append from a current leader last arrived.
+    pub leader_contact: Arc<Mutex<Option<Instant>>>,
+    /// Turns true when the member stops; open streams end then.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Reads a leader's hello and answers it. `Ok(true)`: the stream may
+/// go on.
+async fn accept_hello(s: &mut TcpStream, cluster_id: u64) -> io::Result<bool> {
+    let mut hello = [0u8; HELLO_LEN];
+    tokio::time::timeout(HELLO_TIMEOUT, s.read_exact(&mut hello))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))??;
+    if &hello[..PREFACE.len()] != PREFACE {
+        return Ok(false);
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&hello[PREFACE.len()..PREFACE.len() + 8]);
+    let theirs = u64::from_be_bytes(id);
+    let mut answer = PREFACE.to_vec();
+    if theirs != cluster_id {
+        let reason = format!(
+            "append stream from cluster {theirs:x}, this member belongs to cluster {cluster_id:x}"
+        );
+        answer.push(REFUSED);
+        answer.extend_from_slice(&(reason.len() as u32).to_be_bytes());
+        answer.extend_from_slice(reason.as_bytes());
+        s.write_all(&answer).await?;
+        return Ok(false);
+    }
+    answer.push(ACCEPTED);
+    s.write_all(&answer).await?;
+    Ok(true)
+}
+
+/// Serves one append connection (its first byte already seen to be the
+/// preface's) until the leader closes it, an answer cannot be written, or
+/// the member stops.
+async fn serve_connection(mut s: TcpStream, side: FollowerSide) {
+    match accept_hello(&mut s, side.cluster_id).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "append connection: bad hello");
+            return;
+        }
+    }
+    let (rd, mut wr) = s.into_split();
+    let requests = futures::stream::unfold(Some(FrameReader::new(rd)), |state| async move {
+        let mut frames = state?;
+        match frames.next().await {
+            Ok(Some(payload)) => Some((Ok(RaftMessage { payload }), Some(frames))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let contact = Arc::clone(&side.leader_contact);
+    let answers = append_stream::serve(&side.raft, Box::pin(requests), move || {
+        if let Ok(mut t) = contact.lock() {
+            *t = Some(Instant::now());
+        }
+    });
+    let mut stop = side.stop.clone();
+    let mut answers = std::pin::pin!(answers.take_until(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    while let Some(a) = answers.next().await {
+        let m = match a {
+            Ok(m) => m,
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "append connection: ending");
+                return;
+            }
+        };
+        if let Err(e) = write_frame(&mut wr, &m.payload).await {
+            tracing::debug!(error = %e, "append connection: write failed");
+            return;
+        }
+    }
+}
+
+/// Accepts connections on the peer port: append connections are served
+/// here (by `serve`), every other one is passed on to the gRPC server
+/// through the returned stream. Accepting stops once `stop` turns true.
+pub(crate) fn split_incoming<F, Fut>(
+    listener: TcpListener,
+    serve: F,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (
+    impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    tokio::task::JoinHandle<()>,
+)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<TcpStream>>(64);
+    let serve = Arc::new(serve);
+    let task = tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let s = match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of descriptors and the like: back off a little.
+                    tracing::warn!(error = %e, "peer port: accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            // Nagle off: a message written as two segments would wait for
+            // the other side's delayed ACK.
+            let _ = s.set_nodelay(true);
+            let tx = tx.clone();
+            let serve = Arc::clone(&serve);
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                let append = matches!(
+                    tokio::time::timeout(HELLO_TIMEOUT, s.peek(&mut first)).await,
+                    Ok(Ok(1)) if first[0] == PREFACE[0]
+                );
+                if append {
+                    serve(s).await;
+                } else {
+                    let _ = tx.send(Ok(s)).await;
+                }
+            });
+        }
+    });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), task)
+}
+
+/// [`split_incoming`] serving append connections for `side`.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    side: FollowerSide,
+) -> (
+    impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    tokio::task::JoinHandle<()>,
+) {
+    let stop = side.stop.clone();
+    split_incoming(listener, move |s| serve_connection(s, side.clone()), stop)
+}
+
+/// The `host:port` of a peer URL that the append connection can use
+/// (plain `http` with a port), if any.
+pub(super) fn socket_addr(url: &str) -> Option<String> {
+    let uri: tonic::codegen::http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let authority = uri.authority()?;
+    authority.port_u16()?;
+    Some(authority.as_str().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_reads_and_cancelled_reads_lose_nothing() {
+        let (a, b) = pair().await;
+        let (_ra, mut wa) = a.into_split();
+        let (rb, _wb) = b.into_split();
+        let mut frames = FrameReader::new(rb);
+        let payload = vec![7u8; 100_000];
+        let mut wire = (payload.len() as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&payload);
+        wire.extend_from_slice(&3u32.to_be_bytes());
+        wire.extend_from_slice(b"abc");
+        // Dribble the bytes in, and cancel reads while a frame is half in.
+        let writer = tokio::spawn(async move {
+            for chunk in wire.chunks(777) {
+                wa.write_all(chunk).await.unwrap();
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            wa.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        loop {
+            tokio::select! {
+                r = frames.next() => match r.unwrap() {
+                    Some(f) => got.push(f),
+                    None => break,
+                },
+                _ = tokio::time::sleep(Duration::from_micros(300)) => {}
+            }
+        }
+        writer.await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(&got[0][..], &payload[..]);
+        assert_eq!(&got[1][..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_or_cut_short_is_an_error() {
+        let (mut a, b) = pair().await;
+        let mut frames = FrameReader::new(b);
+        a.write_all(&((MAX_PEER_MESSAGE as u32) + 1).to_be_bytes())
+            .await
+            .unwrap();
+        let e = frames.next().await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+
+        let (mut a, b) = pair().await;
+        let mut frames = FrameReader::new(b);
+        a.write_all(&10u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"short").await.unwrap();
+        drop(a);
+        let e = frames.next().await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A peer port with a gRPC server (health) behind `split_incoming`,
+    /// whose append connections echo every frame back after the hello.
+    async fn peer_port(cluster_id: u64) -> (String, tokio::sync::watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (incoming, _task) = split_incoming(
+            listener,
+            move |mut s: TcpStream| async move {
+                if !accept_hello(&mut s, cluster_id).await.unwrap_or(false) {
+                    return;
+                }
+                let (rd, mut wr) = s.into_split();
+                let mut frames = FrameReader::new(rd);
+                while let Ok(Some(f)) = frames.next().await {
+                    if write_frame(&mut wr, &f).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            stop.clone(),
+        );
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let mut stop_srv = stop.clone();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop_srv.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        (addr, stop_tx)
+    }
+
+    async fn grpc_health(addr: &str) -> bool {
+        use tonic_health::pb::health_client::HealthClient;
+        use tonic_health::pb::HealthCheckRequest;
+        let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("an endpoint")
+            .connect()
+            .await
+        else {
+            return false;
+        };
+        let mut c = HealthClient::new(channel);
+        c.check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_peer_port_serves_grpc_and_append_connections_side_by_side() {
+        let (addr, _stop) = peer_port(0xc1).await;
+        assert!(grpc_health(&addr).await, "gRPC on the peer port");
+        let Opened::Stream(s) = connect(&addr, 0xc1).await.unwrap() else {
+            panic!("append connection not accepted");
+        };
+        let (rd, mut wr) = s.into_split();
+        let req = AppendEntriesRequest::<TypeConfig> {
+            vote: super::super::Vote::new(1, 1),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        };
+        let bytes = super::super::encode(&req).unwrap();
+        write_frame(&mut wr, &bytes).await.unwrap();
+        let mut frames = FrameReader::new(rd);
+        assert_eq!(frames.next().await.unwrap().unwrap(), Bytes::from(bytes));
+        // gRPC still works with the append connection open.
+        assert!(grpc_health(&addr).await);
+    }
+
+    #[tokio::test]
+    async fn another_clusters_append_connection_is_refused_with_the_reason() {
+        let (addr, _stop) = peer_port(0xc1).await;
+        match connect(&addr, 0xc2).await {
+            Err(RPCError::Unreachable(e)) => {
+                let text = e.to_string();
+                assert!(text.contains("from cluster c2"), "{text}");
+                assert!(text.contains("belongs to cluster c1"), "{text}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("accepted an append stream from another cluster"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grpc_only_member_is_seen_not_to_speak_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(incoming),
+        );
+        let opened = tokio::time::timeout(Duration::from_secs(5), connect(&addr, 0xc1))
+            .await
+            .expect("a gRPC-only server answers the hello at once");
+        assert!(matches!(opened, Ok(Opened::NotSpoken)));
+    }
+
+    #[test]
+    fn socket_addresses_of_peer_urls() {
+        assert_eq!(
+            socket_addr("http://127.0.0.1:2380").as_deref(),
+            Some("127.0.0.1:2380")
+        );
+        assert_eq!(
+            socket_addr("http://[::1]:2380/").as_deref(),
+            Some("[::1]:2380")
+        );
+        assert_eq!(socket_addr("https://127.0.0.1:2380"), None);
+        assert_eq!(socket_addr("http://node1"), None);
+        assert_eq!(socket_addr("not a url"), None);
+    }
+}
