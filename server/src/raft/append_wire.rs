@@ -19,9 +19,10 @@
 //!   finds no HTTP/2 preface and closes the connection.
 //! - Follower → leader, once: [`PREFACE`] and a status byte: `0` accepted;
 //!   `1` refused (another cluster), followed by one frame with the reason,
-//!   and the connection closes. A leader that reads anything else (or the
-//!   connection closing) takes it that the follower does not speak this
-//!   protocol, and uses the gRPC stream instead.
+//!   and the connection closes. A leader that reads anything else takes
+//!   it that the follower does not speak this protocol, and uses the gRPC
+//!   stream instead (for a minute, then it asks again); a connection that
+//!   closes during the hello is a follower not reached, as any other.
 //! - Then frames: a u32 big-endian length and that many bytes, at most
 //!   [`MAX_PEER_MESSAGE`]. The leader sends postcard-encoded
 //!   `AppendEntriesRequest`s; the follower answers each, in order, with the
@@ -168,9 +169,24 @@ pub(super) async fn connect(addr: &str, cluster_id: u64) -> Result<Opened, RPCEr
     hello.extend_from_slice(&cluster_id.to_be_bytes());
     hello.push(0);
     s.write_all(&hello).await.map_err(unreachable)?;
+    // Only bytes that are not the preface say the follower does not speak
+    // this (an HTTP/2 server opens with its SETTINGS frame); a connection
+    // that ends first (the follower died, was restarted) is a failure to
+    // reach it, to be retried as such.
     let mut echo = [0u8; PREFACE.len() + 1];
-    if s.read_exact(&mut echo).await.is_err() || &echo[..PREFACE.len()] != PREFACE {
-        return Ok(Opened::NotSpoken);
+    let mut got = 0;
+    while got < echo.len() {
+        let n = s.read(&mut echo[got..]).await.map_err(unreachable)?;
+        if n == 0 {
+            return Err(RPCError::Unreachable(Unreachable::from_string(
+                "append connection closed during the hello",
+            )));
+        }
+        let seen = (got + n).min(PREFACE.len());
+        if echo[got.min(seen)..seen] != PREFACE[got.min(seen)..seen] {
+            return Ok(Opened::NotSpoken);
+        }
+        got += n;
     }
     match echo[PREFACE.len()] {
         ACCEPTED => Ok(Opened::Stream(s)),
@@ -551,6 +567,29 @@ mod tests {
             .await
             .expect("a gRPC-only server answers the hello at once");
         assert!(matches!(opened, Ok(Opened::NotSpoken)));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_ends_during_the_hello_is_a_failure_not_a_grpc_only_member() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            // Reads the hello and closes; then closes one at once.
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut hello = [0u8; HELLO_LEN];
+            s.read_exact(&mut hello).await.unwrap();
+            drop(s);
+            let (s, _) = listener.accept().await.unwrap();
+            drop(s);
+        });
+        for _ in 0..2 {
+            match connect(&addr, 0xc1).await {
+                Err(RPCError::Unreachable(_)) => {}
+                Err(e) => panic!("wrong error: {e}"),
+                Ok(Opened::NotSpoken) => panic!("taken for a gRPC-only member"),
+                Ok(Opened::Stream(_)) => panic!("accepted"),
+            }
+        }
     }
 
     #[test]

@@ -51,6 +51,10 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Largest peer message accepted (entries batches, snapshot chunks).
 pub const MAX_PEER_MESSAGE: usize = 64 << 20;
 
+/// How long append streams to a peer that does not speak the plain
+/// connection go over gRPC before it is asked again.
+const GRPC_APPENDS_FOR: Duration = Duration::from_secs(60);
+
 /// The first message of a snapshot stream.
 #[derive(Serialize, Deserialize)]
 struct SnapshotHeader {
@@ -252,7 +256,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
             peers: self.clone(),
             heartbeat: false,
             heartbeat_pipe: None,
-            append_over_tcp: true,
+            grpc_appends_until: None,
         }
     }
 
@@ -273,9 +277,10 @@ pub struct PeerConnection {
     /// That stream: opened at the first heartbeat, and again after a
     /// failed round.
     heartbeat_pipe: Option<append_stream::HeartbeatPipe>,
-    /// Whether to open append streams as plain connections
-    /// ([`append_wire`]); cleared once the peer is seen not to speak it.
-    append_over_tcp: bool,
+    /// Until when append streams go over gRPC because the peer was seen
+    /// not to speak the plain connection ([`append_wire`]); it is asked
+    /// again after that (it may have been upgraded).
+    grpc_appends_until: Option<std::time::Instant>,
 }
 
 fn unreachable(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig> {
@@ -401,7 +406,10 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 .peers
                 .url_of(self.target)
                 .and_then(|u| append_wire::socket_addr(&u));
-            if let Some(addr) = addr.filter(|_| self.append_over_tcp) {
+            let over_tcp = self
+                .grpc_appends_until
+                .is_none_or(|t| std::time::Instant::now() >= t);
+            if let Some(addr) = addr.filter(|_| over_tcp) {
                 let opened = tokio::time::timeout(
                     timeout,
                     append_wire::connect(&addr, self.peers.cluster_id),
@@ -416,7 +424,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                             member = %format!("{:x}", self.target),
                             "peer has no plain append connections; replicating over gRPC"
                         );
-                        self.append_over_tcp = false;
+                        self.grpc_appends_until =
+                            Some(std::time::Instant::now() + GRPC_APPENDS_FOR);
                     }
                     Ok(Err(e)) => return Err(e),
                     Err(_) => {
