@@ -187,8 +187,9 @@ fn decode_answer(msg: &[u8]) -> (Answer, bool) {
     }
 }
 
-/// A long-lived AppendStream that carries openraft's heartbeats to one
-/// follower, one at a time: the lease upkeep and the quorum round of
+/// A long-lived append stream (a plain connection where the follower
+/// speaks it, else a gRPC AppendStream) that carries openraft's
+/// heartbeats to one follower, one at a time: the lease upkeep and the quorum round of
 /// every ReadIndex. openraft hands each heartbeat over as a stream of
 /// one request; opening an HTTP/2 stream (or making a unary call) for
 /// each costs headers, trailers and a handler task on both sides, a
@@ -201,8 +202,15 @@ fn decode_answer(msg: &[u8]) -> (Answer, bool) {
 /// not be taken for the next request's, so the next round opens a new
 /// stream.
 pub(super) struct HeartbeatPipe {
-    out: tokio::sync::mpsc::Sender<RaftMessage>,
-    inbound: Streaming<RaftMessage>,
+    link: Link,
+}
+
+enum Link {
+    Grpc {
+        out: tokio::sync::mpsc::Sender<RaftMessage>,
+        inbound: Streaming<RaftMessage>,
+    },
+    Plain(super::append_wire::Connection),
 }
 
 impl HeartbeatPipe {
@@ -220,8 +228,10 @@ impl HeartbeatPipe {
         let call = open(tokio_stream::wrappers::ReceiverStream::new(rx));
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(resp)) => Ok(Self {
-                out,
-                inbound: resp.into_inner(),
+                link: Link::Grpc {
+                    out,
+                    inbound: resp.into_inner(),
+                },
             }),
             Ok(Err(status)) => Err(RPCError::Unreachable(Unreachable::new(&status))),
             Err(_) => Err(RPCError::Unreachable(Unreachable::from_string(format!(
@@ -230,9 +240,19 @@ impl HeartbeatPipe {
         }
     }
 
+    /// The pipe over an accepted plain append connection.
+    pub(super) fn over(conn: tokio::net::TcpStream) -> Self {
+        Self {
+            link: Link::Plain(super::append_wire::Connection::new(conn)),
+        }
+    }
+
     /// Whether the stream can no longer carry a request.
     pub(super) fn is_closed(&self) -> bool {
-        self.out.is_closed()
+        match &self.link {
+            Link::Grpc { out, .. } => out.is_closed(),
+            Link::Plain(c) => c.is_closed(),
+        }
     }
 
     /// Sends `req` and waits up to `timeout` for its answer. The second
@@ -246,22 +266,26 @@ impl HeartbeatPipe {
             Ok(p) => p,
             Err(e) => return (Err(RPCError::Network(NetworkError::new(&e))), true),
         };
-        let msg = RaftMessage {
-            payload: payload.into(),
-        };
         let exchange = async {
-            self.out
-                .send(msg)
-                .await
-                .map_err(|_| Unreachable::from_string("heartbeat stream closed"))?;
-            match self.inbound.message().await {
-                Ok(Some(m)) => Ok(m),
-                Ok(None) => Err(Unreachable::from_string("heartbeat stream ended")),
-                Err(status) => Err(Unreachable::new(&status)),
+            match &mut self.link {
+                Link::Grpc { out, inbound } => {
+                    let msg = RaftMessage {
+                        payload: payload.into(),
+                    };
+                    out.send(msg)
+                        .await
+                        .map_err(|_| Unreachable::from_string("heartbeat stream closed"))?;
+                    match inbound.message().await {
+                        Ok(Some(m)) => Ok(m.payload),
+                        Ok(None) => Err(Unreachable::from_string("heartbeat stream ended")),
+                        Err(status) => Err(Unreachable::new(&status)),
+                    }
+                }
+                Link::Plain(c) => c.exchange(&payload).await,
             }
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(m)) => decode_answer(&m.payload),
+            Ok(Ok(m)) => decode_answer(&m),
             Ok(Err(e)) => (Err(RPCError::Unreachable(e)), false),
             Err(_) => (
                 Err(RPCError::Unreachable(Unreachable::from_string(format!(

@@ -150,6 +150,54 @@ impl Inbound for LeaderInbound {
     }
 }
 
+/// An accepted append connection used one request at a time (the
+/// heartbeat pipe): the caller writes a request and reads its answer
+/// itself, no task in between.
+pub(super) struct Connection {
+    frames: FrameReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+}
+
+impl Connection {
+    pub(super) fn new(conn: TcpStream) -> Self {
+        let (rd, wr) = conn.into_split();
+        Self {
+            frames: FrameReader::new(rd),
+            wr,
+        }
+    }
+
+    /// Sends one request and reads the next answer.
+    pub(super) async fn exchange(
+        &mut self,
+        request: &[u8],
+    ) -> Result<Bytes, Unreachable<TypeConfig>> {
+        write_frame(&mut self.wr, request)
+            .await
+            .map_err(|e| Unreachable::new(&e))?;
+        match self.frames.next().await {
+            Ok(Some(answer)) => Ok(answer),
+            Ok(None) => Err(Unreachable::from_string("append connection closed")),
+            Err(e) => Err(Unreachable::new(&e)),
+        }
+    }
+
+    /// Whether the connection can no longer carry a request: the follower
+    /// closed it (restarted, gave up on it), or sent something no request
+    /// asked for.
+    pub(super) fn is_closed(&self) -> bool {
+        if !self.frames.buf.is_empty() {
+            return true;
+        }
+        // Nothing to read is the only state in which it can go on.
+        let mut probe = [0u8; 1];
+        match self.frames.rd.try_read(&mut probe) {
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+            Ok(_) => true,
+        }
+    }
+}
+
 /// How an append connection to a follower turned out.
 pub(super) enum Opened {
     /// The follower accepted the stream.
@@ -536,6 +584,39 @@ mod tests {
         assert_eq!(frames.next().await.unwrap().unwrap(), Bytes::from(bytes));
         // gRPC still works with the append connection open.
         assert!(grpc_health(&addr).await);
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_connection_exchanges_in_turn_and_sees_the_follower_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            assert!(accept_hello(&mut s, 0xc1).await.unwrap());
+            let (rd, mut wr) = s.into_split();
+            let mut frames = FrameReader::new(rd);
+            for _ in 0..2 {
+                let f = frames.next().await.unwrap().unwrap();
+                write_frame(&mut wr, &f).await.unwrap();
+            }
+            let _ = close_rx.await;
+        });
+        let Opened::Stream(s) = connect(&addr, 0xc1).await.unwrap() else {
+            panic!("not accepted");
+        };
+        let mut conn = Connection::new(s);
+        assert!(!conn.is_closed());
+        assert_eq!(&conn.exchange(b"one").await.unwrap()[..], b"one");
+        assert_eq!(&conn.exchange(b"two").await.unwrap()[..], b"two");
+        assert!(!conn.is_closed());
+        drop(close_tx);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !conn.is_closed() {
+            assert!(Instant::now() < deadline, "close not seen");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(conn.exchange(b"three").await.is_err());
     }
 
     #[tokio::test]

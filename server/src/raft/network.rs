@@ -272,7 +272,8 @@ pub struct PeerConnection {
     target: u64,
     peers: Peers,
     /// Whether this connection carries openraft's heartbeats, which go
-    /// over one long-lived stream ([`append_stream::HeartbeatPipe`]).
+    /// over one long-lived stream ([`append_stream::HeartbeatPipe`]): a
+    /// plain append connection, or a gRPC stream.
     heartbeat: bool,
     /// That stream: opened at the first heartbeat, and again after a
     /// failed round.
@@ -304,19 +305,59 @@ impl PeerConnection {
         option: &RPCOption,
     ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
         let timeout = option.soft_ttl().max(self.peers.rpc_floor);
-        let mut pipe = match self.heartbeat_pipe.take() {
-            Some(p) if !p.is_closed() => p,
-            _ => self.open_heartbeat_pipe(timeout).await?,
+        let kept = self.heartbeat_pipe.take().filter(|p| !p.is_closed());
+        let mut pipe = match kept {
+            Some(p) => p,
+            None => self.open_heartbeat_pipe(timeout).await?,
         };
         let (answer, reusable) = pipe.round(req, timeout).await;
         self.heartbeat_pipe = reusable.then_some(pipe);
         answer
     }
 
+    /// A plain append connection to the peer ([`append_wire`]), or `None`
+    /// where appends go over gRPC: the peer's URL is not plain `http`, or
+    /// the peer was seen not to speak it within [`GRPC_APPENDS_FOR`].
+    async fn open_append_connection(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<tokio::net::TcpStream>, RPCError<TypeConfig>> {
+        let addr = self
+            .peers
+            .url_of(self.target)
+            .and_then(|u| append_wire::socket_addr(&u));
+        let over_tcp = self
+            .grpc_appends_until
+            .is_none_or(|t| std::time::Instant::now() >= t);
+        let Some(addr) = addr.filter(|_| over_tcp) else {
+            return Ok(None);
+        };
+        let opened =
+            tokio::time::timeout(timeout, append_wire::connect(&addr, self.peers.cluster_id)).await;
+        match opened {
+            Ok(Ok(append_wire::Opened::Stream(conn))) => Ok(Some(conn)),
+            Ok(Ok(append_wire::Opened::NotSpoken)) => {
+                tracing::info!(
+                    member = %format!("{:x}", self.target),
+                    "peer has no plain append connections; replicating over gRPC"
+                );
+                self.grpc_appends_until = Some(std::time::Instant::now() + GRPC_APPENDS_FOR);
+                Ok(None)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "append connection not opened within {timeout:?}"
+            )))),
+        }
+    }
+
     async fn open_heartbeat_pipe(
-        &self,
+        &mut self,
         timeout: Duration,
     ) -> Result<append_stream::HeartbeatPipe, RPCError<TypeConfig>> {
+        if let Some(conn) = self.open_append_connection(timeout).await? {
+            return Ok(append_stream::HeartbeatPipe::over(conn));
+        }
         let mut client = self.client()?;
         let peers = self.peers.clone();
         append_stream::HeartbeatPipe::open(
@@ -402,38 +443,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         }
         Box::pin(async move {
             let timeout = option.soft_ttl().max(self.peers.rpc_floor);
-            let addr = self
-                .peers
-                .url_of(self.target)
-                .and_then(|u| append_wire::socket_addr(&u));
-            let over_tcp = self
-                .grpc_appends_until
-                .is_none_or(|t| std::time::Instant::now() >= t);
-            if let Some(addr) = addr.filter(|_| over_tcp) {
-                let opened = tokio::time::timeout(
-                    timeout,
-                    append_wire::connect(&addr, self.peers.cluster_id),
-                )
-                .await;
-                match opened {
-                    Ok(Ok(append_wire::Opened::Stream(conn))) => {
-                        return Ok(append_wire::stream(conn, input, timeout));
-                    }
-                    Ok(Ok(append_wire::Opened::NotSpoken)) => {
-                        tracing::info!(
-                            member = %format!("{:x}", self.target),
-                            "peer has no plain append connections; replicating over gRPC"
-                        );
-                        self.grpc_appends_until =
-                            Some(std::time::Instant::now() + GRPC_APPENDS_FOR);
-                    }
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => {
-                        return Err(RPCError::Unreachable(Unreachable::from_string(format!(
-                            "append connection not opened within {timeout:?}"
-                        ))))
-                    }
-                }
+            if let Some(conn) = self.open_append_connection(timeout).await? {
+                return Ok(append_wire::stream(conn, input, timeout));
             }
             let mut client = self.client()?;
             let (outbound, outstanding) = append_stream::requests(input);
