@@ -63,7 +63,10 @@ const REFUSED: u8 = 1;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes one frame.
-async fn write_frame(w: &mut OwnedWriteHalf, payload: &[u8]) -> io::Result<()> {
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    payload: &[u8],
+) -> io::Result<()> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|&n| n as usize <= MAX_PEER_MESSAGE)
@@ -73,11 +76,11 @@ async fn write_frame(w: &mut OwnedWriteHalf, payload: &[u8]) -> io::Result<()> {
                 format!("a frame of {} bytes is over the limit", payload.len()),
             )
         })?;
-    // One write: header and payload in one segment when they fit.
-    let mut buf = Vec::with_capacity(4 + payload.len());
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(payload);
-    w.write_all(&buf).await
+    // Header and payload in one vectored write, without copying the
+    // payload.
+    let header = len.to_be_bytes();
+    let mut frame = Buf::chain(&header[..], payload);
+    w.write_all_buf(&mut frame).await
 }
 
 /// Reads frames off a connection's read half. [`FrameReader::next`] is
@@ -230,11 +233,11 @@ pub(super) async fn connect(addr: &str, cluster_id: u64) -> Result<Opened, RPCEr
                 "append connection closed during the hello",
             )));
         }
-        let seen = (got + n).min(PREFACE.len());
-        if echo[got.min(seen)..seen] != PREFACE[got.min(seen)..seen] {
+        got += n;
+        let upto = got.min(PREFACE.len());
+        if echo[..upto] != PREFACE[..upto] {
             return Ok(Opened::NotSpoken);
         }
-        got += n;
     }
     match echo[PREFACE.len()] {
         ACCEPTED => Ok(Opened::Stream(s)),
@@ -312,9 +315,8 @@ async fn accept_hello(s: &mut TcpStream, cluster_id: u64) -> io::Result<bool> {
             "append stream from cluster {theirs:x}, this member belongs to cluster {cluster_id:x}"
         );
         answer.push(REFUSED);
-        answer.extend_from_slice(&(reason.len() as u32).to_be_bytes());
-        answer.extend_from_slice(reason.as_bytes());
         s.write_all(&answer).await?;
+        write_frame(s, reason.as_bytes()).await?;
         return Ok(false);
     }
     answer.push(ACCEPTED);
