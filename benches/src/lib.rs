@@ -16,6 +16,8 @@
 //! - [`cluster`]: starts etcd or Cairn members on free 127.0.0.1 ports.
 //! - [`compare`]: the side-by-side run — both systems, same topologies,
 //!   loads in alternation, a table of medians.
+//! - [`pair`]: two Cairn builds under the same put load at the same time,
+//!   for telling apart changes smaller than the machine's drift.
 //!
 //! The storage engines' micro-benchmarks live beside their crates
 //! (`kv/benches`, `raft-log/benches`).
@@ -24,6 +26,7 @@ pub mod cluster;
 pub mod compare;
 pub mod loads;
 pub mod options;
+pub mod pair;
 pub mod process;
 pub mod report;
 pub mod runner;

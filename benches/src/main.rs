@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cairn_bench::compare;
 use cairn_bench::loads::Load;
 use cairn_bench::options::Common;
+use cairn_bench::{compare, pair};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -40,6 +40,9 @@ enum Cmd {
     /// Starts etcd and Cairn in the same topologies and runs every load
     /// against each in alternation; prints a table of medians.
     Compare(compare::Args),
+    /// Starts a cluster of each of two Cairn builds per round and loads
+    /// both at the same time; prints each round and the B/A ratios.
+    Pair(pair::Args),
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -54,6 +57,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Compare(a) => compare::run(a).await,
+        Cmd::Pair(a) => pair::run(a).await,
     }
 }
 

@@ -1,15 +1,16 @@
 //! `cairn-bench` against real servers: every load runs against a Cairn
-//! member without errors, and the side-by-side comparison runs end to end
+//! member without errors, the side-by-side comparison runs end to end
 //! against etcd 3.4 and Cairn (one short round), producing a value for
-//! every row from both systems.
+//! every row from both systems, and `pair` loads two Cairn clusters at
+//! once and measures both.
 
 mod common;
 
 use std::time::Duration;
 
-use cairn_bench::compare;
 use cairn_bench::loads::{k8s, range, revoke, txn, watch, Load};
 use cairn_bench::options::{Common, Consistency};
+use cairn_bench::{compare, pair};
 use common::{which, Cluster};
 
 fn common(endpoints: Vec<String>, pids: Vec<u32>) -> Common {
@@ -140,4 +141,33 @@ async fn side_by_side_comparison_runs_against_etcd_and_cairn() {
     }
     let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
     assert!(md.contains("| 1 | put, 256 clients / 32 conns |"), "{md}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_loads_two_builds_at_once() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let args = pair::Args {
+        a: env!("CARGO_BIN_EXE_cairn").into(),
+        b: env!("CARGO_BIN_EXE_cairn").into(),
+        members: 1,
+        rounds: 2,
+        duration: Duration::from_millis(500),
+        clients: 4,
+        conns: 2,
+        work_dir: Some(work.path().to_path_buf()),
+    };
+    let rounds = pair::rounds(&args).await.expect("pair");
+    assert_eq!(rounds.len(), 2);
+    for (a, b) in &rounds {
+        for s in [a, b] {
+            assert!(s.throughput > 0.0 && s.cpu_us > 0.0, "{rounds:?}");
+        }
+    }
+    // Nothing of either cluster is left behind.
+    assert_eq!(std::fs::read_dir(work.path()).expect("work dir").count(), 0);
+    let missing = pair::Args {
+        b: work.path().join("no-such-cairn"),
+        ..args
+    };
+    assert!(pair::rounds(&missing).await.is_err());
 }
