@@ -14,8 +14,9 @@
 //! Both clusters share the cores, so the absolute rates are about half of
 //! a run alone. Read the server CPU per request: how the scheduler splits
 //! the cores between the two clusters moves their throughputs apart by up
-//! to a fifth even for one build against itself, while their CPU per
-//! request stays within about 3% of each other. Each load runs on its own
+//! to a fifth even for one binary against itself, while their CPU per
+//! request stays within about 5% of each other per round, and the median
+//! of five rounds within about 2.5%. Each load runs on its own
 //! runtime, as two load generator processes would. `pair` compares Cairn
 //! builds with each other; `compare` (alternating runs, each alone on the
 //! machine) is the measurement against etcd.
