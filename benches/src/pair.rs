@@ -128,6 +128,9 @@ async fn both(a: Common, b: Common) -> Result<(Result<Report>, Result<Report>)> 
 
 /// Runs every round; returns them in order.
 pub async fn rounds(a: &Args) -> Result<Vec<Round>> {
+    if a.members == 0 || a.rounds == 0 || a.clients == 0 || a.conns == 0 {
+        bail!("--members, --rounds, --clients and --conns must be at least 1");
+    }
     for bin in [&a.a, &a.b] {
         if !bin.is_file() {
             bail!("{} does not exist", bin.display());
@@ -136,7 +139,7 @@ pub async fn rounds(a: &Args) -> Result<Vec<Round>> {
     let work = a.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let mut out = Vec::new();
     for round in 0..a.rounds {
-        // Started in turn, so neither build always gets the first ports.
+        // Started in turn, so neither build is always the one started first.
         let (first, second) = if round % 2 == 0 {
             (&a.a, &a.b)
         } else {

@@ -167,7 +167,9 @@ async fn pair_loads_two_builds_at_once() {
     assert_eq!(std::fs::read_dir(work.path()).expect("work dir").count(), 0);
     let missing = pair::Args {
         b: work.path().join("no-such-cairn"),
-        ..args
+        ..args.clone()
     };
     assert!(pair::rounds(&missing).await.is_err());
+    let no_rounds = pair::Args { rounds: 0, ..args };
+    assert!(pair::rounds(&no_rounds).await.is_err());
 }
