@@ -14,6 +14,8 @@ use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{RangeRequest, StatusRequest};
 use tonic::transport::Endpoint;
 
+use crate::options::{Common, Consistency};
+
 /// Which server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum System {
@@ -182,6 +184,33 @@ impl Cluster {
 
     pub fn data_dirs(&self) -> Vec<PathBuf> {
         self.members.iter().map(|m| m.data_dir.clone()).collect()
+    }
+
+    /// A timed load against `endpoints` of this cluster, its members' CPU
+    /// and disk measured: 8-byte keys drawn from 10,000, 256-byte values,
+    /// linearizable reads.
+    pub fn load(
+        &self,
+        endpoints: Vec<String>,
+        clients: usize,
+        conns: usize,
+        duration: Duration,
+    ) -> Common {
+        Common {
+            endpoints,
+            conns,
+            clients,
+            total: 0,
+            duration: Some(duration),
+            key_size: 8,
+            val_size: 256,
+            key_space_size: 10_000,
+            sequential_keys: false,
+            consistency: Consistency::Linearizable,
+            pids: self.pids(),
+            data_dirs: self.data_dirs(),
+            quiet: true,
+        }
     }
 
     /// Waits until every member answers a linearizable read.

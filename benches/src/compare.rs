@@ -227,7 +227,7 @@ struct Results {
     wall_seconds: f64,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -347,26 +347,17 @@ pub async fn run(a: &Args) -> Result<()> {
                         case.label,
                         system.name()
                     ));
+                    // Leader first: a one-connection load measures the
+                    // same path in both systems.
+                    let endpoints = cluster.leader_first_endpoints().await;
                     let common = Common {
-                        // Leader first: a one-connection load measures
-                        // the same path in both systems.
-                        endpoints: cluster.leader_first_endpoints().await,
-                        conns: case.conns,
-                        clients: case.clients,
-                        total: 0,
-                        duration: Some(a.duration),
-                        key_size: 8,
-                        val_size: 256,
                         key_space_size: if matches!(case.load, Load::K8s(_)) {
                             1000
                         } else {
                             10_000
                         },
-                        sequential_keys: false,
                         consistency: case.consistency,
-                        pids: cluster.pids(),
-                        data_dirs: cluster.data_dirs(),
-                        quiet: true,
+                        ..cluster.load(endpoints, case.clients, case.conns, a.duration)
                     };
                     let result = case.load.run(&common).await;
                     runs.push(record_run(members, case.label, system, round, result));

@@ -28,8 +28,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::cluster::{Cluster, System};
+use crate::compare::median;
 use crate::loads::Load;
-use crate::options::{parse_duration, Common, Consistency};
+use crate::options::{parse_duration, Common};
 use crate::report::Report;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -68,6 +69,9 @@ pub struct Side {
     pub cpu_us: f64,
 }
 
+/// How long both clusters are loaded before each measured run.
+const WARM_UP: Duration = Duration::from_secs(1);
+
 /// One round: A and B.
 pub type Round = (Side, Side);
 
@@ -83,24 +87,6 @@ fn side(r: &Report) -> Result<Side> {
         throughput: r.throughput,
         cpu_us: cpu * 1e6 / r.ops as f64,
     })
-}
-
-fn load_for(cluster: &Cluster, endpoints: Vec<String>, a: &Args, clients: usize) -> Common {
-    Common {
-        endpoints,
-        conns: a.conns.min(clients),
-        clients,
-        total: 0,
-        duration: Some(a.duration),
-        key_size: 8,
-        val_size: 256,
-        key_space_size: 10_000,
-        sequential_keys: false,
-        consistency: Consistency::Linearizable,
-        pids: cluster.pids(),
-        data_dirs: cluster.data_dirs(),
-        quiet: true,
-    }
 }
 
 /// Runs the put load of `a` and of `b` at the same time, each on a runtime
@@ -157,36 +143,24 @@ pub async fn rounds(a: &Args) -> Result<Vec<Round>> {
             cb.leader_first_endpoints().await,
         );
         // A short warm-up of both, then the measured run of both at once.
-        let warm = Args {
-            duration: Duration::from_secs(1),
-            ..a.clone()
-        };
-        let (la, lb) = (
-            load_for(&ca, ea.clone(), &warm, 16),
-            load_for(&cb, eb.clone(), &warm, 16),
-        );
-        let (wa, wb) = both(la, lb).await?;
+        let (wa, wb) = both(
+            ca.load(ea.clone(), 16, a.conns.min(16), WARM_UP),
+            cb.load(eb.clone(), 16, a.conns.min(16), WARM_UP),
+        )
+        .await?;
         wa.context("warm-up of A")?;
         wb.context("warm-up of B")?;
-        let (la, lb) = (
-            load_for(&ca, ea, a, a.clients),
-            load_for(&cb, eb, a, a.clients),
-        );
-        let (ra, rb) = both(la, lb).await?;
+        let conns = a.conns.min(a.clients);
+        let (ra, rb) = both(
+            ca.load(ea, a.clients, conns, a.duration),
+            cb.load(eb, a.clients, conns, a.duration),
+        )
+        .await?;
         let ra = side(&ra.context("load on A")?).context("A")?;
         let rb = side(&rb.context("load on B")?).context("B")?;
         out.push((ra, rb));
     }
     Ok(out)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// The rounds as a markdown table, with the medians of the per-round B/A
@@ -221,16 +195,15 @@ pub fn markdown(a: &Args, rounds: &[Round]) -> String {
             rb.cpu_us / ra.cpu_us
         );
     }
+    let ratio = |of: fn(&Side) -> f64| {
+        median(rounds.iter().map(|(a, b)| of(b) / of(a)).collect())
+            .map_or_else(|| "–".to_string(), |m| format!("{m:.3}"))
+    };
     let _ = writeln!(
         s,
-        "\nmedian B/A: throughput {:.3}, server CPU per request {:.3}",
-        median(
-            rounds
-                .iter()
-                .map(|(a, b)| b.throughput / a.throughput)
-                .collect()
-        ),
-        median(rounds.iter().map(|(a, b)| b.cpu_us / a.cpu_us).collect())
+        "\nmedian B/A: throughput {}, server CPU per request {}",
+        ratio(|s| s.throughput),
+        ratio(|s| s.cpu_us)
     );
     s
 }
@@ -244,13 +217,6 @@ pub async fn run(a: &Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(vec![]).is_nan());
-    }
 
     #[test]
     fn table_carries_each_round_and_the_median_ratios() {

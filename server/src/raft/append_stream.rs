@@ -189,8 +189,8 @@ fn decode_answer(msg: &[u8]) -> (Answer, bool) {
 
 /// A long-lived append stream (a plain connection where the follower
 /// speaks it, else a gRPC AppendStream) that carries openraft's
-/// heartbeats to one follower, one at a time: the lease upkeep and the quorum round of
-/// every ReadIndex. openraft hands each heartbeat over as a stream of
+/// heartbeats to one follower, one at a time: the lease upkeep and the
+/// quorum round of every ReadIndex. openraft hands each heartbeat over as a stream of
 /// one request; opening an HTTP/2 stream (or making a unary call) for
 /// each costs headers, trailers and a handler task on both sides, a
 /// large part of a linearizable read's round on a loaded machine. Here a
