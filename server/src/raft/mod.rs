@@ -103,6 +103,7 @@ impl fmt::Display for Command {
             Some(Op::LeaseCheckpoint(c)) => {
                 write!(f, "lease checkpoint ({} leases)", c.checkpoints.len())
             }
+            Some(Op::Batch(b)) => write!(f, "batch of {} writes", b.commands.len()),
             None => f.write_str("empty"),
         }
     }

@@ -1,8 +1,9 @@
 //! openraft's `RaftStateMachine` over `cairn-kv`.
 //!
-//! Every applied entry is one kv write whose *applied position* — the
-//! entry's log id and the membership in force — is stored in the same
-//! atomic batch as the data. The store is not fsynced per apply (the Raft
+//! Every applied entry is one kv write, or a batch of them
+//! ([`cairnpb::CommandBatch`], each write its own revision), whose
+//! *applied position* — the entry's log id and the membership in force —
+//! is stored in the same atomic batch as the data. The store is not fsynced per apply (the Raft
 //! log is the source of durability): after a crash, `applied_state` names
 //! the last write that survived and openraft applies the rest again.
 //!
@@ -48,8 +49,9 @@ pub struct StateMachine {
     lessor: Option<Arc<crate::lease::Lessor>>,
 }
 
-/// Most log entries applied as one kv batch: bounds the batch (and the
-/// time the store's write lock is held) when a long log is replayed.
+/// Most kv writes applied as one kv batch (a batch entry's all go into
+/// one): bounds the batch (and the time the store's write lock is held)
+/// when a long log is replayed.
 const MAX_APPLY_BATCH: usize = 256;
 
 /// A kv write decoded from a log entry.
@@ -78,8 +80,52 @@ impl KvWrite {
     }
 }
 
-/// A write waiting for its batch: its log id, the write, who to answer.
-type PendingWrite = (LogId, KvWrite, Option<ApplyResponder<TypeConfig>>);
+/// The kv writes of one log entry: one, or a [`cairnpb::CommandBatch`]'s
+/// (`None` for a command a batch may not carry).
+enum EntryWrites {
+    One(KvWrite),
+    Batch(Vec<Option<KvWrite>>),
+}
+
+impl EntryWrites {
+    fn of(cmd: &cairnpb::Command) -> Option<EntryWrites> {
+        match &cmd.op {
+            Some(Op::Batch(b)) => Some(EntryWrites::Batch(
+                b.commands.iter().map(KvWrite::of).collect(),
+            )),
+            _ => KvWrite::of(cmd).map(EntryWrites::One),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            EntryWrites::One(_) => 1,
+            EntryWrites::Batch(b) => b.len(),
+        }
+    }
+
+    fn writes(&self) -> impl Iterator<Item = KvBatchWrite<'_>> {
+        let (one, many) = match self {
+            EntryWrites::One(w) => (Some(w), None),
+            EntryWrites::Batch(b) => (None, Some(b.iter().flatten())),
+        };
+        one.into_iter()
+            .chain(many.into_iter().flatten())
+            .map(KvWrite::as_write)
+    }
+}
+
+/// An entry's writes waiting for their kv batch: its log id, the writes,
+/// who to answer.
+type PendingWrite = (LogId, EntryWrites, Option<ApplyResponder<TypeConfig>>);
+
+/// The result of a command a [`cairnpb::CommandBatch`] may not carry.
+fn not_batchable() -> Res {
+    Res::Error(cairnpb::ApplyError {
+        kind: "batch".into(),
+        message: "etcdserver: only puts, deletes and txns can be batched".into(),
+    })
+}
 
 fn kv_err(e: cairn_kv::Error) -> io::Error {
     io::Error::other(e)
@@ -154,23 +200,38 @@ impl StateMachine {
         };
         self.applied.log_id = Some(*last);
         let pos = self.position()?;
-        let batch: Vec<KvBatchWrite<'_>> = writes.iter().map(|(_, w, _)| w.as_write()).collect();
-        let results = self.store.write_batch(&batch, &pos).map_err(kv_err)?;
+        let batch: Vec<KvBatchWrite<'_>> = writes.iter().flat_map(|(_, w, _)| w.writes()).collect();
+        let results = if batch.is_empty() {
+            // Only commands a batch may not carry: nothing but the position.
+            self.store.record_applied(&pos).map_err(kv_err)?;
+            Vec::new()
+        } else {
+            self.store.write_batch(&batch, &pos).map_err(kv_err)?
+        };
         drop(batch);
-        for ((_, _, responder), r) in writes.drain(..).zip(results) {
-            let result = match r {
-                Ok(a) => {
-                    self.publish(a.revision, a.events);
-                    match a.response {
-                        Written::Put(p) => Res::Put(convert::put_response(p)),
-                        Written::DeleteRange(d) => Res::DeleteRange(convert::delete_response(d)),
-                        Written::Txn(t) => Res::Txn(convert::txn_response(t)),
+        let mut results = results.into_iter();
+        let mut next = |this: &Self| -> io::Result<Res> {
+            let r = results
+                .next()
+                .ok_or_else(|| io::Error::other("kv batch answered fewer writes"))?;
+            this.result(r)
+        };
+        for (_, w, responder) in writes.drain(..) {
+            let result = match w {
+                EntryWrites::One(_) => next(self)?,
+                EntryWrites::Batch(b) => {
+                    let mut out = Vec::with_capacity(b.len());
+                    for w in &b {
+                        let result = match w {
+                            Some(_) => next(self)?,
+                            None => not_batchable(),
+                        };
+                        out.push(cairnpb::CommandResponse {
+                            result: Some(result),
+                        });
                     }
+                    Res::Batch(cairnpb::CommandResponseBatch { results: out })
                 }
-                Err(e) => match status::apply_error(&e) {
-                    Some(a) => Res::Error(a),
-                    None => return Err(kv_err(e)),
-                },
             };
             if let Some(r) = responder {
                 r.send(CommandResponse(cairnpb::CommandResponse {
@@ -181,13 +242,32 @@ impl StateMachine {
         Ok(())
     }
 
+    /// One kv write's result as its command answers it, its events
+    /// published.
+    fn result(&self, r: cairn_kv::Result<cairn_kv::Applied<Written>>) -> io::Result<Res> {
+        Ok(match r {
+            Ok(a) => {
+                self.publish(a.revision, a.events);
+                match a.response {
+                    Written::Put(p) => Res::Put(convert::put_response(p)),
+                    Written::DeleteRange(d) => Res::DeleteRange(convert::delete_response(d)),
+                    Written::Txn(t) => Res::Txn(convert::txn_response(t)),
+                }
+            }
+            Err(e) => match status::apply_error(&e) {
+                Some(a) => Res::Error(a),
+                None => return Err(kv_err(e)),
+            },
+        })
+    }
+
     /// Applies one command other than a kv write, recording
     /// `self.applied` with it.
     fn execute(&self, cmd: &cairnpb::Command) -> io::Result<CommandResponse> {
         let pos = self.position()?;
         let result = match &cmd.op {
             // `apply` hands every kv write to `apply_writes`.
-            Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_)) => {
+            Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Batch(_)) => {
                 return Err(io::Error::other(
                     "kv writes are applied through apply_writes",
                 ))
@@ -379,14 +459,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // (one backend write, one applied position); anything else is
         // applied alone, after the writes before it.
         let mut writes: Vec<PendingWrite> = Vec::new();
+        let mut batched = 0;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let payload = match entry.payload {
-                EntryPayload::Normal(cmd) => match KvWrite::of(&cmd.0) {
-                    Some(write) => {
-                        writes.push((entry.log_id, write, responder));
-                        if writes.len() >= MAX_APPLY_BATCH {
+                EntryPayload::Normal(cmd) => match EntryWrites::of(&cmd.0) {
+                    Some(w) => {
+                        batched += w.len();
+                        writes.push((entry.log_id, w, responder));
+                        if batched >= MAX_APPLY_BATCH {
                             self.apply_writes(&mut writes)?;
+                            batched = 0;
                         }
                         continue;
                     }
@@ -395,6 +478,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 other => other,
             };
             self.apply_writes(&mut writes)?;
+            batched = 0;
             self.applied.log_id = Some(entry.log_id);
             let resp = match payload {
                 EntryPayload::Normal(cmd) => self.execute(&cmd.0)?,
