@@ -99,6 +99,11 @@ pub enum ForwardResponse {
 #[tonic::async_trait]
 pub trait ForwardHandler: Send + Sync + 'static {
     async fn handle(&self, req: ForwardRequest) -> ForwardResponse;
+
+    /// Serves forwarded kv writes (puts, deletes, txns; see
+    /// [`crate::propose::batchable`]) proposed together as one entry: one answer per
+    /// write, in order.
+    async fn handle_writes(&self, cmds: Vec<Command>) -> Vec<ForwardResponse>;
 }
 
 /// Unwraps an apply result into the response or etcd's status.

@@ -34,6 +34,7 @@ pub mod convert;
 pub mod forward;
 pub mod lease;
 pub mod node;
+pub mod propose;
 pub mod raft;
 pub mod server;
 pub mod status;

@@ -156,6 +156,8 @@ pub(crate) struct Inner {
     pub(crate) lessor: Arc<crate::lease::Lessor>,
     /// Ids for leases granted without one.
     pub(crate) lease_ids: crate::lease::IdGen,
+    /// Proposes this member's clients' kv writes while it leads.
+    proposer: crate::propose::Proposer,
 }
 
 /// Raft state as etcd's Status reports it.
@@ -306,6 +308,7 @@ impl Node {
             ready: watch::channel(false).0,
             lessor,
             lease_ids: crate::lease::IdGen::new(identity.member_id),
+            proposer: crate::propose::Proposer::new(raft.clone()),
         });
 
         // Peer service first, so the others can reach us while we bootstrap.
@@ -693,7 +696,15 @@ impl Inner {
     pub async fn write(&self, cmd: cairnpb::Command) -> Result<cairnpb::CommandResponse, Status> {
         let deadline = Instant::now() + self.timeout();
         loop {
-            match self.write_local(cmd.clone(), deadline).await {
+            let local = if !crate::propose::batchable(&cmd) {
+                self.write_local(cmd.clone(), deadline).await
+            } else if self.raft.metrics().borrow_watched().current_leader == Some(self.id) {
+                self.proposer.propose(cmd.clone(), deadline).await
+            } else {
+                // Not the leader as far as this member knows: forward.
+                Ok(None)
+            };
+            match local {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
                 Err(e) => return Err(e),
@@ -759,17 +770,7 @@ impl Inner {
         cmd: cairnpb::Command,
         deadline: Instant,
     ) -> Result<Option<cairnpb::CommandResponse>, Status> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let fut = self.raft.client_write(Command(cmd));
-        match tokio::time::timeout(left, fut).await {
-            Err(_) => Err(Status::unavailable(msg::TIMEOUT)),
-            Ok(Ok(resp)) => Ok(Some(resp.data.0)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Ok(None),
-            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
-                Err(Status::unavailable(msg::LEADER_CHANGED))
-            }
-            Ok(Err(e)) => Err(Status::unavailable(format!("etcdserver: {e}"))),
-        }
+        crate::propose::propose(&self.raft, cmd, deadline).await
     }
 
     /// The read index as leader: openraft's (leadership confirmed by a
@@ -1221,6 +1222,20 @@ fn wire(s: Status) -> ForwardResponse {
 
 #[tonic::async_trait]
 impl ForwardHandler for Inner {
+    async fn handle_writes(&self, cmds: Vec<Command>) -> Vec<ForwardResponse> {
+        let n = cmds.len();
+        let deadline = Instant::now() + self.timeout();
+        let cmds = cmds.into_iter().map(|c| c.0).collect();
+        match self.proposer.propose_many(cmds, deadline).await {
+            Ok(Some(rs)) => rs
+                .into_iter()
+                .map(|r| ForwardResponse::Write(CommandResponse(r)))
+                .collect(),
+            Ok(None) => vec![ForwardResponse::NotLeader; n],
+            Err(e) => vec![wire(e); n],
+        }
+    }
+
     async fn handle(&self, req: ForwardRequest) -> ForwardResponse {
         match req {
             ForwardRequest::Write(cmd) => {

@@ -24,6 +24,7 @@ pub mod msg {
     pub const NOT_LEADER: &str = "etcdserver: not leader";
     pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
     pub const TIMEOUT: &str = "etcdserver: request timed out";
+    pub const STOPPED: &str = "etcdserver: server stopped";
 }
 
 /// A store error as recorded in an apply result: a stable kind name that

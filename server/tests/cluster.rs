@@ -573,9 +573,10 @@ async fn membership_changes_through_a_follower_answer_with_the_new_list() {
 }
 
 /// Many concurrent writes sent to a follower travel to the leader in
-/// batches over one stream: each is applied exactly once (the revision
-/// moves by exactly their number, each answer has its own revision) and
-/// each key holds its own value, on every member.
+/// batches over one stream and are proposed several to an entry: each is
+/// applied exactly once (the revision moves by exactly their number, each
+/// answer has its own revision) and each key holds its own value, on
+/// every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_through_a_follower_apply_once_each() {
     let c = Cluster::start(3, &[]).await;
@@ -583,6 +584,7 @@ async fn concurrent_writes_through_a_follower_apply_once_each() {
     let follower = (0..3).find(|i| *i != leader).unwrap_or(0);
     let mut kv = c.members[follower].kv().await;
     let before = head(&mut kv).await;
+    let index_before = c.members[leader].raft_index().await;
     let n = 300;
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -600,6 +602,11 @@ async fn concurrent_writes_through_a_follower_apply_once_each() {
     assert_eq!(revs.len(), n, "every write got its own revision");
     assert_eq!(revs.first().copied(), Some(before + 1));
     assert_eq!(revs.last().copied(), Some(before + n as i64));
+    let entries = c.members[leader].raft_index().await - index_before;
+    assert!(
+        entries <= n as u64 / 2,
+        "{n} concurrent writes took {entries} log entries"
+    );
     for m in &c.members {
         let mut kv = m.kv().await;
         // Linearizable: the member catches up before answering.

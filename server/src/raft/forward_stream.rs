@@ -8,7 +8,11 @@
 //! time went there. Instead, each member keeps one stream to each member
 //! it forwards to: requests queued while a batch is on the wire go out
 //! together as the next batch, tagged with ids, and the leader answers in
-//! batches too, in whatever order the requests complete.
+//! batches too, in whatever order the requests complete. A pipe with
+//! answers outstanding waits one turn of the scheduler before it sends,
+//! so that the writes arriving meanwhile go in the same batch; the leader
+//! proposes a batch's kv writes as one log entry (see
+//! [`crate::propose`]).
 //!
 //! Outcomes: a request that never went out (the stream could not be
 //! opened, or closed before it was sent) fails with [`not_sent`], which a
@@ -26,7 +30,10 @@ use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 
 use super::{decode, encode};
-use crate::forward::{ForwardHandler, ForwardRequest, ForwardResponse};
+use crate::forward::{ForwardHandler, ForwardRequest, ForwardResponse, WireStatus};
+use crate::propose::{batchable, MAX_ENTRY_BYTES, MAX_ENTRY_WRITES};
+use crate::raft::Command;
+use prost::Message;
 
 /// Most requests (or answers) carried by one message.
 const MAX_BATCH: usize = 256;
@@ -116,6 +123,12 @@ async fn serve_pipe(
         tokio::select! {
             job = jobs.recv() => {
                 let Some(first) = job else { return Ok(()) };
+                // With answers outstanding (the leader is busy), let the
+                // writes arriving now join this batch: the leader proposes
+                // a batch's writes as one entry. An idle pipe sends at once.
+                if !pending.is_empty() {
+                    tokio::task::yield_now().await;
+                }
                 let mut batch = Vec::with_capacity(1);
                 let mut answers = Vec::with_capacity(1);
                 let mut job = Some(first);
@@ -157,6 +170,33 @@ async fn serve_pipe(
     }
 }
 
+/// Proposes forwarded kv writes (as one entry if they are several; the
+/// leader may add others) and queues each one's answer.
+fn propose(
+    handler: &Arc<dyn ForwardHandler>,
+    done: &mpsc::UnboundedSender<Out>,
+    writes: Vec<(u64, Command)>,
+) {
+    if writes.is_empty() {
+        return;
+    }
+    let handler = Arc::clone(handler);
+    let done = done.clone();
+    tokio::spawn(async move {
+        let n = writes.len();
+        let (ids, cmds): (Vec<u64>, Vec<Command>) = writes.into_iter().unzip();
+        let mut answers = handler.handle_writes(cmds).await.into_iter();
+        for id in ids {
+            let resp = answers.next().unwrap_or_else(|| {
+                ForwardResponse::Error(WireStatus::from(&Status::internal(format!(
+                    "a batch of {n} writes answered fewer"
+                ))))
+            });
+            let _ = done.send(Out::Answer(id, resp));
+        }
+    });
+}
+
 /// What the serving side's answer queue carries.
 enum Out {
     Answer(u64, ForwardResponse),
@@ -183,14 +223,34 @@ pub(super) fn serve(
                     return;
                 }
             };
+            // The batch's kv writes go into as few log entries as their
+            // size allows; anything else is handled on its own.
+            let mut writes: Vec<(u64, Command)> = Vec::new();
+            let mut bytes = 0;
             for (id, req) in batch {
-                let handler = Arc::clone(&handler);
-                let done = done.clone();
-                tokio::spawn(async move {
-                    let resp = handler.handle(req).await;
-                    let _ = done.send(Out::Answer(id, resp));
-                });
+                match req {
+                    ForwardRequest::Write(cmd) if batchable(&cmd.0) => {
+                        let len = cmd.0.encoded_len();
+                        if !writes.is_empty()
+                            && (bytes + len > MAX_ENTRY_BYTES || writes.len() >= MAX_ENTRY_WRITES)
+                        {
+                            propose(&handler, &done, std::mem::take(&mut writes));
+                            bytes = 0;
+                        }
+                        bytes += len;
+                        writes.push((id, cmd));
+                    }
+                    req => {
+                        let handler = Arc::clone(&handler);
+                        let done = done.clone();
+                        tokio::spawn(async move {
+                            let resp = handler.handle(req).await;
+                            let _ = done.send(Out::Answer(id, resp));
+                        });
+                    }
+                }
             }
+            propose(&handler, &done, writes);
         }
     });
     futures::stream::unfold(Some(done_rx), |state| async move {

@@ -141,6 +141,16 @@ impl Member {
             .into_inner();
         Some((r.header?.member_id, r.leader))
     }
+
+    /// The last log index from Maintenance.Status (etcd's raft index).
+    pub async fn raft_index(&self) -> u64 {
+        let mut m = MaintenanceClient::new(self.channel().await);
+        m.status(StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+            .raft_index
+    }
 }
 
 impl Drop for Member {
