@@ -34,7 +34,9 @@ pub struct Config {
     pub heartbeat_interval: u64,
     /// Milliseconds.
     pub election_timeout: u64,
-    /// Applied entries between two snapshots.
+    /// Applied log entries between two snapshots (as etcd counts them;
+    /// an entry may carry several writes that reached the leader
+    /// together).
     pub snapshot_count: u64,
     /// Entries kept in the log behind a snapshot, so a follower that lags
     /// by fewer catches up from the log rather than a snapshot (etcd's

@@ -322,7 +322,19 @@ async fn restart_all_members_keeps_data() {
 /// catches up from a snapshot (the log it would need is purged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_member_catches_up_by_snapshot() {
-    let mut c = Cluster::start(3, &["--snapshot-count", "500"]).await;
+    // Writes arriving together share a log entry, so 10,000 puts take
+    // far fewer entries; a short log behind each snapshot makes sure the
+    // late member needs one whatever the batching.
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--snapshot-count",
+            "100",
+            "--experimental-snapshot-catchup-entries",
+            "50",
+        ],
+    )
+    .await;
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let mut tasks = Vec::new();
     for w in 0..16 {
