@@ -101,8 +101,8 @@ pub trait ForwardHandler: Send + Sync + 'static {
     async fn handle(&self, req: ForwardRequest) -> ForwardResponse;
 
     /// Serves forwarded kv writes (puts, deletes, txns; see
-    /// [`crate::propose::batchable`]) proposed together as one entry: one answer per
-    /// write, in order.
+    /// [`crate::propose::batchable`]) proposed together as one entry: one
+    /// answer per write, in order.
     async fn handle_writes(&self, cmds: Vec<Command>) -> Vec<ForwardResponse>;
 }
 

@@ -40,6 +40,10 @@ pub(crate) const MAX_ENTRY_WRITES: usize = 256;
 /// member is not the leader (nothing was proposed).
 pub(crate) type Proposed = Result<Option<cairnpb::CommandResponse>, Status>;
 
+/// What proposing several writes answers: each one's response, in
+/// order, or `None` when this member is not the leader.
+pub(crate) type ProposedMany = Result<Option<Vec<cairnpb::CommandResponse>>, Status>;
+
 /// Proposes `cmd` as one entry.
 pub(crate) async fn propose(raft: &Raft, cmd: cairnpb::Command, deadline: Instant) -> Proposed {
     let left = deadline.saturating_duration_since(Instant::now());
@@ -62,7 +66,7 @@ pub(crate) async fn propose_batch(
     raft: &Raft,
     cmds: Vec<cairnpb::Command>,
     deadline: Instant,
-) -> Result<Option<Vec<cairnpb::CommandResponse>>, Status> {
+) -> ProposedMany {
     let n = cmds.len();
     let batch = cairnpb::Command {
         op: Some(cairnpb::command::Op::Batch(cairnpb::CommandBatch {
@@ -88,10 +92,6 @@ pub fn batchable(cmd: &cairnpb::Command) -> bool {
     use cairnpb::command::Op;
     matches!(cmd.op, Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_)))
 }
-
-/// What proposing several writes answers: each one's response, in
-/// order, or `None` when this member is not the leader.
-pub(crate) type ProposedMany = Result<Option<Vec<cairnpb::CommandResponse>>, Status>;
 
 /// Writes waiting for their entry (one client's, or a forwarded group).
 struct Job {
@@ -225,13 +225,7 @@ async fn run(raft: Raft, mut jobs: mpsc::UnboundedReceiver<Job>, in_flight: Arc<
 }
 
 /// Proposes the writes of `batch` as one entry and answers each job.
-async fn propose_jobs(raft: &Raft, mut batch: Vec<Job>) {
-    if batch.len() == 1 {
-        if let Some(j) = batch.pop() {
-            let _ = j.answer.send(propose_cmds(raft, j.cmds, j.deadline).await);
-        }
-        return;
-    }
+async fn propose_jobs(raft: &Raft, batch: Vec<Job>) {
     let deadline = batch.iter().map(|j| j.deadline).min();
     let deadline = deadline.unwrap_or_else(Instant::now);
     let mut cmds = Vec::with_capacity(batch.iter().map(|j| j.cmds.len()).sum());
@@ -240,7 +234,7 @@ async fn propose_jobs(raft: &Raft, mut batch: Vec<Job>) {
         answers.push((j.cmds.len(), j.answer));
         cmds.extend(j.cmds);
     }
-    match propose_batch(raft, cmds, deadline).await {
+    match propose_cmds(raft, cmds, deadline).await {
         Ok(Some(results)) => {
             let mut results = results.into_iter();
             for (n, tx) in answers {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use cairn_proto::cairnpb::peer_client::PeerClient;
 use cairn_proto::cairnpb::RaftMessage;
 use futures::Stream;
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
@@ -33,7 +34,6 @@ use super::{decode, encode};
 use crate::forward::{ForwardHandler, ForwardRequest, ForwardResponse, WireStatus};
 use crate::propose::{batchable, MAX_ENTRY_BYTES, MAX_ENTRY_WRITES};
 use crate::raft::Command;
-use prost::Message;
 
 /// Most requests (or answers) carried by one message.
 const MAX_BATCH: usize = 256;

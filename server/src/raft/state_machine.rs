@@ -3,9 +3,10 @@
 //! Every applied entry is one kv write, or a batch of them
 //! ([`cairnpb::CommandBatch`], each write its own revision), whose
 //! *applied position* — the entry's log id and the membership in force —
-//! is stored in the same atomic batch as the data. The store is not fsynced per apply (the Raft
-//! log is the source of durability): after a crash, `applied_state` names
-//! the last write that survived and openraft applies the rest again.
+//! is stored in the same atomic batch as the data. The store is not
+//! fsynced per apply (the Raft log is the source of durability): after a
+//! crash, `applied_state` names the last write that survived and openraft
+//! applies the rest again.
 //!
 //! Snapshots are kv images ([`cairn_kv::snapshot`]) in `<dir>/`, one
 //! current `snapshot-<term>-<index>` pair (`.img` data, `.meta`
