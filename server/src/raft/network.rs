@@ -256,6 +256,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
             peers: self.clone(),
             heartbeat: false,
             heartbeat_pipe: None,
+            heartbeat_running: None,
             grpc_appends_until: None,
         }
     }
@@ -275,12 +276,23 @@ pub struct PeerConnection {
     /// over one long-lived stream ([`append_stream::HeartbeatPipe`]): a
     /// plain append connection, or a gRPC stream.
     heartbeat: bool,
-    /// That stream: opened at the first heartbeat, and again after a
-    /// failed round.
+    /// That stream between rounds: opened at the first heartbeat, and
+    /// again after a failed round.
     heartbeat_pipe: Option<append_stream::HeartbeatPipe>,
+    /// The task running the last round, while it runs (see
+    /// [`PeerConnection::heartbeat_round`]).
+    heartbeat_running: Option<tokio::task::JoinHandle<HeartbeatDone>>,
     /// Until when append streams go over gRPC because the peer was seen
     /// not to speak the plain connection ([`append_wire`]); it is asked
     /// again after that (it may have been upgraded).
+    grpc_appends_until: Option<std::time::Instant>,
+}
+
+/// What a heartbeat round's task hands back.
+struct HeartbeatDone {
+    answer: Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>,
+    /// The pipe, if it can carry the next round.
+    pipe: Option<append_stream::HeartbeatPipe>,
     grpc_appends_until: Option<std::time::Instant>,
 }
 
@@ -295,24 +307,89 @@ impl PeerConnection {
             .map_err(|e| unreachable(&e))
     }
 
+    /// A copy of what opening a connection to the peer needs, for a task.
+    fn dialer(&self) -> PeerConnection {
+        PeerConnection {
+            target: self.target,
+            peers: self.peers.clone(),
+            heartbeat: self.heartbeat,
+            heartbeat_pipe: None,
+            heartbeat_running: None,
+            grpc_appends_until: self.grpc_appends_until,
+        }
+    }
+
     /// One heartbeat over this connection's heartbeat pipe. A pipe found
     /// closed before the round (the follower restarted, the connection
-    /// broke while idle) is replaced by a new one; a round that fails,
-    /// or is cancelled by openraft's own timeout, drops its pipe.
+    /// broke while idle) is replaced by a new one; a round that fails
+    /// drops its pipe.
+    ///
+    /// The round (opening the pipe where there is none, then the
+    /// exchange) runs in a task of its own, so that openraft's timeout on
+    /// a heartbeat — one heartbeat interval — does not cut it short: a
+    /// cancelled round goes on to its end, and the next round first waits
+    /// for it and takes its pipe back, its late answer dropped. Opening a
+    /// pipe takes two round trips; where they are longer than the
+    /// interval, a round that had to open one would otherwise always be
+    /// cancelled, drop the half-opened pipe, and leave the next round to
+    /// start again from nothing, and no heartbeat would ever be answered.
     async fn heartbeat_round(
         &mut self,
         req: &AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+        // Awaited through a reference, so that a cancellation here leaves
+        // the task in place for the next round.
+        if let Some(previous) = &mut self.heartbeat_running {
+            let done = previous.await;
+            self.heartbeat_running = None;
+            let _late = self.take_back(done);
+        }
         let timeout = option.soft_ttl().max(self.peers.rpc_floor);
         let kept = self.heartbeat_pipe.take().filter(|p| !p.is_closed());
-        let mut pipe = match kept {
-            Some(p) => p,
-            None => self.open_heartbeat_pipe(timeout).await?,
-        };
-        let (answer, reusable) = pipe.round(req, timeout).await;
-        self.heartbeat_pipe = reusable.then_some(pipe);
-        answer
+        let mut dialer = self.dialer();
+        let req = req.clone();
+        let running = self.heartbeat_running.insert(tokio::spawn(async move {
+            let mut pipe = match kept {
+                Some(p) => p,
+                None => match dialer.open_heartbeat_pipe(timeout).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return HeartbeatDone {
+                            answer: Err(e),
+                            pipe: None,
+                            grpc_appends_until: dialer.grpc_appends_until,
+                        }
+                    }
+                },
+            };
+            let (answer, reusable) = pipe.round(&req, timeout).await;
+            HeartbeatDone {
+                answer,
+                pipe: reusable.then_some(pipe),
+                grpc_appends_until: dialer.grpc_appends_until,
+            }
+        }));
+        let done = running.await;
+        self.heartbeat_running = None;
+        self.take_back(done)
+    }
+
+    /// Keeps what a finished heartbeat round's task hands back; its answer.
+    fn take_back(
+        &mut self,
+        done: Result<HeartbeatDone, tokio::task::JoinError>,
+    ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+        match done {
+            Ok(done) => {
+                self.heartbeat_pipe = done.pipe;
+                self.grpc_appends_until = done.grpc_appends_until;
+                done.answer
+            }
+            Err(e) => Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "heartbeat round ended: {e}"
+            )))),
+        }
     }
 
     /// A plain append connection to the peer ([`append_wire`]), or `None`
