@@ -199,6 +199,11 @@ fn members_further_apart_than_the_heartbeat_interval_still_commit() {
         };
         assert_ne!(new, old);
         cluster.restart(old).expect("restart the old leader");
+        // Every member, the restarted one too, answers a linearizable
+        // read before the second pass.
+        if let Err(e) = cluster.wait_ready(Duration::from_secs(30)).await {
+            panic!("{e:#}; logs in {}", dir.keep().display());
+        }
         writes_and_reads(&endpoints, "b", &mut failures).await;
         cluster.net().heal().expect("heal");
         if !failures.is_empty() {
