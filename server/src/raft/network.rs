@@ -251,14 +251,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
                 map.entry(target).or_insert_with(|| u.clone());
             }
         }
-        PeerConnection {
-            target,
-            peers: self.clone(),
-            heartbeat: false,
-            heartbeat_pipe: None,
-            heartbeat_running: None,
-            grpc_appends_until: None,
-        }
+        PeerConnection::new(target, self.clone())
     }
 
     async fn new_heartbeat_client(&mut self, target: u64, node: &Member) -> PeerConnection {
@@ -301,6 +294,17 @@ fn unreachable(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig> {
 }
 
 impl PeerConnection {
+    fn new(target: u64, peers: Peers) -> Self {
+        PeerConnection {
+            target,
+            peers,
+            heartbeat: false,
+            heartbeat_pipe: None,
+            heartbeat_running: None,
+            grpc_appends_until: None,
+        }
+    }
+
     fn client(&self) -> Result<PeerClient<Channel>, RPCError<TypeConfig>> {
         self.peers
             .client_by_id(self.target)
@@ -310,12 +314,8 @@ impl PeerConnection {
     /// A copy of what opening a connection to the peer needs, for a task.
     fn dialer(&self) -> PeerConnection {
         PeerConnection {
-            target: self.target,
-            peers: self.peers.clone(),
-            heartbeat: self.heartbeat,
-            heartbeat_pipe: None,
-            heartbeat_running: None,
             grpc_appends_until: self.grpc_appends_until,
+            ..PeerConnection::new(self.target, self.peers.clone())
         }
     }
 
@@ -329,13 +329,13 @@ impl PeerConnection {
     /// a heartbeat — one heartbeat interval — does not cut it short: a
     /// cancelled round goes on to its end, and the next round first waits
     /// for it and takes its pipe back, its late answer dropped. Opening a
-    /// pipe takes two round trips; where they are longer than the
-    /// interval, a round that had to open one would otherwise always be
+    /// pipe takes two round trips before the heartbeat's own; where the
+    /// three are longer than the interval, a round that had to open one would otherwise always be
     /// cancelled, drop the half-opened pipe, and leave the next round to
     /// start again from nothing, and no heartbeat would ever be answered.
     async fn heartbeat_round(
         &mut self,
-        req: &AppendEntriesRequest<TypeConfig>,
+        req: AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
         // Awaited through a reference, so that a cancellation here leaves
@@ -348,7 +348,6 @@ impl PeerConnection {
         let timeout = option.soft_ttl().max(self.peers.rpc_floor);
         let kept = self.heartbeat_pipe.take().filter(|p| !p.is_closed());
         let mut dialer = self.dialer();
-        let req = req.clone();
         let running = self.heartbeat_running.insert(tokio::spawn(async move {
             let mut pipe = match kept {
                 Some(p) => p,
@@ -510,7 +509,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 let mut input = input;
                 let answers: BoxStream<'s, _> = match input.next().await {
                     Some(req) => {
-                        let answer = self.heartbeat_round(&req, &option).await;
+                        let answer = self.heartbeat_round(req, &option).await;
                         Box::pin(futures::stream::once(async move { answer }))
                     }
                     None => Box::pin(futures::stream::empty()),
