@@ -29,6 +29,7 @@
 
 pub mod api;
 pub mod client;
+pub mod coalesce;
 pub mod config;
 pub mod convert;
 pub mod forward;

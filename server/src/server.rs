@@ -2,10 +2,12 @@
 
 use std::future::Future;
 
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ClusterService, KvService, MaintenanceService};
+use crate::coalesce::{Coalesced, GateLayer};
 use crate::node::{Node, StartError};
 
 /// Binds every `--listen-client-urls` address (before serving, so a bad
@@ -38,6 +40,7 @@ pub async fn serve(
             .await;
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .layer(GateLayer)
             .add_service(health)
             .add_service(KvService::server(&node))
             .add_service(ClusterService::server(&node))
@@ -48,7 +51,9 @@ pub async fn serve(
         // The builder's tcp_nodelay applies only to listeners it binds
         // itself; without it a response written as two segments waits for
         // the client's delayed ACK (40 ms).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .map(|conn| conn.map(Coalesced::new));
         tasks.push(tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async move {
