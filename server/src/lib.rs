@@ -26,6 +26,8 @@
 //!   have their own modules).
 //! - [`raft`]: openraft's type configuration and the adapters over Cairn's
 //!   storage engines ([`cairn_kv`], [`cairn_raft_log`]), and the peer network.
+//! - [`server`]: serving a node to clients over gRPC; [`coalesce`]: the
+//!   client connections' answers of one commit written together.
 
 pub mod api;
 pub mod client;
