@@ -14,8 +14,11 @@
 //! connection's socket ([`Coalesced`]) keeps what it is given while that
 //! count is above zero, and the call that brings it to zero wakes the
 //! connection, which writes everything together. A lone call never waits:
-//! it is polled (the count drops to zero) before its answer is written. A
-//! hold ends at [`MAX_HOLD`] or [`MAX_HELD_BYTES`] whatever the count.
+//! it is polled (the count drops to zero) before its answer is written.
+//! Whatever the count, the connection writes once it holds
+//! [`MAX_HELD_BYTES`], or at its first turn after holding for
+//! [`MAX_HOLD`] (it gets one at every answer handed to it, and a woken
+//! call is polled soon: the hold cannot outlast the woken calls' turns).
 //!
 //! Both halves meet through tonic's connection info: [`Coalesced`] puts
 //! its [`Gate`] there, and [`GateLayer`] finds it in each request.

@@ -40,6 +40,8 @@ pub async fn serve(
             .await;
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            // With `Coalesced` below: the answers that one commit wakes
+            // on a connection go out in one write (see `crate::coalesce`).
             .layer(GateLayer)
             .add_service(health)
             .add_service(KvService::server(&node))
