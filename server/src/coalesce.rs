@@ -124,20 +124,11 @@ impl AsyncRead for Coalesced {
 
 impl AsyncWrite for Coalesced {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.buf.is_empty() && !this.hold() {
-            return Pin::new(&mut this.io).poll_write(cx, data);
-        }
-        // Kept for the flush (which always follows), up to a limit.
-        if this.buf.len() >= MAX_HELD_BYTES {
-            ready!(this.poll_drain(cx))?;
-        }
-        this.buf.extend_from_slice(data);
-        Poll::Ready(Ok(data.len()))
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
     }
 
     fn poll_write_vectored(
@@ -149,6 +140,7 @@ impl AsyncWrite for Coalesced {
         if this.buf.is_empty() && !this.hold() {
             return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         }
+        // Kept for the flush (which always follows), up to a limit.
         if this.buf.len() >= MAX_HELD_BYTES {
             ready!(this.poll_drain(cx))?;
         }
@@ -425,9 +417,13 @@ mod tests {
         c.write_all(b"abc").await.unwrap();
         c.flush().await.unwrap();
         assert!(c.buf.is_empty());
-        let mut got = [0u8; 3];
+        assert_eq!(received(&mut peer, 3).await, b"abc");
+    }
+
+    async fn received(peer: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
         peer.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"abc");
+        got
     }
 
     fn flush_now(c: &mut Coalesced) -> Option<io::Result<()>> {
@@ -457,9 +453,7 @@ mod tests {
         assert_eq!(gate.woken.load(Ordering::Acquire), 0);
         let c = flush.await.unwrap();
         assert!(c.buf.is_empty());
-        let mut got = [0u8; 6];
-        peer.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"onetwo");
+        assert_eq!(received(&mut peer, 6).await, b"onetwo");
     }
 
     #[tokio::test]
@@ -474,9 +468,7 @@ mod tests {
         // Not released, but held long enough.
         c.flush().await.unwrap();
         assert!(c.buf.is_empty());
-        let mut got = [0u8; 2];
-        peer.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"xy");
+        assert_eq!(received(&mut peer, 2).await, b"xy");
         drop(call);
     }
 }
