@@ -330,56 +330,57 @@ impl PeerConnection {
     /// cancelled round goes on to its end, and the next round first waits
     /// for it and takes its pipe back, its late answer dropped. Opening a
     /// pipe takes two round trips before the heartbeat's own; where the
-    /// three are longer than the interval, a round that had to open one would otherwise always be
-    /// cancelled, drop the half-opened pipe, and leave the next round to
-    /// start again from nothing, and no heartbeat would ever be answered.
+    /// three are longer than the interval, a round that had to open one
+    /// would otherwise always be cancelled, drop the half-opened pipe, and
+    /// leave the next round to start again from nothing, and no heartbeat
+    /// would ever be answered.
     async fn heartbeat_round(
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
-        // Awaited through a reference, so that a cancellation here leaves
-        // the task in place for the next round.
-        if let Some(previous) = &mut self.heartbeat_running {
-            let done = previous.await;
-            self.heartbeat_running = None;
-            let _late = self.take_back(done);
-        }
+        // A round cut short by openraft is still running: wait for it
+        // and keep its pipe; its answer is late.
+        let _late = self.finish_round().await;
         let timeout = option.soft_ttl().max(self.peers.rpc_floor);
         let kept = self.heartbeat_pipe.take().filter(|p| !p.is_closed());
         let mut dialer = self.dialer();
-        let running = self.heartbeat_running.insert(tokio::spawn(async move {
-            let mut pipe = match kept {
-                Some(p) => p,
-                None => match dialer.open_heartbeat_pipe(timeout).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return HeartbeatDone {
-                            answer: Err(e),
-                            pipe: None,
-                            grpc_appends_until: dialer.grpc_appends_until,
-                        }
-                    }
-                },
+        self.heartbeat_running = Some(tokio::spawn(async move {
+            let opened = match kept {
+                Some(p) => Ok(p),
+                None => dialer.open_heartbeat_pipe(timeout).await,
             };
-            let (answer, reusable) = pipe.round(&req, timeout).await;
+            let (answer, pipe) = match opened {
+                Ok(mut pipe) => {
+                    let (answer, reusable) = pipe.round(&req, timeout).await;
+                    (answer, reusable.then_some(pipe))
+                }
+                Err(e) => (Err(e), None),
+            };
             HeartbeatDone {
                 answer,
-                pipe: reusable.then_some(pipe),
+                pipe,
                 grpc_appends_until: dialer.grpc_appends_until,
             }
         }));
-        let done = running.await;
-        self.heartbeat_running = None;
-        self.take_back(done)
+        match self.finish_round().await {
+            Some(answer) => answer,
+            None => Err(RPCError::Unreachable(Unreachable::from_string(
+                "heartbeat round not started",
+            ))),
+        }
     }
 
-    /// Keeps what a finished heartbeat round's task hands back; its answer.
-    fn take_back(
+    /// Waits for the task of the running round, if there is one, keeps
+    /// what it hands back, and returns its answer. Awaited through a
+    /// reference: a cancellation here leaves the task in place for the
+    /// next round.
+    async fn finish_round(
         &mut self,
-        done: Result<HeartbeatDone, tokio::task::JoinError>,
-    ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
-        match done {
+    ) -> Option<Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> {
+        let done = self.heartbeat_running.as_mut()?.await;
+        self.heartbeat_running = None;
+        Some(match done {
             Ok(done) => {
                 self.heartbeat_pipe = done.pipe;
                 self.grpc_appends_until = done.grpc_appends_until;
@@ -388,7 +389,7 @@ impl PeerConnection {
             Err(e) => Err(RPCError::Unreachable(Unreachable::from_string(format!(
                 "heartbeat round ended: {e}"
             )))),
-        }
+        })
     }
 
     /// A plain append connection to the peer ([`append_wire`]), or `None`
