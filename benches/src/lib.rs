@@ -5,6 +5,9 @@
 //!
 //! - [`options`]: the flags every load shares (etcd's benchmark tool's
 //!   names) and how keys and values are made from them.
+//! - [`grpc`]: a lean unary gRPC client straight over HTTP/2, for the KV
+//!   calls of the closed loops (the generator's own CPU per request is
+//!   taken from the servers it measures).
 //! - [`runner`]: closed-loop clients over a pool of connections, a
 //!   latency histogram per client, a progress bar.
 //! - [`report`]: what a run measured — throughput, latency percentiles,
@@ -24,6 +27,7 @@
 
 pub mod cluster;
 pub mod compare;
+pub mod grpc;
 pub mod loads;
 pub mod options;
 pub mod pair;

@@ -8,26 +8,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::{request_op, PutRequest, RequestOp, TxnRequest};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::grpc::{Conn, Kv};
 use crate::options::Common;
 use crate::report::{histogram, record, Latency, Report};
 
-/// Connections to the endpoints, handed to clients in turn.
+/// Connections to the endpoints, handed to clients in turn: `--conns`
+/// lean HTTP/2 connections for unary KV calls, and as many tonic channels
+/// for the streaming calls, opened on their first use.
 #[derive(Clone)]
 pub struct Pool {
+    conns: Vec<Conn>,
     channels: Vec<Channel>,
 }
 
 impl Pool {
     /// Opens `conns` connections, spread over the endpoints in turn.
     pub async fn connect(c: &Common) -> Result<Pool> {
+        let mut conns = Vec::with_capacity(c.conns);
         let mut channels = Vec::with_capacity(c.conns);
         for i in 0..c.conns {
             let ep = &c.endpoints[i % c.endpoints.len()];
@@ -39,13 +43,11 @@ impl Pool {
             let ch = Endpoint::from_shared(url.clone())
                 .with_context(|| format!("endpoint {ep:?}"))?
                 .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(60))
-                .connect()
-                .await
-                .with_context(|| format!("connect to {url}"))?;
+                .connect_lazy();
             channels.push(ch);
+            conns.push(Conn::connect(ep).await?);
         }
-        Ok(Pool { channels })
+        Ok(Pool { conns, channels })
     }
 
     /// The connection for client `i`.
@@ -53,10 +55,14 @@ impl Pool {
         self.channels[i % self.channels.len()].clone()
     }
 
-    pub fn kv(&self, i: usize) -> KvClient<Channel> {
-        KvClient::new(self.channel(i)).max_decoding_message_size(usize::MAX)
+    /// The KV client for client `i`.
+    pub fn kv(&self, i: usize) -> Kv {
+        self.conns[i % self.conns.len()].kv()
     }
 }
+
+/// How long a run waits with no call answered before it fails.
+const STALL: Duration = Duration::from_secs(60);
 
 /// One client's request loop body.
 pub trait Worker: Send + 'static {
@@ -108,22 +114,6 @@ pub async fn closed_loop<W: Worker>(c: &Common, load: &str, workers: Vec<W>) -> 
         Some(d) => progress(c, load, d.as_secs().max(1)),
         None => progress(c, load, c.total),
     };
-    let ticker = {
-        let bar = bar.clone();
-        let done = done.clone();
-        let timed = c.duration.is_some();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if timed {
-                    bar.set_position(started.elapsed().as_secs());
-                    bar.set_message(format!("{} requests", done.load(Ordering::Relaxed)));
-                } else {
-                    bar.set_position(done.load(Ordering::Relaxed));
-                }
-            }
-        })
-    };
     let mut tasks = Vec::new();
     for mut w in workers {
         let next = next.clone();
@@ -158,10 +148,45 @@ pub async fn closed_loop<W: Worker>(c: &Common, load: &str, workers: Vec<W>) -> 
             t
         }));
     }
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let ticker = {
+        let bar = bar.clone();
+        let done = done.clone();
+        let timed = c.duration.is_some();
+        tokio::spawn(async move {
+            let (mut last, mut since) = (0, Instant::now());
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = done.load(Ordering::Relaxed);
+                if timed {
+                    bar.set_position(started.elapsed().as_secs());
+                    bar.set_message(format!("{now} requests"));
+                } else {
+                    bar.set_position(now);
+                }
+                // Calls carry no deadline of their own; a server that stops
+                // answering ends the run here instead of hanging it.
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                } else if since.elapsed() >= STALL {
+                    aborts.iter().for_each(|a| a.abort());
+                    return;
+                }
+            }
+        })
+    };
     let mut series: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
     let (mut ops, mut errors, mut first_error) = (0, 0, None);
     for task in tasks {
-        let t = task.await.context("client task")?;
+        let t = match task.await {
+            Ok(t) => t,
+            Err(e) if e.is_cancelled() => {
+                ticker.abort();
+                bar.finish_and_clear();
+                bail!("no answer to any client for {} s", STALL.as_secs());
+            }
+            Err(e) => return Err(e).context("client task"),
+        };
         for (name, h) in t.series {
             series
                 .entry(name)

@@ -1,5 +1,6 @@
-//! `cairn-bench` against real servers: every load runs against a Cairn
-//! member without errors, the side-by-side comparison runs end to end
+//! `cairn-bench` against real servers: its lean gRPC client reads
+//! answers and errors from Cairn and from etcd alike, every load runs
+//! against a Cairn member without errors, the side-by-side comparison runs end to end
 //! against etcd 3.4 and Cairn (one short round), producing a value for
 //! every row from both systems, and `pair` loads two Cairn clusters at
 //! once and measures both.
@@ -8,10 +9,14 @@ mod common;
 
 use std::time::Duration;
 
+use cairn::proto::etcdserverpb::{compare as cmp, request_op, response_op};
+use cairn::proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use cairn_bench::grpc::{Conn, Kv};
 use cairn_bench::loads::{k8s, range, revoke, txn, watch, Load};
 use cairn_bench::options::{Common, Consistency};
 use cairn_bench::{compare, pair};
-use common::{which, Cluster};
+use common::{which, Cluster, Etcd};
+use tonic::Code;
 
 fn common(endpoints: Vec<String>, pids: Vec<u32>) -> Common {
     Common {
@@ -29,6 +34,112 @@ fn common(endpoints: Vec<String>, pids: Vec<u32>) -> Common {
         data_dirs: vec![],
         quiet: true,
     }
+}
+
+/// A put, a read of it, a compare-and-put, and a read at a future
+/// revision (etcd's error) through the lean client; `who` names the
+/// server in failures.
+async fn lean_client_calls(kv: &mut Kv, who: &str) {
+    let put = kv
+        .put(PutRequest {
+            key: b"lean/a".to_vec().into(),
+            value: b"one".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{who}: put: {e}"));
+    let rev = put.header.map(|h| h.revision).unwrap_or(0);
+    assert!(rev > 1, "{who}: revision {rev}");
+    let got = kv
+        .range(RangeRequest {
+            key: b"lean/a".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{who}: range: {e}"));
+    assert_eq!(got.kvs.len(), 1, "{who}: {got:?}");
+    assert_eq!(&got.kvs[0].value[..], b"one", "{who}");
+    assert_eq!(got.kvs[0].mod_revision, rev, "{who}");
+
+    // Compare on the mod revision just read: the first txn wins, the
+    // second (same compare) fails and reads the new value instead.
+    let txn = |value: &'static [u8]| TxnRequest {
+        compare: vec![Compare {
+            key: b"lean/a".to_vec().into(),
+            result: cmp::CompareResult::Equal as i32,
+            target: cmp::CompareTarget::Mod as i32,
+            target_union: Some(cmp::TargetUnion::ModRevision(rev)),
+            ..Default::default()
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: b"lean/a".to_vec().into(),
+                value: value.to_vec().into(),
+                ..Default::default()
+            })),
+        }],
+        failure: vec![RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: b"lean/a".to_vec().into(),
+                ..Default::default()
+            })),
+        }],
+    };
+    let won = kv
+        .txn(txn(b"two"))
+        .await
+        .unwrap_or_else(|e| panic!("{who}: txn: {e}"));
+    assert!(won.succeeded, "{who}: {won:?}");
+    let lost = kv
+        .txn(txn(b"three"))
+        .await
+        .unwrap_or_else(|e| panic!("{who}: txn: {e}"));
+    assert!(!lost.succeeded, "{who}: {lost:?}");
+    match lost.responses.first().and_then(|r| r.response.as_ref()) {
+        Some(response_op::Response::ResponseRange(r)) => {
+            assert_eq!(&r.kvs[0].value[..], b"two", "{who}")
+        }
+        other => panic!("{who}: failure branch answered {other:?}"),
+    }
+
+    let future = kv
+        .range(RangeRequest {
+            key: b"lean/a".to_vec().into(),
+            revision: rev + 1_000,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a future revision");
+    assert_eq!(future.code(), Code::OutOfRange, "{who}: {future:?}");
+    assert_eq!(
+        future.message(),
+        "etcdserver: mvcc: required revision is a future revision",
+        "{who}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lean_client_reads_cairn_and_etcd_alike() {
+    let etcd = Etcd::start();
+    etcd.kv().await; // up
+    let endpoint = etcd.client_url.clone();
+    let mut kv = Conn::connect(&endpoint).await.expect("connect etcd").kv();
+    lean_client_calls(&mut kv, "etcd").await;
+    // The server goes away: a call fails as unavailable, it does not hang.
+    drop(etcd);
+    let gone = kv
+        .range(RangeRequest::default())
+        .await
+        .expect_err("etcd stopped");
+    assert_eq!(gone.code(), Code::Unavailable, "{gone:?}");
+    assert!(Conn::connect(&endpoint).await.is_err());
+
+    let c = Cluster::start(1, &[]).await;
+    let mut kv = Conn::connect(&c.members[0].endpoint())
+        .await
+        .expect("connect cairn")
+        .kv();
+    lean_client_calls(&mut kv, "cairn").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

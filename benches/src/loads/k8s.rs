@@ -24,7 +24,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::{
@@ -34,6 +33,7 @@ use cairn_proto::etcdserverpb::{
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use crate::grpc::Kv;
 use crate::options::{prefix_end, Common, Consistency};
 use crate::report::Report;
 use crate::runner::{closed_loop, preload, Pool, Worker};
@@ -85,7 +85,7 @@ fn put_op(key: Bytes, value: Bytes) -> RequestOp {
 }
 
 struct ApiServer {
-    kv: KvClient<Channel>,
+    kv: Kv,
     c: Arc<Common>,
     page_size: i64,
     value: Bytes,
@@ -111,8 +111,7 @@ impl ApiServer {
                     success: vec![put_op(key.clone(), self.value.clone())],
                     failure: vec![get_op(key.clone())],
                 })
-                .await?
-                .into_inner();
+                .await?;
             if r.succeeded {
                 let rev = r.header.map(|h| h.revision).unwrap_or(0);
                 self.seen.insert(n, rev);
@@ -155,8 +154,7 @@ impl ApiServer {
                     serializable: self.c.consistency == Consistency::Serializable,
                     ..Default::default()
                 })
-                .await?
-                .into_inner();
+                .await?;
             if revision == 0 {
                 revision = r.header.map(|h| h.revision).unwrap_or(0);
             }
@@ -187,8 +185,7 @@ impl ApiServer {
                 success: vec![put_op(key.clone(), self.value.clone())],
                 failure: vec![],
             })
-            .await?
-            .into_inner();
+            .await?;
         if r.succeeded {
             self.events
                 .push_back((key, r.header.map(|h| h.revision).unwrap_or(0)));
@@ -294,7 +291,6 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
         })
         .await
         .context("read head revision")?
-        .into_inner()
         .header
         .map(|h| h.revision)
         .unwrap_or(0);

@@ -4,17 +4,16 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use bytes::Bytes;
-use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::PutRequest;
-use tonic::transport::Channel;
 
+use crate::grpc::Kv;
 use crate::options::Common;
 use crate::report::Report;
 use crate::runner::{closed_loop, Pool, Worker};
 
 /// One client putting keys of the key space.
 pub(crate) struct Putter {
-    kv: KvClient<Channel>,
+    kv: Kv,
     c: Arc<Common>,
     value: Bytes,
     rng: fastrand::Rng,

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use bytes::Bytes;
-use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::RangeRequest;
-use tonic::transport::Channel;
 
+use crate::grpc::Kv;
 use crate::options::{prefix_end, Common, Consistency};
 use crate::report::Report;
 use crate::runner::{closed_loop, preload, Pool, Worker};
@@ -26,7 +25,7 @@ pub struct Args {
 }
 
 struct Reader {
-    kv: KvClient<Channel>,
+    kv: Kv,
     c: Arc<Common>,
     list: bool,
     rng: fastrand::Rng,

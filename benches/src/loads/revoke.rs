@@ -147,12 +147,7 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
 }
 
 /// Attaches `keys` to lease `id`, 100 puts per transaction.
-async fn attach(
-    kv: &mut cairn_proto::etcdserverpb::kv_client::KvClient<tonic::transport::Channel>,
-    id: i64,
-    keys: &[Bytes],
-    value: &Bytes,
-) -> Result<()> {
+async fn attach(kv: &mut crate::grpc::Kv, id: i64, keys: &[Bytes], value: &Bytes) -> Result<()> {
     for chunk in keys.chunks(100) {
         let success = chunk
             .iter()

@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use bytes::Bytes;
-use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::{request_op, PutRequest, RequestOp, TxnRequest};
-use tonic::transport::Channel;
 
+use crate::grpc::Kv;
 use crate::options::Common;
 use crate::report::Report;
 use crate::runner::{closed_loop, Pool, Worker};
@@ -21,7 +20,7 @@ pub struct Args {
 }
 
 struct TxnPutter {
-    kv: KvClient<Channel>,
+    kv: Kv,
     c: Arc<Common>,
     ops: u64,
     value: Bytes,
