@@ -17,6 +17,11 @@ use cairn_bench::options::Common;
 use cairn_bench::{compare, pair};
 use clap::{Parser, Subcommand};
 
+/// mimalloc, as the server uses: the generator allocates a request and an
+/// answer per call, on the same cores as the servers it measures.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cairn-bench",
