@@ -22,6 +22,7 @@ use cairn_proto::etcdserverpb::{
     request_op, LeaseRevokeRequest, PutRequest, RequestOp, TxnRequest,
 };
 
+use crate::grpc::Kv;
 use crate::loads::put::Putter;
 use crate::options::Common;
 use crate::report::Report;
@@ -147,7 +148,7 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
 }
 
 /// Attaches `keys` to lease `id`, 100 puts per transaction.
-async fn attach(kv: &mut crate::grpc::Kv, id: i64, keys: &[Bytes], value: &Bytes) -> Result<()> {
+async fn attach(kv: &mut Kv, id: i64, keys: &[Bytes], value: &Bytes) -> Result<()> {
     for chunk in keys.chunks(100) {
         let success = chunk
             .iter()
