@@ -1,27 +1,49 @@
-//! The in-process client: etcd's KV/Txn/Compact and Lease calls with
-//! etcd's semantics and errors, called directly on a [`Node`] without gRPC. The gRPC KV service
-//! is a thin layer over the same calls.
+//! The in-process client: etcd's KV, Lease, Cluster and Maintenance calls
+//! with etcd's semantics, called directly on a [`Node`] without gRPC.
+//!
+//! This is the one seam between the etcd API and the member: the gRPC
+//! services (`crate::grpc`) translate each request into a call here and
+//! each [`Error`] into etcd's status, so a program embedding Cairn and a
+//! remote etcd client take the same code path. Requests and responses are
+//! etcd's own messages ([`cairn_proto::etcdserverpb`]).
+
+use std::sync::Arc;
 
 use cairn_kv as kv;
 use cairn_proto::cairnpb::{self, command::Op, command_response::Result as Res};
 use cairn_proto::etcdserverpb as pb;
 use prost::Message;
-use tonic::Status;
 
 use crate::convert;
-use crate::forward::apply_result;
-use crate::node::Node;
-use crate::status::{self, msg};
+use crate::error::Error;
+use crate::node::{apply_result, member_id, MemberInfo, Node};
+use crate::raft::forward::MembershipChange;
+use crate::raft::Member;
 
-/// A client of one member. Cheap to clone. Errors are etcd's gRPC statuses
-/// (code and message), exactly what a remote client would see.
+/// The etcd API version Cairn reports (`Maintenance.Status.version`).
+pub const ETCD_VERSION: &str = "3.5.17";
+
+/// A client of one member. Cheap to clone. Errors are typed
+/// ([`Error`]); their `Display` is etcd's message, and
+/// `tonic::Status::from` gives etcd's status, exactly what a remote
+/// client would see.
 #[derive(Clone)]
 pub struct Client {
     node: Node,
 }
 
 /// The result type of client calls.
-pub type Result<T> = std::result::Result<T, Status>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> kv::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(Error::from)
+}
 
 impl Client {
     pub(crate) fn new(node: Node) -> Self {
@@ -33,10 +55,19 @@ impl Client {
         Some(self.node.inner.header(rev))
     }
 
+    /// A header at the current revision.
+    fn current_header(&self) -> Option<pb::ResponseHeader> {
+        Some(
+            self.node
+                .inner
+                .header(self.node.inner.store.current_revision()),
+        )
+    }
+
     async fn propose(&self, op: Op) -> Result<Res> {
         let cmd = cairnpb::Command { op: Some(op) };
         if cmd.encoded_len() > self.node.inner.config.max_request_bytes {
-            return Err(Status::invalid_argument(msg::REQUEST_TOO_LARGE));
+            return Err(Error::RequestTooLarge);
         }
         apply_result(self.node.inner.write(cmd).await?)
     }
@@ -44,15 +75,12 @@ impl Client {
     /// etcd's Range. Linearizable unless `serializable` is set.
     pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {
         let kreq = convert::range_request(&req);
-        kv::validate_range(&kreq).map_err(|e| status::from_kv(&e))?;
+        kv::validate_range(&kreq)?;
         if !req.serializable {
             self.node.inner.read_barrier().await?;
         }
-        let store = std::sync::Arc::clone(&self.node.inner.store);
-        let resp = tokio::task::spawn_blocking(move || store.range(&kreq))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| status::from_kv(&e))?;
+        let store = Arc::clone(&self.node.inner.store);
+        let resp = blocking(move || store.range(&kreq)).await?;
         let mut resp = convert::range_response(resp);
         resp.header = self.header(resp.header);
         Ok(resp)
@@ -60,7 +88,7 @@ impl Client {
 
     /// etcd's Put.
     pub async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
-        kv::validate_put(&convert::put_request(&req)).map_err(|e| status::from_kv(&e))?;
+        kv::validate_put(&convert::put_request(&req))?;
         match self.propose(Op::Put(req)).await? {
             Res::Put(mut r) => {
                 r.header = self.header(r.header);
@@ -75,7 +103,7 @@ impl Client {
         &self,
         req: pb::DeleteRangeRequest,
     ) -> Result<pb::DeleteRangeResponse> {
-        kv::validate_delete(&convert::delete_request(&req)).map_err(|e| status::from_kv(&e))?;
+        kv::validate_delete(&convert::delete_request(&req))?;
         match self.propose(Op::DeleteRange(req)).await? {
             Res::DeleteRange(mut r) => {
                 r.header = self.header(r.header);
@@ -91,8 +119,7 @@ impl Client {
         kv::validate_txn(
             &convert::txn_request(&req),
             self.node.inner.config.max_txn_ops,
-        )
-        .map_err(|e| status::from_kv(&e))?;
+        )?;
         match self.propose(Op::Txn(req)).await? {
             Res::Txn(mut r) => {
                 r.header = self.header(r.header);
@@ -109,11 +136,8 @@ impl Client {
         match self.propose(Op::Compact(req)).await? {
             Res::Compact(mut r) => {
                 if physical {
-                    let store = std::sync::Arc::clone(&self.node.inner.store);
-                    tokio::task::spawn_blocking(move || store.wait_for_compaction())
-                        .await
-                        .map_err(|e| Status::internal(e.to_string()))?
-                        .map_err(|e| status::from_kv(&e))?;
+                    let store = Arc::clone(&self.node.inner.store);
+                    blocking(move || store.wait_for_compaction()).await?;
                 }
                 r.header = self.header(r.header);
                 Ok(r)
@@ -138,6 +162,16 @@ impl Client {
         self.node.inner.lease_renew(id).await
     }
 
+    /// etcd's LeaseKeepAlive answer for one request.
+    pub async fn lease_keep_alive_response(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse> {
+        let ttl = self.node.inner.lease_renew(id).await?;
+        Ok(pb::LeaseKeepAliveResponse {
+            header: self.node.inner.lease_header(),
+            id,
+            ttl,
+        })
+    }
+
     /// etcd's LeaseTimeToLive: TTL −1 if there is no such lease.
     pub async fn lease_time_to_live(
         &self,
@@ -150,6 +184,197 @@ impl Client {
     /// etcd's LeaseLeases.
     pub fn lease_leases(&self) -> pb::LeaseLeasesResponse {
         self.node.inner.lease_leases()
+    }
+
+    /// etcd's MemberAdd: the member gets an id and joins as a learner (a
+    /// voter is promoted once it caught up).
+    pub async fn member_add(&self, req: pb::MemberAddRequest) -> Result<pb::MemberAddResponse> {
+        check_peer_urls(&req.peer_ur_ls)?;
+        let salt = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let id = member_id(
+            &req.peer_ur_ls,
+            &self.node.config().initial_cluster_token,
+            Some(salt),
+        );
+        let member = Member {
+            name: String::new(),
+            peer_urls: req.peer_ur_ls.clone(),
+            client_urls: Vec::new(),
+            learner: req.is_learner,
+        };
+        let inner = &self.node.inner;
+        inner
+            .change_membership(MembershipChange::Add { id, member })
+            .await?;
+        inner.wait_members(|ms| ms.iter().any(|m| m.id == id)).await;
+        Ok(pb::MemberAddResponse {
+            header: self.current_header(),
+            member: Some(pb::Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: req.peer_ur_ls,
+                client_ur_ls: Vec::new(),
+                is_learner: req.is_learner,
+            }),
+            members: self.members(),
+        })
+    }
+
+    /// etcd's MemberRemove.
+    pub async fn member_remove(
+        &self,
+        req: pb::MemberRemoveRequest,
+    ) -> Result<pb::MemberRemoveResponse> {
+        let id = req.id;
+        let inner = &self.node.inner;
+        inner
+            .change_membership(MembershipChange::Remove { id })
+            .await?;
+        inner.wait_members(|ms| ms.iter().all(|m| m.id != id)).await;
+        Ok(pb::MemberRemoveResponse {
+            header: self.current_header(),
+            members: self.members(),
+        })
+    }
+
+    /// etcd's MemberUpdate: new peer URLs for a member.
+    pub async fn member_update(
+        &self,
+        req: pb::MemberUpdateRequest,
+    ) -> Result<pb::MemberUpdateResponse> {
+        check_peer_urls(&req.peer_ur_ls)?;
+        let inner = &self.node.inner;
+        inner
+            .change_membership(MembershipChange::UpdatePeerUrls {
+                id: req.id,
+                peer_urls: req.peer_ur_ls.clone(),
+            })
+            .await?;
+        inner
+            .wait_members(|ms| {
+                ms.iter()
+                    .any(|m| m.id == req.id && m.member.peer_urls == req.peer_ur_ls)
+            })
+            .await;
+        Ok(pb::MemberUpdateResponse {
+            header: self.current_header(),
+            members: self.members(),
+        })
+    }
+
+    /// etcd's MemberPromote: a learner that caught up becomes a voter.
+    pub async fn member_promote(
+        &self,
+        req: pb::MemberPromoteRequest,
+    ) -> Result<pb::MemberPromoteResponse> {
+        let id = req.id;
+        let inner = &self.node.inner;
+        inner
+            .change_membership(MembershipChange::Promote { id })
+            .await?;
+        inner
+            .wait_members(|ms| ms.iter().any(|m| m.id == id && !m.is_learner))
+            .await;
+        Ok(pb::MemberPromoteResponse {
+            header: self.current_header(),
+            members: self.members(),
+        })
+    }
+
+    /// etcd's MemberList; with `linearizable`, after a read barrier.
+    pub async fn member_list(&self, req: pb::MemberListRequest) -> Result<pb::MemberListResponse> {
+        if req.linearizable {
+            self.node.inner.read_barrier().await?;
+        }
+        Ok(pb::MemberListResponse {
+            header: self.current_header(),
+            members: self.members(),
+        })
+    }
+
+    fn members(&self) -> Vec<pb::Member> {
+        self.node
+            .inner
+            .members()
+            .into_iter()
+            .map(member_pb)
+            .collect()
+    }
+
+    /// etcd's Status of this member.
+    pub async fn status(&self) -> Result<pb::StatusResponse> {
+        let st = self.node.inner.raft_status();
+        let store = Arc::clone(&self.node.inner.store);
+        let db_size = blocking(move || store.size_on_disk()).await?;
+        let db_size = i64::try_from(db_size).unwrap_or(i64::MAX);
+        let mut errors = Vec::new();
+        if st.leader == 0 {
+            errors.push(Error::NoLeader.to_string());
+        }
+        Ok(pb::StatusResponse {
+            header: self.current_header(),
+            version: ETCD_VERSION.into(),
+            db_size,
+            leader: st.leader,
+            raft_index: st.raft_index,
+            raft_term: st.term,
+            raft_applied_index: st.applied_index,
+            errors,
+            db_size_in_use: db_size,
+            is_learner: st.is_learner,
+        })
+    }
+
+    /// etcd's Hash: of everything this member's store holds.
+    pub async fn hash(&self) -> Result<pb::HashResponse> {
+        let store = Arc::clone(&self.node.inner.store);
+        let hash = blocking(move || store.hash()).await?;
+        Ok(pb::HashResponse {
+            header: self.current_header(),
+            hash,
+        })
+    }
+
+    /// etcd's HashKV: of the kv history up to `revision` (0: current).
+    pub async fn hash_kv(&self, req: pb::HashKvRequest) -> Result<pb::HashKvResponse> {
+        let store = Arc::clone(&self.node.inner.store);
+        let h = blocking(move || store.hash_kv(req.revision)).await?;
+        Ok(pb::HashKvResponse {
+            header: self.current_header(),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+        })
+    }
+
+    /// etcd's MoveLeader: only the leader may hand its leadership over,
+    /// and only to a voter.
+    pub async fn move_leader(&self, req: pb::MoveLeaderRequest) -> Result<pb::MoveLeaderResponse> {
+        let target = req.target_id;
+        let inner = &self.node.inner;
+        if inner.leader() != Some(inner.id) {
+            return Err(Error::NotLeader);
+        }
+        if !inner.voters().contains(&target) {
+            return Err(Error::BadLeaderTransferee);
+        }
+        inner
+            .raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        inner
+            .raft
+            .wait(Some(inner.timeout()))
+            .metrics(move |m| m.current_leader == Some(target), "leader moved")
+            .await
+            .map_err(|_| Error::Timeout)?;
+        Ok(pb::MoveLeaderResponse {
+            header: self.current_header(),
+        })
     }
 
     /// Puts `value` at `key`; a shorthand for [`Client::put`].
@@ -178,6 +403,26 @@ impl Client {
     }
 }
 
-fn unexpected(r: Res) -> Status {
-    Status::internal(format!("unexpected apply result {r:?}"))
+fn member_pb(m: MemberInfo) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        name: m.member.name,
+        peer_ur_ls: m.member.peer_urls,
+        client_ur_ls: m.member.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+fn check_peer_urls(urls: &[String]) -> Result<()> {
+    if urls.is_empty() {
+        return Err(Error::PeerUrlsNotProvided);
+    }
+    for u in urls {
+        crate::config::check_url(u).map_err(Error::InvalidUrl)?;
+    }
+    Ok(())
+}
+
+fn unexpected(r: Res) -> Error {
+    Error::Internal(format!("unexpected apply result {r:?}"))
 }

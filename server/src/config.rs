@@ -17,18 +17,25 @@ pub enum ClusterState {
 /// `localhost:2379`, peers on `localhost:2380`.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// This member's name (`--name`).
     pub name: String,
+    /// Where the member keeps its data (`--data-dir`).
     pub data_dir: PathBuf,
     /// Where the binary serves clients (the library does not listen).
     pub listen_client_urls: Vec<String>,
+    /// Client URLs published to the cluster.
     pub advertise_client_urls: Vec<String>,
     /// Where the peer service listens; empty for an embedded single
     /// member that will never have peers.
     pub listen_peer_urls: Vec<String>,
+    /// Peer URLs this member is known by.
     pub initial_advertise_peer_urls: Vec<String>,
     /// `name → peer URLs` of every initial member.
     pub initial_cluster: Vec<(String, Vec<String>)>,
+    /// Bootstrap a new cluster or join a running one.
     pub initial_cluster_state: ClusterState,
+    /// Mixed into member and cluster ids, so two clusters started from
+    /// the same URLs differ.
     pub initial_cluster_token: String,
     /// Milliseconds.
     pub heartbeat_interval: u64,
@@ -42,7 +49,9 @@ pub struct Config {
     /// by fewer catches up from the log rather than a snapshot (etcd's
     /// `--experimental-snapshot-catchup-entries`).
     pub snapshot_catchup_entries: u64,
+    /// Largest client request (`--max-request-bytes`).
     pub max_request_bytes: usize,
+    /// Most operations in each branch of a txn (`--max-txn-ops`).
     pub max_txn_ops: usize,
     /// How often an idle watcher with `progress_notify` gets a progress
     /// notification (etcd's `--experimental-watch-progress-notify-interval`).

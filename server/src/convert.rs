@@ -6,6 +6,7 @@ use cairn_kv as kv;
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::mvccpb;
 
+/// etcd's Range request as the store's.
 pub fn range_request(r: &pb::RangeRequest) -> kv::RangeRequest {
     use pb::range_request::{SortOrder, SortTarget};
     kv::RangeRequest {
@@ -34,6 +35,7 @@ pub fn range_request(r: &pb::RangeRequest) -> kv::RangeRequest {
     }
 }
 
+/// etcd's Put request as the store's.
 pub fn put_request(r: &pb::PutRequest) -> kv::PutRequest {
     kv::PutRequest {
         key: r.key.clone(),
@@ -45,6 +47,7 @@ pub fn put_request(r: &pb::PutRequest) -> kv::PutRequest {
     }
 }
 
+/// etcd's DeleteRange request as the store's.
 pub fn delete_request(r: &pb::DeleteRangeRequest) -> kv::DeleteRangeRequest {
     kv::DeleteRangeRequest {
         key: r.key.clone(),
@@ -103,6 +106,7 @@ fn request_op(op: &pb::RequestOp) -> kv::RequestOp {
     }
 }
 
+/// etcd's Txn request as the store's.
 pub fn txn_request(t: &pb::TxnRequest) -> kv::TxnRequest {
     kv::TxnRequest {
         compare: t.compare.iter().map(compare).collect(),
@@ -111,6 +115,7 @@ pub fn txn_request(t: &pb::TxnRequest) -> kv::TxnRequest {
     }
 }
 
+/// A stored key-value as etcd's `mvccpb.KeyValue`.
 pub fn key_value(kv: kv::KeyValue) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
         key: kv.key,
@@ -122,6 +127,7 @@ pub fn key_value(kv: kv::KeyValue) -> mvccpb::KeyValue {
     }
 }
 
+/// A header carrying only `revision` (the API layer fills in the rest).
 pub fn header(revision: i64) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader {
         revision,
@@ -129,6 +135,7 @@ pub fn header(revision: i64) -> Option<pb::ResponseHeader> {
     })
 }
 
+/// The store's range answer as etcd's.
 pub fn range_response(r: kv::RangeResponse) -> pb::RangeResponse {
     pb::RangeResponse {
         header: header(r.header_revision),
@@ -138,6 +145,7 @@ pub fn range_response(r: kv::RangeResponse) -> pb::RangeResponse {
     }
 }
 
+/// The store's put answer as etcd's.
 pub fn put_response(r: kv::PutResponse) -> pb::PutResponse {
     pb::PutResponse {
         header: header(r.header_revision),
@@ -145,6 +153,7 @@ pub fn put_response(r: kv::PutResponse) -> pb::PutResponse {
     }
 }
 
+/// The store's delete answer as etcd's.
 pub fn delete_response(r: kv::DeleteRangeResponse) -> pb::DeleteRangeResponse {
     pb::DeleteRangeResponse {
         header: header(r.header_revision),
@@ -153,6 +162,7 @@ pub fn delete_response(r: kv::DeleteRangeResponse) -> pb::DeleteRangeResponse {
     }
 }
 
+/// The store's txn answer as etcd's.
 pub fn txn_response(r: kv::TxnResponse) -> pb::TxnResponse {
     use pb::response_op::Response;
     pb::TxnResponse {

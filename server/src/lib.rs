@@ -2,9 +2,9 @@
 //! library and a server.
 //!
 //! A program embeds a member with [`Node::start`] and talks to it through
-//! the typed in-process [`Client`] — etcd's KV/Txn semantics and errors,
-//! without gRPC. The `cairn` binary serves the same node over etcd's v3
-//! gRPC API.
+//! the typed in-process [`Client`] — etcd's semantics, errors as
+//! [`Error`]s, without gRPC. The `cairn` binary serves the same node over
+//! etcd's v3 gRPC API, through the same client.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -19,27 +19,31 @@
 //! # }
 //! ```
 //!
-//! Modules:
-//! - [`node`]: a member — storage, Raft, peers, membership.
-//! - [`client`]: the in-process client.
-//! - [`api`]: etcd's gRPC services over a node ([`watch`] and [`lease`]
-//!   have their own modules).
-//! - [`raft`]: openraft's type configuration and the adapters over Cairn's
-//!   storage engines ([`cairn_kv`], [`cairn_raft_log`]), and the peer network.
-//! - [`server`]: serving a node to clients over gRPC; [`coalesce`]: the
-//!   client connections' answers of one commit written together.
+//! Modules, bottom up (each uses only those above it):
+//! - [`config`]: a member's configuration, etcd's flags' meanings.
+//! - [`error`]: the typed [`Error`]; [`status`]: etcd's gRPC code and
+//!   message for each (the one place that spells them); [`convert`]:
+//!   etcd's wire messages to and from the kv store's types.
+//! - [`raft`]: openraft's type configuration, the adapters over Cairn's
+//!   storage engines ([`cairn_kv`], [`cairn_raft_log`]), the apply
+//!   observer, and the peer transport.
+//! - [`watch`]: the hub applied events are published on; [`lease`]: the
+//!   lessor, which keeps lease deadlines.
+//! - [`node`]: a member — start-up, leader routing, writes, reads,
+//!   membership, leases, shutdown.
+//! - [`client`]: the in-process client, the one seam the API goes through.
+//! - [`grpc`]: etcd's gRPC services, translating to and from the client.
 
-pub mod api;
+#![deny(missing_docs)]
+
 pub mod client;
-pub mod coalesce;
 pub mod config;
 pub mod convert;
-pub mod forward;
+pub mod error;
+pub mod grpc;
 pub mod lease;
 pub mod node;
-pub mod propose;
 pub mod raft;
-pub mod server;
 pub mod status;
 pub mod watch;
 
@@ -48,4 +52,5 @@ pub use cairn_proto as proto;
 pub use cairn_raft_log as raft_log;
 pub use client::Client;
 pub use config::{ClusterState, Config};
+pub use error::Error;
 pub use node::{Node, StartError};

@@ -518,7 +518,8 @@ async fn embedded_client_leases() {
         -1
     );
     let e = client.put(leased_put("k", g.id)).await.expect_err("gone");
-    assert_eq!(e.message(), "etcdserver: requested lease not found");
+    assert_eq!(e, cairn::Error::LeaseNotFound);
+    assert_eq!(e.to_string(), "etcdserver: requested lease not found");
     node.shutdown().await;
 }
 

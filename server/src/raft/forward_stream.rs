@@ -12,12 +12,13 @@
 //! answers outstanding waits one turn of the scheduler before it sends,
 //! so that the writes arriving meanwhile go in the same batch; the leader
 //! proposes a batch's kv writes as one log entry (see
-//! [`crate::propose`]).
+//! [`crate::node`]).
 //!
 //! Outcomes: a request that never went out (the stream could not be
-//! opened, or closed before it was sent) fails with [`not_sent`], which a
-//! caller may retry; one that went out and got no answer because the
-//! stream broke fails as unknown (it may have been applied).
+//! opened, or closed before it was sent) fails with
+//! [`ForwardError::NotSent`], which a caller may retry; one that went out
+//! and got no answer because the stream broke fails with
+//! [`ForwardError::Lost`] (it may have been applied).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,27 +32,14 @@ use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 
 use super::{decode, encode};
-use crate::forward::{ForwardHandler, ForwardRequest, ForwardResponse, WireStatus};
-use crate::propose::{batchable, MAX_ENTRY_BYTES, MAX_ENTRY_WRITES};
-use crate::raft::Command;
+use super::forward::{ForwardError, ForwardHandler, ForwardRequest, ForwardResponse};
+use super::{batchable, Command, MAX_ENTRY_BYTES, MAX_ENTRY_WRITES};
+use crate::error::Error;
 
 /// Most requests (or answers) carried by one message.
 const MAX_BATCH: usize = 256;
 
-/// Prefix of the message of a request that never left this member.
-const NOT_SENT: &str = "not sent to the leader";
-
-/// The error of a request that never left this member: safe to retry.
-pub fn not_sent(why: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("{NOT_SENT}: {why}"))
-}
-
-/// Whether `s` is [`not_sent`]'s.
-pub fn is_not_sent(s: &Status) -> bool {
-    s.message().starts_with(NOT_SENT)
-}
-
-type Answer = Result<ForwardResponse, Status>;
+type Answer = Result<ForwardResponse, ForwardError>;
 
 /// One request waiting for its pipe.
 pub(super) struct Job {
@@ -94,14 +82,12 @@ async fn run(
         Err(e) => e.message().to_string(),
     };
     for (_, tx) in pending.drain() {
-        let _ = tx.send(Err(Status::unavailable(format!(
-            "forwarded request lost: {why}"
-        ))));
+        let _ = tx.send(Err(ForwardError::Lost(why.clone())));
     }
     // Queued, never sent: retryable.
     jobs.close();
     while let Ok(job) = jobs.try_recv() {
-        let _ = job.answer.send(Err(not_sent(&why)));
+        let _ = job.answer.send(Err(ForwardError::NotSent(why.clone())));
     }
 }
 
@@ -144,7 +130,7 @@ async fn serve_pipe(
                     Ok(p) => p,
                     Err(e) => {
                         for (_, tx) in answers {
-                            let _ = tx.send(Err(not_sent(&e)));
+                            let _ = tx.send(Err(ForwardError::NotSent(e.to_string())));
                         }
                         continue;
                     }
@@ -188,9 +174,9 @@ fn propose(
         let mut answers = handler.handle_writes(cmds).await.into_iter();
         for id in ids {
             let resp = answers.next().unwrap_or_else(|| {
-                ForwardResponse::Error(WireStatus::from(&Status::internal(format!(
+                ForwardResponse::Error(Error::Internal(format!(
                     "a batch of {n} writes answered fewer"
-                ))))
+                )))
             });
             let _ = done.send(Out::Answer(id, resp));
         }

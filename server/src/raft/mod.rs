@@ -1,16 +1,24 @@
-//! Raft wiring: openraft's type configuration and the adapters that put
-//! Cairn's storage engines under it.
+//! Raft wiring: openraft's type configuration, the adapters that put
+//! Cairn's storage engines under it, and the peer transport. Nothing here
+//! knows of watches, leases' deadlines or gRPC clients: what the state
+//! machine applies goes out through [`apply::ApplyObserver`], and what
+//! other members forward is served by a [`forward::ForwardHandler`] the
+//! node provides.
 //!
 //! - [`log_store`]: `RaftLogStorage` over `cairn-raft-log`.
 //! - [`state_machine`]: `RaftStateMachine` over `cairn-kv`.
+//! - [`apply`]: the observer the state machine tells what it applied.
 //! - [`network`]: the peer RPCs over gRPC; replication runs as a pipeline
 //!   over one stream per follower (`append_stream`), on a plain TCP
 //!   connection to the peer port where the follower speaks it
 //!   (`append_wire`), forwarded requests in batches over one stream per
 //!   member ([`forward_stream`]).
+//! - [`forward`]: the messages forwarded to the leader, typed.
 
 mod append_stream;
 pub(crate) mod append_wire;
+pub mod apply;
+pub mod forward;
 pub mod forward_stream;
 pub mod log_store;
 pub mod network;
@@ -26,8 +34,11 @@ use serde::{Deserialize, Serialize};
 /// A member as Raft knows it: its name and URLs (etcd's `Member`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    /// Its name (empty until it publishes it).
     pub name: String,
+    /// Where its peers reach it.
     pub peer_urls: Vec<String>,
+    /// Where clients reach it (empty until it publishes them).
     pub client_urls: Vec<String>,
     /// Added as a learner (etcd's `--learner`): stays one until promoted.
     /// A member added as a voter is a Raft learner only until it catches
@@ -44,6 +55,20 @@ pub struct Command(pub cairnpb::Command);
 /// [`cairnpb::CommandResponse`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CommandResponse(pub cairnpb::CommandResponse);
+
+/// Most bytes of writes proposed as one entry (a write larger than this
+/// goes alone).
+pub const MAX_ENTRY_BYTES: usize = 512 * 1024;
+
+/// Most writes proposed as one entry.
+pub const MAX_ENTRY_WRITES: usize = 256;
+
+/// Whether `cmd` may go into a [`cairnpb::CommandBatch`]: a put, delete
+/// or txn.
+pub fn batchable(cmd: &cairnpb::Command) -> bool {
+    use cairnpb::command::Op;
+    matches!(cmd.op, Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_)))
+}
 
 macro_rules! protobuf_serde {
     ($t:ident, $inner:ty) => {
@@ -121,11 +146,17 @@ openraft::declare_raft_types!(
 );
 
 /// Shorthands for openraft types under [`TypeConfig`].
+/// A log position: (term, index).
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// A vote: term, candidate, committed.
 pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// A log entry.
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// A membership and the log id it was stored at.
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// What a snapshot covers.
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// The Raft node of a member.
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
 /// postcard encoding of a serde value, for what Cairn stores or sends.

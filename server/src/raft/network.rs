@@ -40,7 +40,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::state_machine::Snapshot;
 use super::{append_stream, append_wire, forward_stream};
 use super::{decode, encode, Member, SnapshotMeta, TypeConfig, Vote};
-use crate::forward::{ForwardHandler, ForwardRequest, ForwardResponse};
+use super::forward::{ForwardError, ForwardHandler, ForwardRequest, ForwardResponse};
 
 /// Metadata key carrying the sender's cluster id.
 pub const CLUSTER_ID_HEADER: &str = "cairn-cluster-id";
@@ -78,6 +78,7 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// Peers of cluster `cluster_id` (0: not known yet, joining).
     pub fn new(cluster_id: u64) -> Self {
         Self {
             cluster_id,
@@ -172,9 +173,13 @@ impl Peers {
     /// Sends a forwarded request to the member at `url`: over the pipe to
     /// it ([`forward_stream`]), or, for a member that knows no cluster id
     /// yet (joining) and for the cluster info it asks for, as a call of
-    /// its own. An error for which [`forward_stream::is_not_sent`] holds
-    /// means the request never left this member.
-    pub async fn forward(&self, url: &str, req: ForwardRequest) -> Result<ForwardResponse, Status> {
+    /// its own. [`ForwardError::NotSent`] means the request never left
+    /// this member.
+    pub async fn forward(
+        &self,
+        url: &str,
+        req: ForwardRequest,
+    ) -> Result<ForwardResponse, ForwardError> {
         if self.cluster_id == 0 || matches!(req, ForwardRequest::ClusterInfo) {
             return self.forward_unary(url, &req).await;
         }
@@ -186,16 +191,14 @@ impl Peers {
                 let mut pipes = self
                     .pipes
                     .lock()
-                    .map_err(|_| Status::internal("forwarding pipe map poisoned"))?;
+                    .map_err(|_| ForwardError::NotSent("forwarding pipe map poisoned".into()))?;
                 match pipes.get(url) {
                     Some(p) if !p.is_closed() => p.clone(),
                     _ => {
-                        let p = forward_stream::open(
-                            self.client_for(url)?,
-                            self.cluster_id,
-                            with_cluster_id,
-                            url,
-                        );
+                        let client = self
+                            .client_for(url)
+                            .map_err(|s| ForwardError::NotSent(s.message().to_string()))?;
+                        let p = forward_stream::open(client, self.cluster_id, with_cluster_id, url);
                         pipes.insert(url.to_string(), p.clone());
                         p
                     }
@@ -204,13 +207,13 @@ impl Peers {
             match pipe.send(job) {
                 Ok(()) => {
                     return answered.await.unwrap_or_else(|_| {
-                        Err(forward_stream::not_sent("forwarding stream closed"))
+                        Err(ForwardError::NotSent("forwarding stream closed".into()))
                     })
                 }
                 Err(tokio::sync::mpsc::error::SendError(j)) => job = j,
             }
         }
-        Err(forward_stream::not_sent("forwarding stream closed"))
+        Err(ForwardError::NotSent("forwarding stream closed".into()))
     }
 
     /// [`Peers::forward`] as one unary call.
@@ -218,15 +221,35 @@ impl Peers {
         &self,
         url: &str,
         req: &ForwardRequest,
-    ) -> Result<ForwardResponse, Status> {
-        let payload = encode(req).map_err(|e| Status::internal(e.to_string()))?;
-        let mut client = self.client_for(url)?;
+    ) -> Result<ForwardResponse, ForwardError> {
+        let payload = encode(req).map_err(|e| ForwardError::NotSent(e.to_string()))?;
+        let mut client = self
+            .client_for(url)
+            .map_err(|s| ForwardError::NotSent(s.message().to_string()))?;
         let resp = client
             .forward(self.request(RaftMessage {
                 payload: payload.into(),
             }))
-            .await?;
-        decode(&resp.into_inner().payload).map_err(|e| Status::internal(e.to_string()))
+            .await
+            .map_err(|s| classify(&s))?;
+        decode(&resp.into_inner().payload).map_err(|e| ForwardError::Lost(e.to_string()))
+    }
+}
+
+/// A failed unary forward, typed: a transport failure before the request
+/// reached the peer is [`ForwardError::NotSent`]. tonic reports those as
+/// Unavailable with the connection error in the message; this is the one
+/// place that reads it.
+fn classify(s: &Status) -> ForwardError {
+    let m = s.message();
+    if s.code() == tonic::Code::Unavailable
+        && (m.contains("error trying to connect")
+            || m.contains("tcp connect error")
+            || m.contains("Connection refused"))
+    {
+        ForwardError::NotSent(m.to_string())
+    } else {
+        ForwardError::Lost(m.to_string())
     }
 }
 
@@ -646,11 +669,15 @@ impl std::fmt::Debug for PeerConnection {
 
 /// The `cairnpb.Peer` service of one member.
 pub struct PeerService {
+    /// This member's cluster: calls from another are refused.
     pub cluster_id: u64,
     /// When an AppendEntries from a current leader last arrived.
     pub leader_contact: Arc<Mutex<Option<std::time::Instant>>>,
+    /// The member's Raft.
     pub raft: super::Raft,
+    /// Where received snapshots are written.
     pub snap_dir: PathBuf,
+    /// Serves what other members forward.
     pub forward: Arc<dyn ForwardHandler>,
     /// Turns true when the member stops: the long-lived streams end then,
     /// or the server's graceful shutdown would wait for them forever.

@@ -25,9 +25,11 @@ use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::apply::{ApplyObserver, Unobserved};
 use super::{decode, encode, CommandResponse, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::convert;
-use crate::status;
+use crate::error::Error;
+use crate::status::msg;
 
 /// A snapshot whose data is an image file.
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, File>;
@@ -44,10 +46,9 @@ pub struct StateMachine {
     store: Arc<Store>,
     snap_dir: PathBuf,
     applied: Applied,
-    /// Where each applied revision's events go (watches).
-    events: Option<crate::watch::EventSender>,
-    /// Told of applied grants and revokes.
-    lessor: Option<Arc<crate::lease::Lessor>>,
+    /// Told of each applied revision's events and of lease grants and
+    /// revokes (watches and the lessor).
+    observer: Arc<dyn ApplyObserver>,
 }
 
 /// Most kv writes applied as one kv batch (a batch entry's all go into
@@ -124,7 +125,7 @@ type PendingWrite = (LogId, EntryWrites, Option<ApplyResponder<TypeConfig>>);
 fn not_batchable() -> Res {
     Res::Error(cairnpb::ApplyError {
         kind: "batch".into(),
-        message: "etcdserver: only puts, deletes and txns can be batched".into(),
+        message: msg::NOT_BATCHABLE.into(),
     })
 }
 
@@ -144,43 +145,19 @@ impl StateMachine {
             store,
             snap_dir: snap_dir.to_path_buf(),
             applied,
-            events: None,
-            lessor: None,
+            observer: Arc::new(Unobserved),
         })
     }
 
-    /// Tells `lessor` of every applied grant and revoke.
-    pub fn with_lessor(mut self, lessor: Arc<crate::lease::Lessor>) -> Self {
-        self.lessor = Some(lessor);
-        self
-    }
-
-    /// Publishes the events of every applied revision on `tx`.
-    pub fn with_events(mut self, tx: crate::watch::EventSender) -> Self {
-        self.events = Some(tx);
+    /// Tells `observer` what every apply did from now on.
+    pub fn with_observer(mut self, observer: Arc<dyn ApplyObserver>) -> Self {
+        self.observer = observer;
         self
     }
 
     fn publish(&self, revision: i64, events: Vec<cairn_kv::Event>) {
-        if events.is_empty() {
-            return;
-        }
-        if let Some(tx) = &self.events {
-            // No receivers is fine: nobody watches.
-            let _ = tx.send(Arc::new(crate::watch::RevEvents::new(revision, events)));
-        }
-    }
-
-    /// Publishes a revoke's events, to be built by the first watcher that
-    /// looks at them (not here, holding up the applies behind).
-    fn publish_revoke(&self, revision: i64, deleted: cairn_kv::RevokedKeys) {
-        if deleted.is_empty() {
-            return;
-        }
-        if let Some(tx) = &self.events {
-            let _ = tx.send(Arc::new(crate::watch::RevEvents::deferred(
-                revision, deleted,
-            )));
+        if !events.is_empty() {
+            self.observer.revision_applied(revision, events);
         }
     }
 
@@ -255,7 +232,7 @@ impl StateMachine {
                     Written::Txn(t) => Res::Txn(convert::txn_response(t)),
                 }
             }
-            Err(e) => match status::apply_error(&e) {
+            Err(e) => match Error::to_apply(&e) {
                 Some(a) => Res::Error(a),
                 None => return Err(kv_err(e)),
             },
@@ -279,9 +256,7 @@ impl StateMachine {
                 })
             }),
             Some(Op::LeaseGrant(g)) => self.store.lease_grant(g.id, g.ttl, &pos).map(|()| {
-                if let Some(l) = &self.lessor {
-                    l.granted(g.id, g.ttl);
-                }
+                self.observer.lease_granted(g.id, g.ttl);
                 Res::LeaseGrant(cairn_proto::etcdserverpb::LeaseGrantResponse {
                     header: convert::header(self.store.current_revision()),
                     id: g.id,
@@ -290,10 +265,9 @@ impl StateMachine {
                 })
             }),
             Some(Op::LeaseRevoke(r)) => self.store.lease_revoke_deferred(r.id, &pos).map(|a| {
-                self.publish_revoke(a.revision, a.deleted);
-                if let Some(l) = &self.lessor {
-                    l.revoked(r.id);
-                }
+                // Its events are built by the first watcher that looks at
+                // them, not here, holding up the applies behind.
+                self.observer.lease_revoked(r.id, a.revision, a.deleted);
                 Res::LeaseRevoke(cairn_proto::etcdserverpb::LeaseRevokeResponse {
                     header: convert::header(a.revision),
                 })
@@ -319,7 +293,7 @@ impl StateMachine {
         };
         let result = match result {
             Ok(r) => r,
-            Err(e) => match status::apply_error(&e) {
+            Err(e) => match Error::to_apply(&e) {
                 Some(a) => {
                     // Deterministic failure: nothing written but the
                     // position, so a restart does not apply it again.

@@ -10,20 +10,20 @@ use crate::convert;
 
 /// A watcher's key range, filters and options.
 #[derive(Clone, Debug)]
-pub(super) struct Filter {
+pub(crate) struct Filter {
     key: Bytes,
     /// Empty: the single key; `None`: every key from `key` on.
     range_end: Option<Bytes>,
     no_put: bool,
     no_delete: bool,
-    pub(super) prev_kv: bool,
-    pub(super) fragment: bool,
+    pub(crate) prev_kv: bool,
+    pub(crate) fragment: bool,
 }
 
 impl Filter {
     /// The filter of a create request, with etcd's meanings: an empty key
     /// is `"\0"`, a `range_end` of `"\0"` means every key from `key` on.
-    pub(super) fn of(c: &WatchCreateRequest) -> Self {
+    pub(crate) fn of(c: &WatchCreateRequest) -> Self {
         let key = if c.key.is_empty() {
             Bytes::from_static(b"\0")
         } else {
@@ -44,7 +44,7 @@ impl Filter {
         }
     }
 
-    pub(super) fn matches(&self, e: &kv::Event) -> bool {
+    pub(crate) fn matches(&self, e: &kv::Event) -> bool {
         let k = &e.kv.key;
         let in_range = match &self.range_end {
             None => k >= &self.key,
@@ -58,12 +58,12 @@ impl Filter {
 
     /// True when this watcher would send an event whose `prev_kv` has not
     /// been read yet.
-    pub(super) fn needs_prev_kv(&self, events: &[kv::Event]) -> bool {
+    pub(crate) fn needs_prev_kv(&self, events: &[kv::Event]) -> bool {
         self.prev_kv && events.iter().any(|e| e.needs_prev_kv() && self.matches(e))
     }
 
     /// The events of `events` this watcher selects, as sent.
-    pub(super) fn select(&self, events: &[kv::Event]) -> Vec<mvccpb::Event> {
+    pub(crate) fn select(&self, events: &[kv::Event]) -> Vec<mvccpb::Event> {
         events
             .iter()
             .filter(|e| self.matches(e))

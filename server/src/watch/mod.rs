@@ -1,9 +1,10 @@
-//! etcd's Watch service.
+//! The watch hub: applied events, published for watchers.
 //!
-//! Events come from the state machine as each write is applied: one
-//! [`RevEvents`] per revision, broadcast on a bounded channel. Each gRPC
-//! stream is served by one task (`stream`) holding all its watchers:
-//! those caught up (*synced*) take each revision from the broadcast as it
+//! Events come from the state machine as each write is applied (through
+//! [`crate::raft::apply::ApplyObserver`]): one [`RevEvents`] per
+//! revision, broadcast on a bounded channel. Each gRPC stream is served by
+//! one task (`crate::grpc::watch_stream`) holding all its watchers: those
+//! caught up (*synced*) take each revision from the broadcast as it
 //! arrives; those behind — starting in the past, or after a gap (the
 //! broadcast overflowed, or a snapshot was installed) — read history from
 //! the store ([`cairn_kv::Store::history`]) until they reach it. So writes
@@ -11,28 +12,20 @@
 //! only its own stream. Every revision that changed the store has at
 //! least one event, so a jump in revisions is a gap.
 //!
-//! Modules: `filter` (what a watcher selects), `stream` (one stream's
-//! watchers, progress notifications and RequestProgress answers).
+//! Modules: [`filter`] (what a watcher selects). This module knows
+//! nothing of Raft or gRPC.
 
-mod filter;
-mod stream;
+pub mod filter;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cairn_kv as kv;
-use cairn_proto::etcdserverpb as pb;
-use cairn_proto::etcdserverpb::watch_server::{Watch, WatchServer};
-use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
-use tonic::{Request, Response, Status, Streaming};
-
-use crate::node::Node;
+use tokio::sync::broadcast;
 
 /// The events of one applied revision.
 #[derive(Debug)]
 pub struct RevEvents {
+    /// The revision.
     pub revision: i64,
     /// As the write produced them: most without `prev_kv` (see
     /// [`kv::Event`]); for a revoke, built from `deferred` when first
@@ -45,6 +38,7 @@ pub struct RevEvents {
 }
 
 impl RevEvents {
+    /// A revision's events as the write produced them.
     pub fn new(revision: i64, events: Vec<kv::Event>) -> Self {
         Self {
             revision,
@@ -75,7 +69,7 @@ impl RevEvents {
     }
 
     /// The events with `prev_kv` filled in, read from `store` once.
-    async fn with_prev_kv(
+    pub async fn with_prev_kv(
         &self,
         store: &Arc<kv::Store>,
     ) -> Result<Arc<Vec<kv::Event>>, Arc<kv::Error>> {
@@ -105,55 +99,16 @@ pub type EventSender = broadcast::Sender<Arc<RevEvents>>;
 /// they read history.
 pub const BROADCAST_REVISIONS: usize = 4096;
 
-/// Events read from history per step.
-const HISTORY_CHUNK: usize = 1000;
-
-/// Responses buffered per stream.
-const STREAM_BUFFER: usize = 256;
-
-/// etcd's watch id for responses not tied to a watcher.
-const INVALID_WATCH_ID: i64 = -1;
-
-/// `etcdserverpb.Watch`.
-pub struct WatchService {
-    node: Node,
-    progress_interval: Duration,
+/// Publishes applied revisions on the broadcast.
+pub fn publish(tx: &EventSender, revision: i64, events: Vec<kv::Event>) {
+    // No receivers is fine: nobody watches.
+    let _ = tx.send(Arc::new(RevEvents::new(revision, events)));
 }
 
-impl WatchService {
-    pub fn server(node: &Node) -> WatchServer<Self> {
-        WatchServer::new(Self {
-            node: node.clone(),
-            progress_interval: node.config().watch_progress_notify_interval,
-        })
-        .max_decoding_message_size(node.inner.max_recv_bytes())
-    }
-}
-
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = WatchStream;
-
-    async fn watch(
-        &self,
-        req: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        let wants_leader = crate::api::wants_leader(&req);
-        if wants_leader {
-            self.node.inner.require_leader()?;
-        }
-        let (tx, rx) = mpsc::channel::<Result<pb::WatchResponse, Status>>(STREAM_BUFFER);
-        tokio::spawn(stream::serve(
-            self.node.clone(),
-            req.into_inner(),
-            tx,
-            self.progress_interval,
-            wants_leader,
-        ));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+/// Publishes a revoke's events, to be built by the first watcher that
+/// looks at them.
+pub fn publish_revoke(tx: &EventSender, revision: i64, deleted: kv::RevokedKeys) {
+    if !deleted.is_empty() {
+        let _ = tx.send(Arc::new(RevEvents::deferred(revision, deleted)));
     }
 }

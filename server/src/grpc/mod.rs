@@ -1,4 +1,25 @@
 //! Serving a [`Node`] to clients over etcd's gRPC API.
+//!
+//! A translation layer and nothing more: each service turns an etcd
+//! request into a call on the in-process [`crate::Client`] (the one seam
+//! embedding programs use too) and a typed [`crate::Error`] into etcd's
+//! status ([`crate::status`]). Watch streams are served from the watch
+//! hub ([`crate::watch`]) by one task per stream.
+//!
+//! - [`kv`], [`lease`], [`cluster`], [`maintenance`], [`watch`]: etcd's
+//!   services; `watch_stream`: one watch stream's task.
+//! - `metadata`: the `hasleader` request metadata.
+//! - [`coalesce`]: the answers one commit wakes on a connection written
+//!   together.
+
+pub mod cluster;
+pub mod coalesce;
+pub mod kv;
+pub mod lease;
+pub mod maintenance;
+mod metadata;
+pub mod watch;
+mod watch_stream;
 
 use std::future::Future;
 
@@ -6,16 +27,20 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{ClusterService, KvService, MaintenanceService};
-use crate::coalesce::{Coalesced, GateLayer};
-use crate::node::{Node, StartError};
+use self::cluster::ClusterService;
+use self::coalesce::{Coalesced, GateLayer};
+use self::kv::KvService;
+use self::lease::LeaseService;
+use self::maintenance::MaintenanceService;
+use self::watch::WatchService;
+use crate::node::{resolve, Node, StartError};
 
 /// Binds every `--listen-client-urls` address (before serving, so a bad
 /// address fails the start) and returns the listeners.
 pub async fn bind_clients(node: &Node) -> Result<Vec<TcpListener>, StartError> {
     let mut out = Vec::new();
     for url in &node.config().listen_client_urls {
-        let addr = crate::node::resolve(url).await?;
+        let addr = resolve(url).await?;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             StartError::Config(format!("listen-client-urls {url}: cannot bind: {e}"))
         })?;
@@ -41,14 +66,14 @@ pub async fn serve(
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             // With `Coalesced` below: the answers that one commit wakes
-            // on a connection go out in one write (see `crate::coalesce`).
+            // on a connection go out in one write (see [`coalesce`]).
             .layer(GateLayer)
             .add_service(health)
             .add_service(KvService::server(&node))
             .add_service(ClusterService::server(&node))
             .add_service(MaintenanceService::server(&node))
-            .add_service(crate::watch::WatchService::server(&node))
-            .add_service(crate::lease::LeaseService::server(&node));
+            .add_service(WatchService::server(&node))
+            .add_service(LeaseService::server(&node));
         let mut rx = stop_rx.clone();
         // The builder's tcp_nodelay applies only to listeners it binds
         // itself; without it a response written as two segments waits for

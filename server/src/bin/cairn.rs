@@ -318,7 +318,7 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), String> {
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    let listeners = match cairn::server::bind_clients(&node).await {
+    let listeners = match cairn::grpc::bind_clients(&node).await {
         Ok(l) => l,
         Err(e) => {
             node.shutdown().await;
@@ -352,7 +352,7 @@ async fn run(config: Config) -> Result<(), String> {
             _ = removed => {}
         }
     };
-    let served = cairn::server::serve(node.clone(), listeners, stop).await;
+    let served = cairn::grpc::serve(node.clone(), listeners, stop).await;
     node.shutdown().await;
     served.map_err(|e| e.to_string())
 }

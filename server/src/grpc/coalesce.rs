@@ -80,6 +80,7 @@ pub struct Coalesced {
 }
 
 impl Coalesced {
+    /// Wraps an accepted connection.
     pub fn new(io: TcpStream) -> Self {
         Self {
             io,
@@ -179,7 +180,9 @@ impl AsyncWrite for Coalesced {
 /// What tonic puts in each request of a [`Coalesced`] connection.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
+    /// The TCP connection's addresses.
     pub tcp: TcpConnectInfo,
+    /// The connection's output gate.
     pub gate: Arc<Gate>,
 }
 
@@ -206,6 +209,7 @@ impl<S> tower_layer::Layer<S> for GateLayer {
     }
 }
 
+/// A service whose calls count their wake-ups on their connection's gate.
 #[derive(Clone, Debug)]
 pub struct GateService<S> {
     inner: S,

@@ -24,42 +24,34 @@ use cairn_proto::cairnpb;
 use openraft::errors::{ClientWriteError, RaftError};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
 
-use crate::raft::{Command, Raft};
-use crate::status::msg;
-
-/// Most bytes of writes proposed as one entry (a write larger than this
-/// goes alone).
-pub(crate) const MAX_ENTRY_BYTES: usize = 512 * 1024;
-
-/// Most writes proposed as one entry.
-pub(crate) const MAX_ENTRY_WRITES: usize = 256;
+use crate::error::Error;
+use crate::raft::{Command, Raft, MAX_ENTRY_BYTES, MAX_ENTRY_WRITES};
 
 /// What proposing answers: the apply's response, or `None` when this
 /// member is not the leader (nothing was proposed).
-pub(crate) type Proposed = Result<Option<cairnpb::CommandResponse>, Status>;
+pub(crate) type Proposed = Result<Option<cairnpb::CommandResponse>, Error>;
 
 /// What proposing several writes answers: each one's response, in
 /// order, or `None` when this member is not the leader.
-pub(crate) type ProposedMany = Result<Option<Vec<cairnpb::CommandResponse>>, Status>;
+pub(crate) type ProposedMany = Result<Option<Vec<cairnpb::CommandResponse>>, Error>;
 
 /// Proposes `cmd` as one entry.
 pub(crate) async fn propose(raft: &Raft, cmd: cairnpb::Command, deadline: Instant) -> Proposed {
     let left = deadline.saturating_duration_since(Instant::now());
     let fut = raft.client_write(Command(cmd));
     match tokio::time::timeout(left, fut).await {
-        Err(_) => Err(Status::unavailable(msg::TIMEOUT)),
+        Err(_) => Err(Error::Timeout),
         Ok(Ok(resp)) => Ok(Some(resp.data.0)),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Ok(None),
         Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
-            Err(Status::unavailable(msg::LEADER_CHANGED))
+            Err(Error::LeaderChanged)
         }
-        Ok(Err(e)) => Err(Status::unavailable(format!("etcdserver: {e}"))),
+        Ok(Err(e)) => Err(Error::Raft(e.to_string())),
     }
 }
 
-/// Proposes kv writes ([`batchable`] ones) as one entry; answers each
+/// Proposes kv writes ([`crate::raft::batchable`] ones) as one entry; answers each
 /// one's result, in order. `Ok(None)`: not the leader, nothing was
 /// proposed.
 pub(crate) async fn propose_batch(
@@ -80,17 +72,10 @@ pub(crate) async fn propose_batch(
         Some(cairnpb::command_response::Result::Batch(b)) if b.results.len() == n => {
             Ok(Some(b.results))
         }
-        other => Err(Status::internal(format!(
+        other => Err(Error::Internal(format!(
             "a batch of {n} writes answered {other:?}"
         ))),
     }
-}
-
-/// Whether `cmd` may go into a [`cairnpb::CommandBatch`]: a put, delete
-/// or txn.
-pub fn batchable(cmd: &cairnpb::Command) -> bool {
-    use cairnpb::command::Op;
-    matches!(cmd.op, Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_)))
 }
 
 /// Writes waiting for their entry (one client's, or a forwarded group).
@@ -141,14 +126,14 @@ impl Proposer {
         }
     }
 
-    /// Proposes `cmd`, a [`batchable`] write, maybe with others; the same
+    /// Proposes `cmd`, a [`crate::raft::batchable`] write, maybe with others; the same
     /// answers as [`propose`].
     pub(crate) async fn propose(&self, cmd: cairnpb::Command, deadline: Instant) -> Proposed {
         let r = self.propose_many(vec![cmd], deadline).await?;
         Ok(r.and_then(|mut rs| rs.pop()))
     }
 
-    /// Proposes `cmds`, [`batchable`] writes at most [`MAX_ENTRY_WRITES`]
+    /// Proposes `cmds`, [`crate::raft::batchable`] writes at most [`MAX_ENTRY_WRITES`]
     /// and [`MAX_ENTRY_BYTES`] together (or a single larger one), in one
     /// entry, maybe with others; answers each one's result, in order.
     pub(crate) async fn propose_many(
@@ -169,10 +154,10 @@ impl Proposer {
             answer: tx,
         };
         if self.jobs.send(job).is_err() {
-            return Err(Status::unavailable(msg::STOPPED));
+            return Err(Error::Stopped);
         }
         rx.await
-            .unwrap_or_else(|_| Err(Status::unavailable(msg::STOPPED)))
+            .unwrap_or_else(|_| Err(Error::Stopped))
     }
 }
 
@@ -257,9 +242,8 @@ async fn propose_jobs(raft: &Raft, batch: Vec<Job>) {
 #[cfg(test)]
 mod tests {
     use cairn_proto::etcdserverpb as pb;
-    use tonic::Code;
 
-    use crate::{Config, Node};
+    use crate::{Config, Error, Node};
 
     fn put(key: String, value: String, lease: i64) -> pb::PutRequest {
         pb::PutRequest {
@@ -331,8 +315,7 @@ mod tests {
                 Ok(None) => panic!("write {i} answered without a header"),
                 Err(e) => {
                     assert_eq!(i % 10, 3, "write {i} failed: {e:?}");
-                    assert_eq!(e.code(), Code::NotFound, "write {i}");
-                    assert_eq!(e.message(), "etcdserver: requested lease not found");
+                    assert_eq!(e, Error::LeaseNotFound, "write {i}");
                 }
             }
         }

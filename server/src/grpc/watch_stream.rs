@@ -28,10 +28,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
 
-use super::filter::Filter;
-use super::{RevEvents, HISTORY_CHUNK, INVALID_WATCH_ID};
+use super::watch::{HISTORY_CHUNK, INVALID_WATCH_ID};
+use crate::error::Error;
 use crate::node::Node;
 use crate::status::msg;
+use crate::watch::filter::Filter;
+use crate::watch::RevEvents;
 
 type Tx = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
@@ -84,7 +86,7 @@ pub(super) async fn serve(
             _ = progress_tick.tick() => hub.on_progress_tick().await,
             _ = leader_check.tick(), if wants_leader => {
                 if hub.node.inner.leader().is_none() {
-                    let _ = hub.tx.send(Err(Status::unavailable(msg::NO_LEADER))).await;
+                    let _ = hub.tx.send(Err(Status::from(Error::NoLeader))).await;
                     break;
                 }
             }
@@ -369,7 +371,7 @@ impl Hub {
                 cancel_reason: msg::COMPACTED.into(),
                 ..Default::default()
             }),
-            e => Err(crate::status::from_kv(e)),
+            e => Err(Status::from(Error::from(e))),
         };
         self.send(resp).await;
     }

@@ -1,0 +1,67 @@
+//! `etcdserverpb.KV`: each call translated into the [`Client`]'s.
+
+use cairn_proto::etcdserverpb as pb;
+use cairn_proto::etcdserverpb::kv_server::{Kv, KvServer};
+use tonic::{Request, Response, Status};
+
+use super::metadata::check_leader;
+use crate::node::Node;
+use crate::Client;
+
+/// `etcdserverpb.KV`.
+pub struct KvService {
+    node: Node,
+    client: Client,
+}
+
+impl KvService {
+    /// The service over `node`, with etcd's receive limit.
+    pub fn server(node: &Node) -> KvServer<Self> {
+        let max = node.max_recv_bytes();
+        KvServer::new(Self {
+            node: node.clone(),
+            client: node.client(),
+        })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX)
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        check_leader(&self.node, &req)?;
+        Ok(Response::new(self.client.range(req.into_inner()).await?))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        check_leader(&self.node, &req)?;
+        Ok(Response::new(self.client.put(req.into_inner()).await?))
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        check_leader(&self.node, &req)?;
+        Ok(Response::new(
+            self.client.delete_range(req.into_inner()).await?,
+        ))
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        check_leader(&self.node, &req)?;
+        Ok(Response::new(self.client.txn(req.into_inner()).await?))
+    }
+
+    async fn compact(
+        &self,
+        req: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        check_leader(&self.node, &req)?;
+        Ok(Response::new(self.client.compact(req.into_inner()).await?))
+    }
+}

@@ -1,0 +1,158 @@
+//! A member's identity: its id and its cluster's, derived as etcd does
+//! from peer URLs and the cluster token, kept in `member/cluster`, or
+//! learned from the running cluster when joining one.
+//!
+//! Owns: the identity file (written once, durably, by rename) and the
+//! refusal of a data dir that is not empty yet holds no member.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::StartError;
+use crate::config::Config;
+use crate::raft::forward::{ForwardRequest, ForwardResponse};
+use crate::raft::network::Peers;
+
+/// The identity a member keeps in its data dir.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct Identity {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub name: String,
+}
+
+/// A member id from its peer URLs and the cluster token (stable: every
+/// member of a new cluster computes the same ids).
+pub fn member_id(peer_urls: &[String], token: &str, salt: Option<u128>) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut h = Sha256::new();
+    h.update(urls.join(",").as_bytes());
+    h.update(b"\0");
+    h.update(token.as_bytes());
+    if let Some(s) = salt {
+        h.update(s.to_be_bytes());
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b).max(1)
+}
+
+pub(super) fn cluster_id(member_ids: &[u64], token: &str) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort_unstable();
+    let mut h = Sha256::new();
+    for id in ids {
+        h.update(id.to_be_bytes());
+    }
+    h.update(token.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b).max(1)
+}
+
+/// A running member. Cheap to clone.
+
+pub(super) fn read_identity(data_dir: &Path, path: &Path) -> Result<Option<Identity>, StartError> {
+    match std::fs::read(path) {
+        Ok(raw) => serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| StartError::DataDir {
+                path: data_dir.to_path_buf(),
+                reason: format!("unreadable identity file {}: {e}", path.display()),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let non_empty = match std::fs::read_dir(data_dir) {
+                Ok(mut it) => it.next().is_some(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e.into()),
+            };
+            if non_empty {
+                return Err(StartError::DataDir {
+                    path: data_dir.to_path_buf(),
+                    reason: "is not empty and holds no Cairn member; refusing to overwrite it"
+                        .into(),
+                });
+            }
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn write_identity(path: &Path, idt: &Identity) -> Result<(), StartError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let raw = serde_json::to_vec_pretty(idt).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&raw)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// For `--initial-cluster-state existing`: asks the other members listed in
+/// `--initial-cluster` for the cluster id and finds this member (added
+/// beforehand with MemberAdd) by its peer URLs.
+pub(super) async fn join_identity(config: &Config) -> Result<Identity, StartError> {
+    let peers = Peers::new(0);
+    let mut mine = config.initial_advertise_peer_urls.clone();
+    mine.sort();
+    let others: Vec<&String> = config
+        .initial_cluster
+        .iter()
+        .filter(|(n, _)| n != &config.name)
+        .flat_map(|(_, urls)| urls)
+        .collect();
+    if others.is_empty() {
+        return Err(StartError::Join(
+            "--initial-cluster lists no other member to join".into(),
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_err = String::new();
+    while Instant::now() < deadline {
+        for url in &others {
+            match peers.forward(url, ForwardRequest::ClusterInfo).await {
+                Ok(ForwardResponse::ClusterInfo {
+                    cluster_id,
+                    members,
+                    ..
+                }) => {
+                    for (id, m) in members {
+                        let mut theirs = m.peer_urls.clone();
+                        theirs.sort();
+                        if theirs == mine {
+                            return Ok(Identity {
+                                cluster_id,
+                                member_id: id,
+                                name: config.name.clone(),
+                            });
+                        }
+                    }
+                    return Err(StartError::Join(format!(
+                        "no member of cluster {cluster_id:x} has peer URLs {}; add it with MemberAdd first",
+                        mine.join(",")
+                    )));
+                }
+                Ok(other) => last_err = format!("{url}: unexpected answer {other:?}"),
+                Err(e) => last_err = format!("{url}: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(StartError::Join(format!("no member answered: {last_err}")))
+}

@@ -1,0 +1,69 @@
+//! Stopping a member: leadership handed to the most caught-up voter
+//! first (so the cluster does not wait an election timeout), then Raft,
+//! the peer service and every background task stopped, and the store
+//! flushed.
+//!
+//! Owns: [`Inner::shutdown`].
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use openraft::rt::WatchReceiver;
+use openraft::ServerState;
+use tokio::task::JoinHandle;
+
+use super::Inner;
+
+impl Inner {
+    pub(super) async fn shutdown(&self) {
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // The peer service keeps running during the handoff: the new
+        // leader must reach this member to tell it about the new term.
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state == ServerState::Leader {
+            let target = self
+                .voters()
+                .into_iter()
+                .filter(|v| *v != self.id)
+                .max_by_key(|v| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(v).cloned())
+                        .flatten()
+                        .map(|l| l.index)
+                });
+            if let Some(to) = target {
+                tracing::info!(to = %format!("{to:x}"), "handing leadership over before stopping");
+                if self.raft.trigger().transfer_leader(to).await.is_ok() {
+                    let me = self.id;
+                    let _ = self
+                        .raft
+                        .wait(Some(Duration::from_millis(
+                            self.config.election_timeout * 2,
+                        )))
+                        .metrics(
+                            move |m| m.current_leader.is_some_and(|l| l != me),
+                            "leadership handed over",
+                        )
+                        .await;
+                }
+            }
+        }
+        self.stop.send_replace(true);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => Vec::new(),
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "flushing the store at shutdown");
+        }
+    }
+}
