@@ -14,7 +14,9 @@
 //!   background steps; reads and writes touching their keys settle them).
 //! - [`compact`]: logical and physical (background, bounded-step) compaction.
 //! - [`hash`]: consistency hashes.
-//! - [`backend`]: the narrow [`Backend`] trait and its fjall (LSM) implementation.
+//! - [`backend`]: the narrow [`Backend`] trait, its fjall (LSM, the
+//!   default) and sled (feature `sled`) implementations, and [`Engine`],
+//!   the one chosen at run time.
 //! - [`record`]: the on-disk layout of records and metadata.
 //! - [`store`]: the [`Store`]: open, read, write, flush; crash behaviour.
 //! - [`snapshot`]: point-in-time images (export / import).
@@ -78,7 +80,9 @@ pub mod snapshot;
 pub mod store;
 pub mod txn;
 
-pub use backend::{Backend, FjallBackend, WriteBatch};
+#[cfg(feature = "sled")]
+pub use backend::SledBackend;
+pub use backend::{Backend, BackendKind, Engine, FjallBackend, WriteBatch};
 pub use error::{Error, Result};
 pub use history::History;
 pub use lease::{Lease, Revoked, RevokedKeys};

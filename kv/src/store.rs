@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::backend::{Backend, FjallBackend, WriteBatch};
+use crate::backend::{Backend, BackendKind, Engine, WriteBatch};
 use crate::compact::{self, CompactionStatus};
 use crate::error::{Error, Result};
 use crate::hash;
@@ -161,21 +161,33 @@ impl<B: Backend> Inner<B> {
 /// assert_eq!(store.applied().as_deref(), Some(&b"pos-1"[..]));
 /// # Ok::<(), cairn_kv::Error>(())
 /// ```
-pub struct Store<B: Backend = FjallBackend> {
+pub struct Store<B: Backend = Engine> {
     pub(crate) inner: Arc<Inner<B>>,
     compactor: Option<JoinHandle<()>>,
     revoker: Option<JoinHandle<()>>,
 }
 
-impl Store<FjallBackend> {
-    /// Opens (or creates) a store in directory `path`.
+impl Store<Engine> {
+    /// Opens (or creates) a store in directory `path`, over the default
+    /// engine (fjall).
     pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open(FjallBackend::open(path).map_err(Error::Backend)?)
+        Self::open_path_with(path, BackendKind::default())
+    }
+
+    /// Opens (or creates) a store in directory `path` over a `kind`
+    /// database; a directory holding the other engine's is refused.
+    pub fn open_path_with(path: impl AsRef<Path>, kind: BackendKind) -> Result<Self> {
+        Self::open(Engine::open(path, kind).map_err(Error::Backend)?)
     }
 
     /// A store in a temporary database, gone on drop.
     pub fn open_temporary() -> Result<Self> {
-        Self::open(FjallBackend::temporary().map_err(Error::Backend)?)
+        Self::open_temporary_with(BackendKind::default())
+    }
+
+    /// A store in a temporary `kind` database, gone on drop.
+    pub fn open_temporary_with(kind: BackendKind) -> Result<Self> {
+        Self::open(Engine::temporary(kind).map_err(Error::Backend)?)
     }
 }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use cairn_kv::*;
 
 const CHILD_ENV: &str = "CAIRN_KV_CRASH_DIR";
+const CHILD_BACKEND_ENV: &str = "CAIRN_KV_CRASH_BACKEND";
 const KEYS: u64 = 40;
 
 /// Write `i`: one txn putting value `i` under three keys derived from `i`.
@@ -36,7 +37,8 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let store = Store::open_path(&dir).unwrap();
+    let kind: BackendKind = std::env::var(CHILD_BACKEND_ENV).unwrap().parse().unwrap();
+    let store = Store::open_path_with(&dir, kind).unwrap();
     let start = store
         .applied()
         .map(|a| {
@@ -57,7 +59,16 @@ fn crash_child() {
 }
 
 #[test]
-fn killed_writer_loses_only_unflushed_suffix() {
+fn killed_writer_loses_only_unflushed_suffix_fjall() {
+    killed_writer_loses_only_unflushed_suffix(BackendKind::Fjall);
+}
+
+#[test]
+fn killed_writer_loses_only_unflushed_suffix_sled() {
+    killed_writer_loses_only_unflushed_suffix(BackendKind::Sled);
+}
+
+fn killed_writer_loses_only_unflushed_suffix(kind: BackendKind) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut acked: Option<u64> = None;
@@ -65,6 +76,7 @@ fn killed_writer_loses_only_unflushed_suffix() {
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
+            .env(CHILD_BACKEND_ENV, kind.name())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -89,7 +101,7 @@ fn killed_writer_loses_only_unflushed_suffix() {
         child.kill().unwrap();
         child.wait().unwrap();
 
-        let store = Store::open_path(dir.path()).unwrap();
+        let store = Store::open_path_with(dir.path(), kind).unwrap();
         let applied: u64 = String::from_utf8(store.applied().unwrap().to_vec())
             .unwrap()
             .parse()

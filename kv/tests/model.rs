@@ -738,9 +738,12 @@ fn model_outcome(m: &mut Model, op: &Op) -> Outcome {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
+    /// Every operation sequence runs over each backend this build has.
     #[test]
     fn store_matches_model(ops in prop::collection::vec(op(), 1..60)) {
-        check_model(&ops, &Options::default())?;
+        for kind in backends() {
+            check_model(&ops, &Options::default(), kind)?;
+        }
     }
 
     /// Revoked keys reach the index only when a read or write touches
@@ -748,17 +751,33 @@ proptest! {
     #[test]
     fn store_matches_model_with_revokes_pending(ops in prop::collection::vec(op(), 1..60)) {
         let opts = Options { revoke_step: 0, ..Options::default() };
-        check_model(&ops, &opts)?;
+        for kind in backends() {
+            check_model(&ops, &opts, kind)?;
+        }
     }
 }
 
-fn open(path: &std::path::Path, opts: &Options) -> Store {
-    Store::open_with(FjallBackend::open(path).unwrap(), opts.clone()).unwrap()
+/// The backends this build carries (both, with the default features).
+fn backends() -> impl Iterator<Item = BackendKind> {
+    BackendKind::ALL.into_iter().filter(|k| k.available())
 }
 
-fn check_model(ops: &[Op], opts: &Options) -> Result<(), TestCaseError> {
+#[test]
+fn both_backends_are_built_for_the_tests() {
+    assert!(
+        BackendKind::Sled.available(),
+        "the kv tests must run over sled too (build with the `sled` feature)"
+    );
+}
+
+fn open(path: &std::path::Path, opts: &Options, kind: BackendKind) -> Store {
+    Store::open_with(Engine::open(path, kind).unwrap(), opts.clone()).unwrap()
+}
+
+fn check_model(ops: &[Op], opts: &Options, kind: BackendKind) -> Result<(), TestCaseError> {
     {
         let dir = tempfile::tempdir().unwrap();
+        let open = |path: &std::path::Path, opts: &Options| open(path, opts, kind);
         let mut store = open(dir.path(), opts);
         let mut model = Model::new();
         let mut images = Vec::new();

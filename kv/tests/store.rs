@@ -349,7 +349,7 @@ fn compaction_keeps_newest_and_removes_the_rest() {
 fn hash_kv_ignores_physical_progress() {
     let a = Store::open_temporary().unwrap();
     let b_ = Store::open_with(
-        FjallBackend::temporary().unwrap(),
+        Engine::temporary(BackendKind::Fjall).unwrap(),
         Options {
             compaction_batch: 1,
             compaction_pause: std::time::Duration::from_millis(20),
@@ -812,7 +812,7 @@ fn leases_attach_detach_revoke_and_survive_reopen() {
 
 /// Opens the store at `path`, waiting for the previous instance to let go
 /// of the directory's lock.
-fn reopen(path: &std::path::Path) -> Store<FjallBackend> {
+fn reopen(path: &std::path::Path) -> Store {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match Store::open_path(path) {

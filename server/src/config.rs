@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use cairn_kv::BackendKind;
+
 /// `--initial-cluster-state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ClusterState {
@@ -62,6 +64,9 @@ pub struct Config {
     /// off unless enabled, Cairn's is 5s and always on). Bounds what a
     /// leader change can add to an un-renewed lease.
     pub lease_checkpoint_interval: std::time::Duration,
+    /// The kv store's engine (`--backend`); a data dir keeps the one it
+    /// was created with.
+    pub backend: BackendKind,
 }
 
 /// etcd's default `--max-request-bytes`.
@@ -89,6 +94,7 @@ impl Default for Config {
             max_txn_ops: 128,
             watch_progress_notify_interval: std::time::Duration::from_secs(600),
             lease_checkpoint_interval: std::time::Duration::from_secs(5),
+            backend: BackendKind::default(),
         }
     }
 }

@@ -162,7 +162,11 @@ impl Lessor {
 
     /// Remaining TTLs (whole seconds, at least 1) of leases that drifted
     /// `interval` or more below their last checkpoint.
-    pub(crate) fn due_checkpoints(&self, store: &cairn_kv::Store, interval: Duration) -> Vec<(i64, i64)> {
+    pub(crate) fn due_checkpoints(
+        &self,
+        store: &cairn_kv::Store,
+        interval: Duration,
+    ) -> Vec<(i64, i64)> {
         let mut st = self.state();
         if !st.primary {
             return Vec::new();

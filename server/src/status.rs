@@ -57,9 +57,7 @@ pub fn code(e: &Error) -> Code {
         | Error::RequestTooLarge
         | Error::PeerUrlsNotProvided
         | Error::InvalidUrl(_) => Code::InvalidArgument,
-        Error::LeaseNotFound | Error::MemberNotFound | Error::BadLeaderTransferee => {
-            Code::NotFound
-        }
+        Error::LeaseNotFound | Error::MemberNotFound | Error::BadLeaderTransferee => Code::NotFound,
         Error::LeaseExists
         | Error::NotLeader
         | Error::PeerUrlExists

@@ -216,6 +216,58 @@ async fn restart_keeps_data_and_revisions() {
     assert_eq!(ctl(&ep, &["get", "k49"]), "k49\nv49\n");
 }
 
+/// `--backend sled`: a member over sled serves and keeps acknowledged
+/// writes across kill -9 like one over fjall, and its data dir is refused
+/// (left as it is) by a start with the other engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_backend_serves_and_its_data_dir_refuses_fjall() {
+    let mut c = Cluster::start(1, &["--backend", "sled"]).await;
+    let ep = c.endpoints();
+    for i in 0..20 {
+        ctl(&ep, &["put", &format!("s{i:02}"), &format!("v{i}")]);
+    }
+    c.members[0].kill();
+    c.members[0].start();
+    c.wait_leader(std::time::Duration::from_secs(20)).await;
+    assert_eq!(ctl(&ep, &["get", "s19"]), "s19\nv19\n");
+    let out = ctl(&ep, &["put", "after", "x", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["header"]["revision"], 22, "revisions continue over sled");
+    assert!(c.members[0].stop().success());
+
+    let kv_dir = c.members[0].data_dir.join("member/kv");
+    let before: Vec<_> = std::fs::read_dir(&kv_dir)
+        .expect("kv dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    let extra = &mut c.members[0].extra;
+    let at = extra
+        .iter()
+        .position(|a| a == "--backend")
+        .expect("--backend");
+    extra[at + 1] = "fjall".into();
+    c.members[0].start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while c.members[0].is_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a sled data dir was opened with fjall"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = c.members[0].log_text();
+    assert!(
+        log.contains("holds a sled database") && log.contains("--backend sled"),
+        "{log}"
+    );
+    c.members[0].kill();
+    let after: Vec<_> = std::fs::read_dir(&kv_dir)
+        .expect("kv dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(before, after, "the refused data dir was touched");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_flags_and_foreign_data_dirs_are_refused() {
     let bin = env!("CARGO_BIN_EXE_cairn");

@@ -117,6 +117,11 @@ struct Flags {
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// The kv store's engine: fjall (default) or sled. A data dir keeps
+    /// the engine it was created with; starting it with the other is
+    /// refused.
+    #[arg(long, env = "CAIRN_BACKEND", default_value = "fjall")]
+    backend: String,
     /// Path to a YAML configuration file with etcd's keys. When given,
     /// other flags and environment variables are ignored (as in etcd).
     #[arg(long, env = "ETCD_CONFIG_FILE")]
@@ -146,6 +151,7 @@ struct FileConfig {
     experimental_lease_checkpoint_interval: Option<String>,
     experimental_enable_lease_checkpoint: Option<bool>,
     log_level: Option<String>,
+    backend: Option<String>,
 }
 
 fn urls(s: &str) -> Vec<String> {
@@ -192,6 +198,7 @@ fn load_file(path: &PathBuf) -> Result<Flags, String> {
             .experimental_enable_lease_checkpoint
             .unwrap_or(d.experimental_enable_lease_checkpoint),
         log_level: f.log_level.unwrap_or(d.log_level),
+        backend: f.backend.unwrap_or(d.backend),
         config_file: None,
     })
 }
@@ -237,6 +244,7 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         .map_err(|e| format!("--experimental-watch-progress-notify-interval: {e}"))?,
         lease_checkpoint_interval: parse_duration(&f.experimental_lease_checkpoint_interval)
             .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?,
+        backend: f.backend.parse().map_err(|e| format!("--backend: {e}"))?,
     })
 }
 

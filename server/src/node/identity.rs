@@ -56,8 +56,8 @@ pub(super) fn cluster_id(member_ids: &[u64], token: &str) -> u64 {
     u64::from_be_bytes(b).max(1)
 }
 
-/// A running member. Cheap to clone.
-
+/// The identity in `path`; `None` for a fresh data dir. A data dir that
+/// is not empty yet has no identity file is refused.
 pub(super) fn read_identity(data_dir: &Path, path: &Path) -> Result<Option<Identity>, StartError> {
     match std::fs::read(path) {
         Ok(raw) => serde_json::from_slice(&raw)

@@ -15,7 +15,7 @@ use cairn_proto::etcdserverpb as pb;
 use openraft::rt::WatchReceiver;
 use openraft::ServerState;
 
-use super::route::Resend;
+use super::route::{unexpected, Resend};
 use super::write::apply_result;
 use super::Inner;
 use crate::error::Error;
@@ -140,7 +140,7 @@ impl Inner {
             },
             |r| match r {
                 ForwardResponse::LeaseRenewed(ttl) => Ok(ttl),
-                other => Err(other),
+                other => Err(unexpected(other)),
             },
         )
         .await
@@ -194,7 +194,7 @@ impl Inner {
                     granted_ttl: t.granted_ttl,
                     keys: t.keys.into_iter().map(Into::into).collect(),
                 }),
-                other => Err(other),
+                other => Err(unexpected(other)),
             },
         )
         .await
@@ -323,4 +323,3 @@ impl Inner {
         }
     }
 }
-

@@ -18,7 +18,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::rt::WatchReceiver;
 use openraft::{ChangeMembers, ServerState};
 
-use super::route::Resend;
+use super::route::{unexpected, Resend};
 use super::Inner;
 use crate::error::Error;
 use crate::raft::forward::{ForwardRequest, ForwardResponse, MembershipChange};
@@ -97,8 +97,6 @@ impl Inner {
         }
     }
 
-    /// Fails with etcd's `no leader` unless a leader is known.
-
     /// Carries out a membership change on the leader (forwarding if this
     /// member is not it).
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(), Error> {
@@ -115,7 +113,7 @@ impl Inner {
             },
             |r| match r {
                 ForwardResponse::Membership => Ok(()),
-                other => Err(other),
+                other => Err(unexpected(other)),
             },
         )
         .await

@@ -24,7 +24,7 @@
 //! ```text
 //! <data-dir>/member/cluster   identity: cluster id, member id, name (JSON)
 //! <data-dir>/member/wal/      the Raft log (cairn-raft-log)
-//! <data-dir>/member/kv/       the MVCC store (cairn-kv over fjall)
+//! <data-dir>/member/kv/       the MVCC store (cairn-kv over fjall or sled)
 //! <data-dir>/member/snap/     the current snapshot image and its meta
 //! ```
 //!
@@ -124,7 +124,6 @@ pub struct RaftStatus {
     /// Whether this member is not a voter.
     pub is_learner: bool,
 }
-
 
 impl Node {
     /// This member's id.
@@ -226,7 +225,6 @@ impl Inner {
             raft_term: self.raft.metrics().borrow_watched().current_term,
         }
     }
-
 
     fn spawn_background(self: &Arc<Self>) {
         let t = tokio::spawn(Arc::clone(self).run_lessor(self.stop.subscribe()));

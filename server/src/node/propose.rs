@@ -156,8 +156,7 @@ impl Proposer {
         if self.jobs.send(job).is_err() {
             return Err(Error::Stopped);
         }
-        rx.await
-            .unwrap_or_else(|_| Err(Error::Stopped))
+        rx.await.unwrap_or_else(|_| Err(Error::Stopped))
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use openraft::errors::RaftError;
 use openraft::ReadPolicy;
 
-use super::route::Resend;
+use super::route::{unexpected, Resend};
 use super::Inner;
 use crate::error::Error;
 use crate::raft::forward::{ForwardRequest, ForwardResponse};
@@ -44,14 +44,14 @@ impl Inner {
                 || ForwardRequest::ReadIndex,
                 || async move {
                     match self.local_read_index().await {
-                    Ok(i) => Ok(Some(i)),
-                    Err(RaftError::APIError(_)) => Ok(None),
-                    Err(e) => Err(Error::Raft(e.to_string())),
+                        Ok(i) => Ok(Some(i)),
+                        Err(RaftError::APIError(_)) => Ok(None),
+                        Err(e) => Err(Error::Raft(e.to_string())),
                     }
                 },
                 |r| match r {
                     ForwardResponse::ReadIndex(i) => Ok(i),
-                    other => Err(other),
+                    other => Err(unexpected(other)),
                 },
             )
             .await?;

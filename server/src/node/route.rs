@@ -30,6 +30,11 @@ pub(crate) enum Resend {
     Always,
 }
 
+/// The error for a leader's reply of the wrong kind.
+pub(crate) fn unexpected(r: ForwardResponse) -> Error {
+    Error::Internal(format!("unexpected answer {r:?}"))
+}
+
 impl Inner {
     /// The leader, if this member is in touch with one: a leader that a
     /// quorum acknowledged within an election timeout, or for a follower,
@@ -94,7 +99,7 @@ impl Inner {
     /// Each round first tries `local`, which answers `Ok(None)` when this
     /// member is not the leader (having changed nothing); otherwise the
     /// request (built by `request`) goes to the leader Raft names, and `answer` reads the
-    /// leader's reply (`Err` gives back a reply it did not expect). A
+    /// leader's reply (see [`unexpected`] for a reply it did not expect). A
     /// leader that says it no longer leads, or that could not be reached
     /// before the request left, is asked again after the leadership
     /// settles; `resend` says what to do when an answer is lost. An error
@@ -105,7 +110,7 @@ impl Inner {
         resend: Resend,
         request: impl Fn() -> ForwardRequest,
         mut local: impl FnMut() -> L,
-        answer: impl Fn(ForwardResponse) -> Result<T, ForwardResponse>,
+        answer: impl Fn(ForwardResponse) -> Result<T, Error>,
     ) -> Result<T, Error>
     where
         L: Future<Output = Result<Option<T>, Error>>,
@@ -120,10 +125,7 @@ impl Inner {
                 match self.peers.forward(url, request()).await {
                     Ok(ForwardResponse::NotLeader) => {}
                     Ok(ForwardResponse::Error(e)) => return Err(e),
-                    Ok(r) => {
-                        return answer(r)
-                            .map_err(|r| Error::Internal(format!("unexpected answer {r:?}")))
-                    }
+                    Ok(r) => return answer(r),
                     Err(ForwardError::NotSent(why)) => {
                         tracing::debug!(%why, "forwarding to the leader; will retry");
                     }

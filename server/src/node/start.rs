@@ -19,7 +19,9 @@ use openraft::errors::RaftError;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 
-use super::identity::{cluster_id, join_identity, member_id, read_identity, write_identity, Identity};
+use super::identity::{
+    cluster_id, join_identity, member_id, read_identity, write_identity, Identity,
+};
 use super::propose::Proposer;
 use super::{Inner, Node};
 use crate::config::{host_port, ClusterState, Config};
@@ -77,7 +79,6 @@ pub enum StartError {
 fn openraft_heartbeat(cfg: &Config) -> u64 {
     cfg.heartbeat_interval.max(cfg.election_timeout / 4)
 }
-
 
 /// Who hears what the state machine applies: the watch hub (each
 /// revision's events) and the lessor (grants and revokes).
@@ -167,7 +168,10 @@ impl Node {
 
         std::fs::create_dir_all(&member_dir)?;
         let log = LogStore::open(&member_dir.join("wal"))?;
-        let store = Arc::new(Store::open_path(member_dir.join("kv"))?);
+        let store = Arc::new(Store::open_path_with(
+            member_dir.join("kv"),
+            config.backend,
+        )?);
         let (events, _) = tokio::sync::broadcast::channel(crate::watch::BROADCAST_REVISIONS);
         let lessor = Arc::new(Lessor::default());
         let observer = Observers {
@@ -275,46 +279,46 @@ impl Node {
 /// Serves the peer service (Raft's RPCs, forwarded requests, and the
 /// plain append connections beside them) on `url` until the member stops.
 async fn serve_peers(inner: &Arc<Inner>, url: &str, member_dir: &Path) -> Result<(), StartError> {
-        let addr = resolve(url).await?;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            StartError::Config(format!("listen-peer-urls {url}: cannot bind: {e}"))
-        })?;
-        let svc = PeerService {
+    let addr = resolve(url).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Config(format!("listen-peer-urls {url}: cannot bind: {e}")))?;
+    let svc = PeerService {
+        cluster_id: inner.cluster_id,
+        leader_contact: Arc::clone(&inner.leader_contact),
+        raft: inner.raft.clone(),
+        snap_dir: member_dir.join("snap"),
+        forward: Arc::clone(inner) as Arc<dyn ForwardHandler>,
+        stop: inner.stop.subscribe(),
+    };
+    let server = PeerServer::new(svc)
+        .max_decoding_message_size(MAX_PEER_MESSAGE)
+        .max_encoding_message_size(MAX_PEER_MESSAGE);
+    let mut stop_rx = inner.stop.subscribe();
+    // Append connections are served beside gRPC on the same port.
+    let (incoming, accept_task) = crate::raft::append_wire::incoming(
+        listener,
+        crate::raft::append_wire::FollowerSide {
             cluster_id: inner.cluster_id,
-            leader_contact: Arc::clone(&inner.leader_contact),
             raft: inner.raft.clone(),
-            snap_dir: member_dir.join("snap"),
-            forward: Arc::clone(inner) as Arc<dyn ForwardHandler>,
+            leader_contact: Arc::clone(&inner.leader_contact),
             stop: inner.stop.subscribe(),
-        };
-        let server = PeerServer::new(svc)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
-        let mut stop_rx = inner.stop.subscribe();
-        // Append connections are served beside gRPC on the same port.
-        let (incoming, accept_task) = crate::raft::append_wire::incoming(
-            listener,
-            crate::raft::append_wire::FollowerSide {
-                cluster_id: inner.cluster_id,
-                raft: inner.raft.clone(),
-                leader_contact: Arc::clone(&inner.leader_contact),
-                stop: inner.stop.subscribe(),
-            },
-        );
-        inner.push_task(accept_task);
-        let task = tokio::spawn(async move {
-            let r = tonic::transport::Server::builder()
-                .add_service(server)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "peer server failed");
-            }
-        });
-        inner.push_task(task);
-        Ok(())
+        },
+    );
+    inner.push_task(accept_task);
+    let task = tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "peer server failed");
+        }
+    });
+    inner.push_task(task);
+    Ok(())
 }
 
 /// The address to bind for `url`; IPv4 first, so `localhost` means

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use cairn_proto::cairnpb::{self, command::Op, command_response::Result as Res};
 
-use super::route::Resend;
+use super::route::{unexpected, Resend};
 use super::Inner;
 use crate::error::Error;
 use crate::raft::forward::{ForwardRequest, ForwardResponse};
@@ -48,7 +48,7 @@ impl Inner {
             },
             |r| match r {
                 ForwardResponse::Write(r) => Ok(r.0),
-                other => Err(other),
+                other => Err(unexpected(other)),
             },
         )
         .await

@@ -31,9 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 
-use super::{decode, encode};
 use super::forward::{ForwardError, ForwardHandler, ForwardRequest, ForwardResponse};
 use super::{batchable, Command, MAX_ENTRY_BYTES, MAX_ENTRY_WRITES};
+use super::{decode, encode};
 use crate::error::Error;
 
 /// Most requests (or answers) carried by one message.

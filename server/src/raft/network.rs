@@ -37,10 +37,10 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::forward::{ForwardError, ForwardHandler, ForwardRequest, ForwardResponse};
 use super::state_machine::Snapshot;
 use super::{append_stream, append_wire, forward_stream};
 use super::{decode, encode, Member, SnapshotMeta, TypeConfig, Vote};
-use super::forward::{ForwardError, ForwardHandler, ForwardRequest, ForwardResponse};
 
 /// Metadata key carrying the sender's cluster id.
 pub const CLUSTER_ID_HEADER: &str = "cairn-cluster-id";

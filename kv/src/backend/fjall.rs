@@ -1,81 +1,12 @@
-//! The storage engine under the MVCC store.
-//!
-//! [`Backend`] is deliberately narrow: one ordered byte keyspace with point
-//! get, ascending range scan, atomic batch write and flush. The store lays
-//! its tables out as key prefixes (see [`crate::store`]), so a second engine
-//! needs only these five methods. [`FjallBackend`] is the one Cairn uses.
+//! [`FjallBackend`]: the store over fjall, an LSM tree.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::{Backend, ScanIter, WriteBatch};
 use crate::error::BackendError;
-
-/// One atomic group of writes: all of them land, or none.
-#[derive(Clone, Debug, Default)]
-pub struct WriteBatch {
-    ops: Vec<(Bytes, Option<Bytes>)>,
-}
-
-impl WriteBatch {
-    /// An empty batch.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets `key` to `value`.
-    pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
-        self.ops.push((key.into(), Some(value.into())));
-    }
-
-    /// Removes `key`.
-    pub fn delete(&mut self, key: impl Into<Bytes>) {
-        self.ops.push((key.into(), None));
-    }
-
-    /// Number of operations.
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
-    /// True when the batch holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    /// The operations in order; `None` is a delete.
-    pub fn into_ops(self) -> Vec<(Bytes, Option<Bytes>)> {
-        self.ops
-    }
-}
-
-/// Iterator over `(key, value)` pairs of a scan.
-pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Bytes, Bytes), BackendError>> + 'a>;
-
-/// An ordered key-value engine.
-///
-/// To ensure correctness an implementation must:
-/// - apply each [`WriteBatch`] atomically, also across a crash: after a
-///   restart either every op of a batch is visible or none is;
-/// - keep batches in order across a crash: if a batch survives, every
-///   batch written before it survives;
-/// - make every batch written before a successful [`Backend::flush`]
-///   survive a crash;
-/// - scan keys in ascending byte order and see every batch written before
-///   the scan started.
-pub trait Backend: Send + Sync + 'static {
-    /// The value of `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, BackendError>;
-    /// Pairs with `start <= key < end`, ascending.
-    fn scan<'a>(&'a self, start: &[u8], end: &[u8]) -> ScanIter<'a>;
-    /// Applies `batch` atomically. Not durable until [`Backend::flush`].
-    fn write(&self, batch: WriteBatch) -> Result<(), BackendError>;
-    /// Makes every write so far durable.
-    fn flush(&self) -> Result<(), BackendError>;
-    /// Bytes the engine occupies on disk.
-    fn size_on_disk(&self) -> Result<u64, BackendError>;
-}
 
 /// How long [`FjallBackend::open`] waits for a lock still held by a
 /// database this process is closing.
@@ -101,10 +32,9 @@ impl FjallBackend {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, BackendError> {
         let p = path.as_ref();
         if p.join("conf").is_file() && p.join("db").is_file() {
-            // Cairn kept its kv data in sled before; fjall would start an
-            // empty store beside it.
+            // fjall would start an empty store beside it.
             return Err(format!(
-                "{} holds a sled database, which this version of Cairn does not read",
+                "{} holds a sled database, which the fjall backend does not read",
                 p.display()
             )
             .into());
