@@ -2,11 +2,9 @@
 //!
 //! The in-process [`crate::Client`] answers these; the gRPC layer turns
 //! them into etcd's statuses through [`crate::status`], which alone spells
-//! etcd's codes and messages (an error's `Display` is that message).
+//! etcd's codes and messages (an error's `Display`, implemented there too, is that message).
 //! Errors cross the peer network as they are (a follower forwarding a
 //! write gets the leader's typed error back), so the enum is serde.
-
-use std::fmt;
 
 use cairn_kv as kv;
 use cairn_proto::cairnpb::ApplyError;
@@ -80,14 +78,6 @@ pub enum Error {
     /// A call Cairn does not serve (yet).
     Unsupported(String),
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::status::message(self))
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl From<kv::Error> for Error {
     fn from(e: kv::Error) -> Self {

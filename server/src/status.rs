@@ -3,6 +3,7 @@
 //! for byte. No other file spells an etcd message.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use tonic::{Code, Status};
 
@@ -112,6 +113,14 @@ pub fn message(e: &Error) -> Cow<'static, str> {
         }
     })
 }
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&message(self))
+    }
+}
+
+impl std::error::Error for Error {}
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {

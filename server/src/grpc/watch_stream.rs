@@ -15,6 +15,9 @@
 //!
 //! Everything a stream sends goes out from its task, in order: a progress
 //! answer can only be queued after the events sent before it.
+//!
+//! Length: just over 500 lines; one task owns every watcher of a stream
+//! and its states (synced, catching up, progress) are one piece.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -29,8 +29,9 @@ use crate::lease::{IdGen, Lessor};
 use crate::raft::apply::ApplyObserver;
 use crate::raft::forward::ForwardHandler;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{PeerService, Peers, MAX_PEER_MESSAGE};
+use crate::raft::network::{PeerService, Peers};
 use crate::raft::state_machine::StateMachine;
+use crate::raft::MAX_PEER_MESSAGE;
 use crate::raft::{Member, Raft};
 use crate::watch::EventSender;
 

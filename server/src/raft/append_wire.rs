@@ -32,6 +32,10 @@
 //!   the requests before it. A leader that sees the connection end with
 //!   requests unanswered reports the follower unreachable and openraft
 //!   opens a new stream.
+//!
+//! Length: about 450 lines of code and 240 of tests; the framing, both
+//! sides of the connection and the hello that picks the link are one
+//! protocol, read together.
 
 use std::future::Future;
 use std::io;
@@ -49,8 +53,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::append_stream::{self, Inbound};
-use super::network::MAX_PEER_MESSAGE;
-use super::TypeConfig;
+use super::{TypeConfig, MAX_PEER_MESSAGE};
 
 /// What a leader's append connection opens with.
 pub const PREFACE: &[u8; 15] = b"CAIRN-APPEND/1\n";

@@ -12,7 +12,7 @@
 //! answers outstanding waits one turn of the scheduler before it sends,
 //! so that the writes arriving meanwhile go in the same batch; the leader
 //! proposes a batch's kv writes as one log entry (see
-//! [`crate::node`]).
+//! the node's proposer).
 //!
 //! Outcomes: a request that never went out (the stream could not be
 //! opened, or closed before it was sent) fails with

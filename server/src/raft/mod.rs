@@ -11,7 +11,8 @@
 //! - [`network`]: the peer RPCs over gRPC; replication runs as a pipeline
 //!   over one stream per follower (`append_stream`), on a plain TCP
 //!   connection to the peer port where the follower speaks it
-//!   (`append_wire`), forwarded requests in batches over one stream per
+//!   (`append_wire`), heartbeats over a long-lived stream of their own
+//!   (`heartbeat`), forwarded requests in batches over one stream per
 //!   member ([`forward_stream`]).
 //! - [`forward`]: the messages forwarded to the leader, typed.
 
@@ -20,6 +21,7 @@ pub(crate) mod append_wire;
 pub mod apply;
 pub mod forward;
 pub mod forward_stream;
+mod heartbeat;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -55,6 +57,9 @@ pub struct Command(pub cairnpb::Command);
 /// [`cairnpb::CommandResponse`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CommandResponse(pub cairnpb::CommandResponse);
+
+/// Largest peer message accepted (entries batches, snapshot chunks).
+pub const MAX_PEER_MESSAGE: usize = 64 << 20;
 
 /// Most bytes of writes proposed as one entry (a write larger than this
 /// goes alone).

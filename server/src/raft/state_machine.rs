@@ -12,6 +12,9 @@
 //! current `snapshot-<term>-<index>` pair (`.img` data, `.meta`
 //! description). Building one flushes the store first, so the log below it
 //! may be purged.
+//!
+//! Length: over 500 lines, as the apply path and the snapshots share the
+//! applied position and must be read together.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
