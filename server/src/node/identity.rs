@@ -18,10 +18,20 @@ use crate::raft::network::Peers;
 
 /// The identity a member keeps in its data dir.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct Identity {
+pub struct Identity {
+    /// The cluster's id.
     pub cluster_id: u64,
+    /// This member's id.
     pub member_id: u64,
+    /// This member's name.
     pub name: String,
+}
+
+impl Identity {
+    /// The identity kept in `data_dir`, if any (offline tools).
+    pub fn read(data_dir: &Path) -> Result<Option<Identity>, StartError> {
+        read_identity(data_dir, &data_dir.join("member").join("cluster"))
+    }
 }
 
 /// A member id from its peer URLs and the cluster token (stable: every

@@ -34,7 +34,7 @@
 //! identity file is refused, never overwritten.
 
 mod forwarded;
-mod identity;
+pub mod identity;
 mod lease;
 mod membership;
 mod propose;

@@ -136,6 +136,15 @@ fn kv_err(e: cairn_kv::Error) -> io::Error {
     io::Error::other(e)
 }
 
+/// The log id of the last entry `store` applied, read from its applied
+/// position (`None` for a store that applied nothing).
+pub fn applied_log_id(store: &Store) -> io::Result<Option<LogId>> {
+    match store.applied() {
+        Some(raw) if !raw.is_empty() => Ok(decode::<Applied>(&raw)?.log_id),
+        _ => Ok(None),
+    }
+}
+
 impl StateMachine {
     /// A state machine over `store`, keeping snapshots in `snap_dir`.
     pub fn new(store: Arc<Store>, snap_dir: &Path) -> io::Result<Self> {
