@@ -117,12 +117,12 @@ impl Common {
     }
 }
 
-/// Parses durations as etcd's flags take them (Go's "10s", "500ms",
-/// "1m30s"); a bare number is seconds.
+/// Parses durations ("10s", "500ms", "1m30s", by `humantime`); a bare
+/// number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
-        _ => cairn::config::parse_duration(s),
+        _ => humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}")),
     }
 }
 

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use cairn::config::parse_duration;
 use cairn_jepsen::nemesis::{Fault, NemesisOptions};
 use cairn_jepsen::run::RunOptions;
 use clap::Parser;
@@ -102,6 +101,11 @@ fn check(path: &std::path::Path) -> Result<i32> {
         }
     );
     Ok(if report.valid() == Some(true) { 0 } else { 1 })
+}
+
+/// Parses a duration ("2m", "90s", "500ms", "1m30s").
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn range(s: &str) -> Result<(Duration, Duration)> {
