@@ -10,11 +10,21 @@ pub enum Error {
     /// The revision asked for has been compacted away
     /// (etcd: `mvcc: required revision has been compacted`).
     #[error("required revision {requested} has been compacted (compacted at {compacted})")]
-    Compacted { requested: i64, compacted: i64 },
+    Compacted {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's compacted revision.
+        compacted: i64,
+    },
     /// The revision asked for is newer than the store
     /// (etcd: `mvcc: required revision is a future revision`).
     #[error("required revision {requested} is a future revision (current {current})")]
-    FutureRevision { requested: i64, current: i64 },
+    FutureRevision {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's current revision.
+        current: i64,
+    },
     /// A request without a key (etcd: `key is not provided`).
     #[error("key is not provided")]
     EmptyKey,
@@ -31,7 +41,10 @@ pub enum Error {
     /// A txn branch or compare list over the op limit
     /// (etcd: `too many operations in txn request`).
     #[error("too many operations in txn request (max {max})")]
-    TooManyOps { max: usize },
+    TooManyOps {
+        /// The limit.
+        max: usize,
+    },
     /// A txn writes one key twice in a branch
     /// (etcd: `duplicate key given in txn request`).
     #[error("duplicate key given in txn request")]
@@ -45,7 +58,12 @@ pub enum Error {
     LeaseExists,
     /// A stored record that does not decode: the data on disk is damaged.
     #[error("corrupt record at {location}: {reason}")]
-    Corrupt { location: String, reason: String },
+    Corrupt {
+        /// Which record.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The backend failed. The store is poisoned from then on.
     #[error("backend failure: {0}")]
     Backend(#[source] BackendError),

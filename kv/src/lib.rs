@@ -62,6 +62,7 @@
 //! each key, not an index update per key.
 //! A range reads each record by revision: one point lookup per key.
 
+#![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;

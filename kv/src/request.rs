@@ -95,19 +95,29 @@ pub enum SortTarget {
 /// every key ≥ `key`; otherwise `[key, range_end)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeRequest {
+    /// The first key (or the only one).
     pub key: Bytes,
+    /// The end of the range, exclusive (see above).
     pub range_end: Bytes,
     /// At most this many keys (0 = no limit); `more` tells if some were cut.
     pub limit: i64,
     /// Read at this revision (≤ 0 = current).
     pub revision: i64,
+    /// Order of the result.
     pub sort_order: SortOrder,
+    /// What the result is sorted by.
     pub sort_target: SortTarget,
+    /// Return keys without values.
     pub keys_only: bool,
+    /// Return only the count.
     pub count_only: bool,
+    /// Only keys modified at or after this revision (0 = any).
     pub min_mod_revision: i64,
+    /// Only keys modified at or before this revision (0 = any).
     pub max_mod_revision: i64,
+    /// Only keys created at or after this revision (0 = any).
     pub min_create_revision: i64,
+    /// Only keys created at or before this revision (0 = any).
     pub max_create_revision: i64,
 }
 
@@ -116,7 +126,9 @@ pub struct RangeRequest {
 pub struct RangeResponse {
     /// The store's revision when the range was served.
     pub header_revision: i64,
+    /// The keys read, after filters, sort and limit.
     pub kvs: Vec<KeyValue>,
+    /// Whether the limit cut keys off.
     pub more: bool,
     /// Keys in the range at the read revision, ignoring limit and filters.
     pub count: i64,
@@ -125,9 +137,13 @@ pub struct RangeResponse {
 /// etcd's `PutRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PutRequest {
+    /// The key.
     pub key: Bytes,
+    /// The value.
     pub value: Bytes,
+    /// The lease to attach the key to (0 = none; detaches).
     pub lease: i64,
+    /// Return the key's previous record.
     pub prev_kv: bool,
     /// Keep the current value (the key must exist).
     pub ignore_value: bool,
@@ -138,23 +154,31 @@ pub struct PutRequest {
 /// etcd's `PutResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PutResponse {
+    /// The store's revision after the write.
     pub header_revision: i64,
+    /// The previous record, when asked for and there was one.
     pub prev_kv: Option<KeyValue>,
 }
 
 /// etcd's `DeleteRangeRequest`; `range_end` as in [`RangeRequest`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeleteRangeRequest {
+    /// The first key (or the only one).
     pub key: Bytes,
+    /// The end of the range, exclusive.
     pub range_end: Bytes,
+    /// Return the deleted records.
     pub prev_kv: bool,
 }
 
 /// etcd's `DeleteRangeResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeleteRangeResponse {
+    /// The store's revision after the write.
     pub header_revision: i64,
+    /// Keys deleted.
     pub deleted: i64,
+    /// The deleted records, when asked for.
     pub prev_kvs: Vec<KeyValue>,
 }
 
@@ -162,9 +186,13 @@ pub struct DeleteRangeResponse {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CompareResult {
     #[default]
+    /// Equal.
     Equal,
+    /// The key's side is greater.
     Greater,
+    /// The key's side is less.
     Less,
+    /// Not equal.
     NotEqual,
 }
 
@@ -173,10 +201,15 @@ pub enum CompareResult {
 /// target compares as 0 or the empty value.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CompareTarget {
+    /// The key's version.
     Version(i64),
+    /// The key's create revision.
     CreateRevision(i64),
+    /// The key's last modification revision.
     ModRevision(i64),
+    /// The key's value.
     Value(Bytes),
+    /// The key's lease.
     Lease(i64),
 }
 
@@ -191,18 +224,26 @@ impl Default for CompareTarget {
 /// value compare on a missing key is false.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Compare {
+    /// The first key (or the only one).
     pub key: Bytes,
+    /// The end of the range, exclusive (empty: `key` alone).
     pub range_end: Bytes,
+    /// How the two sides must relate.
     pub result: CompareResult,
+    /// What is compared, with the operand.
     pub target: CompareTarget,
 }
 
 /// One operation of a transaction branch (etcd's `RequestOp`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestOp {
+    /// A read.
     Range(RangeRequest),
+    /// A put.
     Put(PutRequest),
+    /// A delete.
     DeleteRange(DeleteRangeRequest),
+    /// A nested transaction.
     Txn(TxnRequest),
     /// An op with no request set: rejected by validation, as etcd does.
     Empty,
@@ -211,9 +252,13 @@ pub enum RequestOp {
 /// One operation's result (etcd's `ResponseOp`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResponseOp {
+    /// A read's result.
     Range(RangeResponse),
+    /// A put's result.
     Put(PutResponse),
+    /// A delete's result.
     DeleteRange(DeleteRangeResponse),
+    /// A nested transaction's result.
     Txn(TxnResponse),
 }
 
@@ -221,32 +266,44 @@ pub enum ResponseOp {
 /// `failure`. Later ops see the changes of earlier ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxnRequest {
+    /// The conditions, all of which must hold.
     pub compare: Vec<Compare>,
+    /// Run when every compare holds.
     pub success: Vec<RequestOp>,
+    /// Run otherwise.
     pub failure: Vec<RequestOp>,
 }
 
 /// etcd's `TxnResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxnResponse {
+    /// The store's revision after the txn.
     pub header_revision: i64,
+    /// Whether the compares held.
     pub succeeded: bool,
+    /// One result per op of the branch that ran.
     pub responses: Vec<ResponseOp>,
 }
 
 /// One write of a batch ([`crate::Store::write_batch`]).
 #[derive(Clone, Copy, Debug)]
 pub enum Write<'r> {
+    /// A put.
     Put(&'r PutRequest),
+    /// A delete.
     DeleteRange(&'r DeleteRangeRequest),
+    /// A transaction.
     Txn(&'r TxnRequest),
 }
 
 /// The response to one [`Write`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Written {
+    /// A put's response.
     Put(PutResponse),
+    /// A delete's response.
     DeleteRange(DeleteRangeResponse),
+    /// A transaction's response.
     Txn(TxnResponse),
 }
 
@@ -254,8 +311,11 @@ pub enum Written {
 /// revision order) and the store revision after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied<R> {
+    /// The write's response.
     pub response: R,
+    /// The watch events it produced, in order.
     pub events: Vec<Event>,
+    /// The store's revision after it.
     pub revision: i64,
 }
 

@@ -10,16 +10,22 @@ pub enum Error {
     /// An I/O call failed. If it was a write or fsync, the log is poisoned.
     #[error("{op} {path}: {source}")]
     Io {
+        /// The call (open, write, fsync, …).
         op: &'static str,
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: Arc<io::Error>,
     },
     /// Damage before the tail of the log: the log refuses to open.
     #[error("corrupt log segment {segment} at offset {offset}: {reason}")]
     Corrupt {
+        /// The segment file.
         segment: PathBuf,
+        /// Where in it.
         offset: u64,
+        /// What is wrong.
         reason: String,
     },
     /// An earlier write or fsync failed; the log must be reopened (and its
@@ -28,10 +34,20 @@ pub enum Error {
     Poisoned,
     /// Appended entries do not continue the log.
     #[error("append of index {got} does not continue the log (expected {expected})")]
-    NotContiguous { expected: u64, got: u64 },
+    NotContiguous {
+        /// The index the next entry must have.
+        expected: u64,
+        /// The index it had.
+        got: u64,
+    },
     /// A truncate or purge point outside the log.
     #[error("index {index} is outside the log ({reason})")]
-    OutOfRange { index: u64, reason: &'static str },
+    OutOfRange {
+        /// The index asked for.
+        index: u64,
+        /// Why it is outside.
+        reason: &'static str,
+    },
     /// The log was closed.
     #[error("raft log is closed")]
     Closed,

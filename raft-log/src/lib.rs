@@ -56,6 +56,7 @@
 //! written while the last is synced, measured no faster here: the extra
 //! threads compete for the same two cores.)
 
+#![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod error;
@@ -91,15 +92,20 @@ use meta::Meta;
 /// One Raft log entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Its index.
     pub index: u64,
+    /// The term it was proposed in.
     pub term: u64,
+    /// What it carries (opaque to the log).
     pub payload: Bytes,
 }
 
 /// A log position: index and the term of the entry there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LogId {
+    /// The index.
     pub index: u64,
+    /// The term of the entry there.
     pub term: u64,
 }
 

@@ -27,8 +27,11 @@ const KIND_COMMITTED: u8 = 2;
 pub enum Record {
     /// A Raft log entry.
     Entry {
+        /// Its index.
         index: u64,
+        /// Its term.
         term: u64,
+        /// What it carries.
         payload: Bytes,
     },
     /// The committed index, as known when written.

@@ -234,7 +234,11 @@ async fn sled_backend_serves_and_its_data_dir_refuses_fjall() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["header"]["revision"], 22, "revisions continue over sled");
     assert!(c.members[0].stop().success());
-    let dir = c.members[0].data_dir.to_str().expect("utf-8 path").to_string();
+    let dir = c.members[0]
+        .data_dir
+        .to_str()
+        .expect("utf-8 path")
+        .to_string();
     let (ok, out, err) = cairnutl(&["status", "--data-dir", &dir, "-w", "json"]);
     assert!(ok, "{err}");
     let st: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -303,7 +307,11 @@ async fn cairnutl_reads_a_stopped_members_data_dir() {
     let online_hash = online[0]["HashKV"]["hash"].as_u64().expect("hash");
     assert!(c.members[0].stop().success());
 
-    let dir = c.members[0].data_dir.to_str().expect("utf-8 path").to_string();
+    let dir = c.members[0]
+        .data_dir
+        .to_str()
+        .expect("utf-8 path")
+        .to_string();
     let (ok, out, err) = cairnutl(&["status", "--data-dir", &dir, "-w", "json"]);
     assert!(ok, "{err}");
     let st: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -320,7 +328,11 @@ async fn cairnutl_reads_a_stopped_members_data_dir() {
 
     let (ok, out, _) = cairnutl(&["status", "--data-dir", &dir]);
     assert!(ok);
-    assert!(out.lines().any(|l| l.starts_with("revision") && l.ends_with("32")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("revision") && l.ends_with("32")),
+        "{out}"
+    );
 
     let empty = tempfile::tempdir().expect("tempdir");
     let (ok, _, err) = cairnutl(&["status", "--data-dir", empty.path().to_str().expect("path")]);
