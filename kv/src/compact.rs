@@ -12,35 +12,14 @@
 //! records `compact_finished`. A crash midway is harmless: opening compacts
 //! the rebuilt index again and the worker resumes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
-use crate::key_index::KeyIndex;
 use crate::record::{self, Meta, Record};
-use crate::store::Inner;
-
-/// Progress of physical compaction.
-#[derive(Debug)]
-pub(crate) struct CompactionStatus {
-    /// Latest compaction revision asked for.
-    pub(crate) target: i64,
-    /// Latest compaction revision physically done.
-    pub(crate) finished: i64,
-    /// Set when the store is dropped.
-    pub(crate) stop: bool,
-}
-
-/// Compacts every key's index at `rev`, dropping keys left with nothing.
-pub(crate) fn compact_index(index: &mut BTreeMap<Bytes, KeyIndex>, rev: i64) {
-    index.retain(|_, ki| {
-        ki.compact(rev);
-        !ki.is_empty()
-    });
-}
+use crate::state::Inner;
 
 pub(crate) fn schedule<B>(inner: &Inner<B>, rev: i64) {
     if let Ok(mut st) = inner.compaction.lock() {

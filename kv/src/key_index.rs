@@ -25,6 +25,10 @@
 //! The index lives in memory only; it is rebuilt from the backend's records
 //! when a store opens (see [`crate::store`]).
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
 use crate::revision::Revision;
 
 /// One life of a key, from creation to (optional) tombstone.
@@ -211,6 +215,14 @@ impl KeyIndex {
         }
         self.generations.drain(..gi);
     }
+}
+
+/// Compacts every key's index at `rev`, dropping keys left with nothing.
+pub(crate) fn compact_index(index: &mut BTreeMap<Bytes, KeyIndex>, rev: i64) {
+    index.retain(|_, ki| {
+        ki.compact(rev);
+        !ki.is_empty()
+    });
 }
 
 #[cfg(test)]

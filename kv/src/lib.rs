@@ -4,24 +4,29 @@
 //! until compaction, so reads can be served at any revision at or above the
 //! compaction point, and every write returns the watch events it produced.
 //!
-//! Modules, one idea each:
-//! - [`revision`]: `Revision { main, sub }` and its ordered byte encoding.
-//! - [`key_index`]: key → generations of revisions, rebuilt on open.
-//! - [`range`]: which records a range reads; filters, sort and limit.
-//! - [`txn`]: request validation (etcd's rules) and the write transaction.
-//! - [`lease`]: the lease table: grant, revoke (one-revision delete), checkpoint.
-//! - `revoke`: revokes whose index updates are still pending (bounded
-//!   background steps; reads and writes touching their keys settle them).
-//! - [`compact`]: logical and physical (background, bounded-step) compaction.
-//! - [`hash`]: consistency hashes.
-//! - [`backend`]: the narrow [`Backend`] trait, its fjall (LSM, the
+//! Modules, one idea each, bottom up (each uses only those above it):
+//! - [`error`]: the one [`Error`] enum; [`revision`]: `Revision { main,
+//!   sub }` and its ordered byte encoding; [`request`]: request/response
+//!   types shaped like etcd's messages.
+//! - [`record`]: the on-disk layout of records and metadata;
+//!   [`key_index`]: key → generations of revisions, rebuilt on open;
+//!   [`backend`]: the narrow [`Backend`] trait, its fjall (LSM, the
 //!   default) and sled (feature `sled`) implementations, and [`Engine`],
 //!   the one chosen at run time.
-//! - [`record`]: the on-disk layout of records and metadata.
+//! - [`range`]: which records a range reads; filters, sort and limit;
+//!   [`hash`]: consistency hashes; [`lease`]: the lease table (records,
+//!   attached keys, a revoke's deleted keys).
+//! - `revoke`: revokes whose index updates are still pending (reads and
+//!   writes touching their keys settle them first).
+//! - `state`: the shared core — in-memory state under the index lock, the
+//!   locks and workers' status, [`Options`], and the rebuild on open.
+//! - [`txn`]: request validation (etcd's rules) and the write transaction;
+//!   [`compact`]: logical and physical (background, bounded-step)
+//!   compaction; `revoker`: the thread that settles pending revokes.
 //! - [`store`]: the [`Store`]: open, read, write, flush; crash behaviour.
-//! - [`snapshot`]: point-in-time images (export / import).
-//! - [`request`]: request/response types shaped like etcd's messages.
-//! - [`error`]: the one [`Error`] enum.
+//! - Calls on the store kept beside their subject: `lease_ops` (grant,
+//!   revoke, checkpoint), [`history`] (events since a revision, for
+//!   watchers), [`snapshot`] (point-in-time images, export / import).
 //!
 //! The store knows nothing about Raft or gRPC: the caller passes an opaque
 //! *applied position* with each write, stored atomically with it.
@@ -72,12 +77,15 @@ pub mod hash;
 pub mod history;
 pub mod key_index;
 pub mod lease;
+mod lease_ops;
 pub mod range;
 pub mod record;
 pub mod request;
 pub mod revision;
 mod revoke;
+mod revoker;
 pub mod snapshot;
+mod state;
 pub mod store;
 pub mod txn;
 
@@ -90,7 +98,8 @@ pub use lease::{Lease, Revoked, RevokedKeys};
 pub use request::*;
 pub use revision::Revision;
 pub use snapshot::ImageInfo;
-pub use store::{Options, Store};
+pub use state::Options;
+pub use store::Store;
 pub use txn::{
     is_read_only, validate_delete, validate_put, validate_range, validate_txn, DEFAULT_MAX_TXN_OPS,
 };

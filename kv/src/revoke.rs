@@ -17,7 +17,7 @@
 //! live with its last put. Nothing may read the index for such a key:
 //! - a write (put, delete, txn: compares, reads and writes, nested too)
 //!   that names a pending key or a range holding one first brings the
-//!   index up to date ([`settle_for`]); writes elsewhere go straight on;
+//!   index up to date (`State::settle_for`); writes elsewhere go straight on;
 //! - a range read over such keys does the same before planning;
 //! - compaction and `hash_kv` bring the index up to date first;
 //! - the live-key count subtracts the keys still pending.
@@ -27,21 +27,21 @@
 //! rebuilt from records, so a crash leaves nothing pending), the lease is
 //! gone from the table, and the events went out with the revoke.
 //!
-//! Catching up runs on a background thread (`cairn-kv-revoker`), at most
+//! Catching up runs on a background thread (`cairn-kv-revoker`,
+//! `crate::revoker`), at most
 //! [`crate::Options::revoke_step`] keys per hold of the state lock, with
 //! [`crate::Options::revoke_pause`] between steps.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::backend::Backend;
+use crate::key_index::KeyIndex;
+use crate::lease::KeyLeases;
 use crate::range::key_bounds;
 use crate::request::{RequestOp, TxnRequest, Write};
 use crate::revision::Revision;
-use crate::store::{Inner, State};
 
 /// One revoke the index has not fully caught up with.
 #[derive(Debug)]
@@ -105,22 +105,14 @@ pub(crate) fn touches_write(pending: &Pending, w: &Write<'_>) -> bool {
     }
 }
 
-/// Brings the index up to date first if `w` touches a pending key.
-pub(crate) fn settle_for(st: &mut State, w: &Write<'_>) {
-    if touches_write(&st.revokes, w) {
-        settle(st, usize::MAX);
-    }
-}
-
 /// Puts up to `max` pending tombstones into the index (oldest revoke
 /// first). Returns true while some are left.
-pub(crate) fn settle(st: &mut State, max: usize) -> bool {
-    let State {
-        revokes,
-        index,
-        key_lease,
-        ..
-    } = st;
+pub(crate) fn settle(
+    revokes: &mut Pending,
+    index: &mut BTreeMap<Bytes, KeyIndex>,
+    key_lease: &mut KeyLeases,
+    max: usize,
+) -> bool {
     let mut budget = max;
     while budget > 0 {
         let Some(p) = revokes.front_mut() else {
@@ -146,79 +138,6 @@ pub(crate) fn settle(st: &mut State, max: usize) -> bool {
 }
 
 /// Keys still pending, over all revokes.
-pub(crate) fn pending_keys(st: &State) -> usize {
-    st.revokes.iter().map(|p| p.keys.len()).sum()
-}
-
-/// What the revoker thread is told.
-#[derive(Debug, Default)]
-pub(crate) struct RevokerStatus {
-    /// A revoke was added since the thread last looked.
-    pub(crate) work: bool,
-    /// Set when the store is dropped.
-    pub(crate) stop: bool,
-}
-
-/// Wakes the revoker thread.
-pub(crate) fn kick<B>(inner: &Inner<B>) {
-    if let Ok(mut s) = inner.revoker.lock() {
-        s.work = true;
-        inner.revoker_cv.notify_all();
-    }
-}
-
-/// Stops the revoker thread.
-pub(crate) fn stop<B>(inner: &Inner<B>) {
-    if let Ok(mut s) = inner.revoker.lock() {
-        s.stop = true;
-        inner.revoker_cv.notify_all();
-    }
-}
-
-/// The revoker thread's loop: on each kick, settles pending revokes in
-/// steps until none is left.
-pub(crate) fn run<B: Backend>(inner: Arc<Inner<B>>) {
-    let step = inner.options.revoke_step;
-    loop {
-        {
-            let Ok(mut s) = inner.revoker.lock() else {
-                return;
-            };
-            loop {
-                if s.stop {
-                    return;
-                }
-                if s.work {
-                    s.work = false;
-                    break;
-                }
-                s = match inner.revoker_cv.wait(s) {
-                    Ok(g) => g,
-                    Err(_) => return,
-                };
-            }
-        }
-        if step == 0 {
-            continue;
-        }
-        loop {
-            let more = match inner.write_state() {
-                Ok(mut st) => settle(&mut st, step),
-                Err(_) => return,
-            };
-            if !more {
-                break;
-            }
-            let Ok(s) = inner.revoker.lock() else {
-                return;
-            };
-            if s.stop {
-                return;
-            }
-            // Sleep between steps, waking early only to stop.
-            let _ = inner
-                .revoker_cv
-                .wait_timeout_while(s, inner.options.revoke_pause, |s| !s.stop);
-        }
-    }
+pub(crate) fn pending_keys(revokes: &Pending) -> usize {
+    revokes.iter().map(|p| p.keys.len()).sum()
 }

@@ -24,7 +24,8 @@ use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
 use crate::lease;
 use crate::record::{self, Meta};
-use crate::store::{self, Store};
+use crate::state;
+use crate::store::Store;
 
 const MAGIC: &[u8; 8] = b"CAIRNKV1";
 const END: u32 = u32::MAX;
@@ -164,7 +165,7 @@ impl<B: Backend> Store<B> {
         let mut batch = WriteBatch::new();
         batch.put(Meta::Importing.key(), Bytes::from_static(b"1"));
         inner.guard(inner.backend.write(batch).map_err(Error::Backend))?;
-        inner.guard(store::wipe(&inner.backend))?;
+        inner.guard(state::wipe(&inner.backend))?;
         let mut records = 0u64;
         let mut batch = WriteBatch::new();
         loop {
@@ -208,7 +209,7 @@ impl<B: Backend> Store<B> {
         batch.delete(Meta::Importing.key());
         inner.guard(inner.backend.write(batch).map_err(Error::Backend))?;
         inner.guard(inner.backend.flush().map_err(Error::Backend))?;
-        let (state, scheduled, _) = store::load(&inner.backend)?;
+        let (state, scheduled, _) = state::load(&inner.backend)?;
         *st = state;
         drop(st);
         if let Ok(mut c) = inner.compaction.lock() {

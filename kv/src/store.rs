@@ -26,127 +26,30 @@
 //! reader at a legal revision can reach, after waiting out reads that began
 //! before the compaction (the `read_barrier`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::backend::{Backend, BackendKind, Engine, WriteBatch};
-use crate::compact::{self, CompactionStatus};
+use crate::compact;
 use crate::error::{Error, Result};
 use crate::hash;
-use crate::key_index::KeyIndex;
-use crate::lease;
+use crate::key_index::compact_index;
 use crate::range;
-use crate::record::{self, Meta, Record};
+use crate::record::{self, Meta};
 use crate::request::{
     Applied, DeleteRangeRequest, DeleteRangeResponse, HashKv, KeyValue, PutRequest, PutResponse,
     RangeRequest, RangeResponse, TxnRequest, TxnResponse, Write, Written,
 };
 use crate::revision::Revision;
 use crate::revoke;
+use crate::revoker;
+use crate::state::{load, wipe, CompactionStatus, Inner, Options, RevokerStatus};
 use crate::txn::{self, WriteTxn};
-
-/// Tuning knobs of a [`Store`].
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Records physical compaction examines per step (etcd's
-    /// `--experimental-compaction-batch-limit`, default 1000).
-    pub compaction_batch: usize,
-    /// Pause between compaction steps, so writes are not starved.
-    pub compaction_pause: Duration,
-    /// Keys of a revoked lease whose index entries the background revoker
-    /// updates per step (see `kv/src/revoke.rs`); 0 = none: only a read or
-    /// write that touches them brings them up to date.
-    pub revoke_step: usize,
-    /// Pause between revoker steps.
-    pub revoke_pause: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            compaction_batch: 1000,
-            compaction_pause: Duration::from_millis(1),
-            revoke_step: 256,
-            revoke_pause: Duration::from_millis(1),
-        }
-    }
-}
-
-/// What the index lock guards.
-#[derive(Debug)]
-pub(crate) struct State {
-    /// key → its revisions.
-    pub(crate) index: BTreeMap<Bytes, KeyIndex>,
-    /// The store revision: 1 when empty, +1 per write that changed something.
-    pub(crate) current: i64,
-    /// Reads below this revision fail with [`Error::Compacted`].
-    pub(crate) compacted: i64,
-    /// The applied position of the latest write.
-    pub(crate) applied: Option<Bytes>,
-    /// The lease table, with each lease's keys.
-    pub(crate) leases: lease::Leases,
-    /// The same attachments by key (see [`lease::track`]).
-    pub(crate) key_lease: lease::KeyLeases,
-    /// Revokes whose tombstones are not all in `index` yet.
-    pub(crate) revokes: revoke::Pending,
-}
-
-pub(crate) struct Inner<B> {
-    pub(crate) backend: B,
-    /// Lock order: `read_barrier`, then `state`, then `compaction`.
-    pub(crate) state: RwLock<State>,
-    /// Held shared by reads while they fetch records outside `state`; taken
-    /// exclusively by physical compaction before it deletes anything.
-    pub(crate) read_barrier: RwLock<()>,
-    /// Set by the first backend failure; every later call fails.
-    pub(crate) poisoned: AtomicBool,
-    pub(crate) compaction: Mutex<CompactionStatus>,
-    pub(crate) compaction_cv: Condvar,
-    /// Bumped when the contents are replaced wholesale (snapshot import):
-    /// a compaction step planned before must not delete anything.
-    pub(crate) epoch: std::sync::atomic::AtomicU64,
-    pub(crate) options: Options,
-    pub(crate) revoker: Mutex<revoke::RevokerStatus>,
-    pub(crate) revoker_cv: Condvar,
-}
-
-impl<B: Backend> Inner<B> {
-    pub(crate) fn check(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned);
-        }
-        Ok(())
-    }
-
-    /// Poisons the store on a backend failure.
-    pub(crate) fn guard<T>(&self, r: Result<T>) -> Result<T> {
-        if let Err(Error::Backend(_)) = &r {
-            self.poisoned.store(true, Ordering::Release);
-        }
-        r
-    }
-
-    /// Holds off physical compaction while a read fetches records (see
-    /// `read_barrier`); fails once the store is poisoned.
-    pub(crate) fn reading(&self) -> Result<RwLockReadGuard<'_, ()>> {
-        self.check()?;
-        self.read_barrier.read().map_err(|_| Error::Poisoned)
-    }
-
-    pub(crate) fn read_state(&self) -> Result<RwLockReadGuard<'_, State>> {
-        self.state.read().map_err(|_| Error::Poisoned)
-    }
-
-    pub(crate) fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>> {
-        self.state.write().map_err(|_| Error::Poisoned)
-    }
-}
 
 /// An MVCC key-value store with etcd's revision model.
 ///
@@ -224,7 +127,7 @@ impl<B: Backend> Store<B> {
             compaction_cv: Condvar::new(),
             epoch: std::sync::atomic::AtomicU64::new(0),
             options,
-            revoker: Mutex::new(revoke::RevokerStatus::default()),
+            revoker: Mutex::new(RevokerStatus::default()),
             revoker_cv: Condvar::new(),
         });
         let worker = Arc::clone(&inner);
@@ -235,7 +138,7 @@ impl<B: Backend> Store<B> {
         let worker = Arc::clone(&inner);
         let revoker = std::thread::Builder::new()
             .name("cairn-kv-revoker".into())
-            .spawn(move || revoke::run(worker));
+            .spawn(move || revoker::run(worker));
         let revoker = match revoker {
             Ok(h) => h,
             Err(e) => {
@@ -275,7 +178,7 @@ impl<B: Backend> Store<B> {
     pub fn pending_revoked_keys(&self) -> usize {
         self.inner
             .read_state()
-            .map(|s| revoke::pending_keys(&s))
+            .map(|s| s.pending_keys())
             .unwrap_or(0)
     }
 
@@ -285,7 +188,7 @@ impl<B: Backend> Store<B> {
             .read_state()
             .map(|s| {
                 let live = s.index.values().filter(|ki| ki.is_live()).count();
-                live.saturating_sub(revoke::pending_keys(&s))
+                live.saturating_sub(s.pending_keys())
             })
             .unwrap_or(0)
     }
@@ -301,7 +204,7 @@ impl<B: Backend> Store<B> {
             // read lock taken again.
             while revoke::touches(&st.revokes, &req.key, &req.range_end) {
                 drop(st);
-                revoke::settle(&mut *self.inner.write_state()?, usize::MAX);
+                self.inner.write_state()?.settle(usize::MAX);
                 st = self.inner.read_state()?;
             }
             (
@@ -330,7 +233,7 @@ impl<B: Backend> Store<B> {
         self.inner.check()?;
         let mut st = self.inner.write_state()?;
         if let Some(w) = &w {
-            revoke::settle_for(&mut st, w);
+            st.settle_for(w);
         }
         let mut tx = WriteTxn::new(&self.inner.backend, &mut st);
         let response = match f(&mut tx) {
@@ -405,7 +308,7 @@ impl<B: Backend> Store<B> {
                 out.push(Err(e));
                 continue;
             }
-            revoke::settle_for(&mut st, w);
+            st.settle_for(w);
             let mut tx = WriteTxn::new(&self.inner.backend, &mut st).with_staged(&staged);
             let r = match w {
                 Write::Put(r) => tx.put(r).map(Written::Put),
@@ -461,7 +364,7 @@ impl<B: Backend> Store<B> {
         let current = {
             let mut st = self.inner.write_state()?;
             // Compacting the index needs every tombstone in it.
-            revoke::settle(&mut st, usize::MAX);
+            st.settle(usize::MAX);
             if rev <= st.compacted {
                 return Err(Error::Compacted {
                     requested: rev,
@@ -480,7 +383,7 @@ impl<B: Backend> Store<B> {
             batch.put(Meta::Applied.key(), applied.clone());
             self.inner
                 .guard(self.inner.backend.write(batch).map_err(Error::Backend))?;
-            compact::compact_index(&mut st.index, rev);
+            compact_index(&mut st.index, rev);
             st.compacted = rev;
             st.applied = Some(applied);
             st.current
@@ -511,7 +414,7 @@ impl<B: Backend> Store<B> {
         let mut st = self.inner.read_state()?;
         while !st.revokes.is_empty() {
             drop(st);
-            revoke::settle(&mut *self.inner.write_state()?, usize::MAX);
+            self.inner.write_state()?.settle(usize::MAX);
             st = self.inner.read_state()?;
         }
         let at = if rev == 0 { st.current } else { rev };
@@ -542,106 +445,12 @@ impl<B: Backend> Store<B> {
 impl<B: Backend> Drop for Store<B> {
     fn drop(&mut self) {
         compact::stop(&self.inner);
-        revoke::stop(&self.inner);
+        revoker::stop(&self.inner);
         if let Some(h) = self.compactor.take() {
             let _ = h.join();
         }
         if let Some(h) = self.revoker.take() {
             let _ = h.join();
         }
-    }
-}
-
-/// Reads the store's state from the backend: metadata, and the key index
-/// rebuilt from every record. Returns the state and the scheduled and
-/// finished compaction revisions.
-pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
-    let meta_i64 = |m: Meta, name: &str| -> Result<Option<i64>> {
-        match backend.get(m.key()).map_err(Error::Backend)? {
-            Some(v) => Ok(Some(record::decode_i64(name, &v)?)),
-            None => Ok(None),
-        }
-    };
-    let mut current = meta_i64(Meta::Current, "current")?.unwrap_or(1);
-    let scheduled = meta_i64(Meta::CompactScheduled, "compact_scheduled")?.unwrap_or(0);
-    let finished = meta_i64(Meta::CompactFinished, "compact_finished")?.unwrap_or(0);
-    let applied = backend.get(Meta::Applied.key()).map_err(Error::Backend)?;
-
-    let mut index: BTreeMap<Bytes, KeyIndex> = BTreeMap::new();
-    // key → lease of its latest put, for keys whose latest put had one.
-    let mut key_lease: BTreeMap<Bytes, i64> = BTreeMap::new();
-    let end = [record::RECORD_PREFIX + 1];
-    for item in backend.scan(&record::records_start(), &end) {
-        let (k, v) = item.map_err(Error::Backend)?;
-        let rev = record::revision_of(&k)?;
-        current = current.max(rev.main);
-        Record::decode_each(rev, &v, |rev, rec| {
-            match rec {
-                Record::Put(kv) => {
-                    if kv.lease != 0 {
-                        key_lease.insert(kv.key.clone(), kv.lease);
-                    } else {
-                        key_lease.remove(&kv.key);
-                    }
-                    // A key new to the index gets a copy of its own: a
-                    // slice would keep the whole record (value too) alive.
-                    let ki = match index.get_mut(&kv.key) {
-                        Some(ki) => ki,
-                        None => index.entry(Bytes::copy_from_slice(&kv.key)).or_default(),
-                    };
-                    if ki.is_live() {
-                        ki.put(rev);
-                    } else {
-                        ki.restore(crate::Revision::new(kv.create_revision, 0), rev, kv.version);
-                    }
-                }
-                Record::Tombstone(key) => {
-                    key_lease.remove(&key);
-                    // A tombstone whose puts are gone is garbage left by an
-                    // unfinished compaction; the compactor removes it.
-                    if let Some(ki) = index.get_mut(&key) {
-                        ki.tombstone(rev);
-                    }
-                }
-            }
-            Ok(())
-        })?;
-    }
-    if scheduled > 0 {
-        compact::compact_index(&mut index, scheduled);
-    }
-    let mut leases = lease::load(backend)?;
-    let key_lease = lease::attach(&mut leases, key_lease, |k| {
-        index
-            .get_key_value(k)
-            .filter(|(_, ki)| ki.is_live())
-            .and_then(|(k, ki)| Some((k.clone(), ki.last_revision()?)))
-    });
-    let state = State {
-        index,
-        current: current.max(scheduled),
-        compacted: scheduled,
-        applied,
-        leases,
-        key_lease,
-        revokes: revoke::Pending::new(),
-    };
-    Ok((state, scheduled, finished))
-}
-
-/// Deletes every key of the backend but the import marker.
-pub(crate) fn wipe<B: Backend>(backend: &B) -> Result<()> {
-    loop {
-        let mut batch = WriteBatch::new();
-        for item in backend.scan(&[], &[0xff; 2]).take(1024) {
-            let (k, _) = item.map_err(Error::Backend)?;
-            if k.as_ref() != Meta::Importing.key() {
-                batch.delete(k);
-            }
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        backend.write(batch).map_err(Error::Backend)?;
     }
 }

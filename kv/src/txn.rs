@@ -23,7 +23,7 @@ use crate::request::{
     ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::revision::Revision;
-use crate::store::State;
+use crate::state::State;
 
 /// etcd's default `--max-txn-ops`.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
