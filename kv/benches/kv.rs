@@ -1,13 +1,14 @@
 //! cairn-kv micro-benchmarks: apply rate of single-key puts (256-byte
 //! values), range latency over a 1M-key store, reopen time with 1M keys.
 //!
-//! Run: `cargo bench -p cairn-kv`. The 1M-key store is built once per run
-//! (a minute or so) in the target directory.
+//! Run: `cargo bench -p cairn-kv` (over fjall, the default) and
+//! `CAIRN_KV_BENCH_BACKEND=sled cargo bench -p cairn-kv`. The 1M-key store
+//! is built once per run (a minute or so) in the target directory.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_kv::{PutRequest, RangeRequest, RequestOp, Store, TxnRequest};
+use cairn_kv::{BackendKind, PutRequest, RangeRequest, RequestOp, Store, TxnRequest};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const VALUE: usize = 256;
@@ -20,6 +21,17 @@ fn bench_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).unwrap()
 }
 
+/// The engine benchmarked: `CAIRN_KV_BENCH_BACKEND` (fjall by default).
+fn backend() -> BackendKind {
+    std::env::var("CAIRN_KV_BENCH_BACKEND")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or_default()
+}
+
+fn open(path: &std::path::Path) -> Store {
+    Store::open_path_with(path, backend()).unwrap()
+}
+
 fn key(i: u64) -> Bytes {
     Bytes::from(format!("/registry/pods/ns{:03}/pod-{:08}", i % 100, i))
 }
@@ -29,7 +41,7 @@ fn puts(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.sample_size(20).measurement_time(Duration::from_secs(5));
     let dir = bench_dir();
-    let store = Store::open_path(dir.path()).unwrap();
+    let store = open(dir.path());
     let value = Bytes::from(vec![b'v'; VALUE]);
     let mut i = 0u64;
     g.bench_function("single_key_put", |b| {
@@ -55,7 +67,7 @@ fn big_store(c: &mut Criterion) {
     let dir = bench_dir();
     let value = Bytes::from(vec![b'v'; VALUE]);
     {
-        let store = Store::open_path(dir.path()).unwrap();
+        let store = open(dir.path());
         let mut n = 0u64;
         while n < KEYS {
             let ops = (n..(n + 128).min(KEYS))
@@ -83,7 +95,7 @@ fn big_store(c: &mut Criterion) {
     }
     let mut g = c.benchmark_group("kv_1M_keys");
     g.sample_size(20).measurement_time(Duration::from_secs(5));
-    let store = Store::open_path(dir.path()).unwrap();
+    let store = open(dir.path());
     let mut i = 0u64;
     g.bench_function("range_single_key", |b| {
         b.iter(|| {
@@ -121,7 +133,7 @@ fn big_store(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let t = Instant::now();
-                let s = Store::open_path(dir.path()).unwrap();
+                let s = open(dir.path());
                 total += t.elapsed();
                 assert_eq!(s.key_count() as u64, KEYS);
             }
@@ -137,7 +149,7 @@ fn lease_revoke(c: &mut Criterion) {
     let mut g = c.benchmark_group("kv_lease_revoke");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     let dir = bench_dir();
-    let store = Store::open_path(dir.path()).unwrap();
+    let store = open(dir.path());
     let value = Bytes::from(vec![b'v'; VALUE]);
     let mut id = 0i64;
     let mut case = |name: &str, revoke: &dyn Fn(&Store, i64) -> usize| {
