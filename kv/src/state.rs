@@ -22,7 +22,7 @@ use crate::record::{self, Meta, Record};
 use crate::request::Write;
 use crate::revoke;
 
-/// Tuning knobs of a [`Store`].
+/// Tuning knobs of a [`crate::Store`].
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Records physical compaction examines per step (etcd's

@@ -1,5 +1,5 @@
 //! `etcdserverpb.Watch`: each stream is served by one task
-//! ([`super::watch_stream`]) over the member's watch hub
+//! (`watch_stream`) over the member's watch hub
 //! ([`crate::watch`]).
 
 use std::pin::Pin;

@@ -8,6 +8,9 @@
 //! Owns: [`MemberInfo`], the voter set ([`Inner::voters`], the one place
 //! that collects it), [`Inner::change_membership`] and the tasks above.
 //! Leader routing is [`super::route`]'s.
+//! May not: change the membership except on the leader through
+//! openraft, or talk to other members except through `route` (the
+//! removal check asks them through the peer network).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;

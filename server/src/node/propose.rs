@@ -15,6 +15,9 @@
 //! that arrive while others are in flight are queued, the queue waits one
 //! turn of the scheduler, and whatever arrived by then goes out as one
 //! entry.
+//!
+//! May not: forward (a non-leader answers `None`, and the caller
+//! routes), or batch anything but puts, deletes and txns.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

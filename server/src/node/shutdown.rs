@@ -4,6 +4,9 @@
 //! flushed.
 //!
 //! Owns: [`Inner::shutdown`].
+//!
+//! May not: drop anything before the leadership handover has had its
+//! chance (the peer service must answer the new leader meanwhile).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

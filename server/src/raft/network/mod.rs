@@ -1,7 +1,7 @@
 //! The peer network: openraft's RPCs over gRPC (`cairnpb.Peer`), except
 //! the append streams of replication, which go over plain TCP connections
 //! to the same peer port where the follower speaks that
-//! ([`super::append_wire`]; over gRPC otherwise).
+//! (`append_wire`; over gRPC otherwise).
 //!
 //! Each openraft message is postcard-encoded into a `RaftMessage`. Every
 //! call carries the sender's cluster id in the `cairn-cluster-id` metadata
