@@ -7,7 +7,8 @@
 //! clusters of the same build loaded together agree within a few percent
 //! round after round, because whatever slows the machine slows both. So
 //! `pair` starts a fresh cluster of each build per round, runs the same
-//! closed-loop put load against both at once, and reports each round's
+//! closed-loop load (puts, or linearizable reads with `--load range-l`)
+//! against both at once, and reports each round's
 //! throughput and server CPU per request side by side, with the per-round
 //! B/A ratios and their median.
 //!
@@ -59,6 +60,34 @@ pub struct Args {
     /// Where the servers' data dirs go (default: the system temp dir).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// The load: single-key puts, or linearizable single-key reads.
+    #[arg(long, value_enum, default_value_t = PairLoad::Put)]
+    pub load: PairLoad,
+}
+
+/// The loads `pair` runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairLoad {
+    /// Single-key puts.
+    Put,
+    /// Linearizable reads of single keys (written first).
+    RangeL,
+}
+
+impl PairLoad {
+    fn load(self) -> Load {
+        match self {
+            PairLoad::Put => Load::Put,
+            PairLoad::RangeL => Load::Range(crate::loads::range::Args { list_size: 0 }),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            PairLoad::Put => "put",
+            PairLoad::RangeL => "range l",
+        }
+    }
 }
 
 /// What one cluster did in one round.
@@ -89,20 +118,20 @@ fn side(r: &Report) -> Result<Side> {
     })
 }
 
-/// Runs the put load of `a` and of `b` at the same time, each on a runtime
+/// Runs `load` against `a` and `b` at the same time, each on a runtime
 /// (and threads) of its own, as two load generator processes would: one
 /// runtime driving both loads makes them wait on each other.
-async fn both(a: Common, b: Common) -> Result<(Result<Report>, Result<Report>)> {
-    fn spawn(c: Common) -> std::thread::JoinHandle<Result<Report>> {
+async fn both(load: PairLoad, a: Common, b: Common) -> Result<(Result<Report>, Result<Report>)> {
+    fn spawn(load: Load, c: Common) -> std::thread::JoinHandle<Result<Report>> {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("load runtime")?;
-            rt.block_on(Load::Put.run(&c))
+            rt.block_on(load.run(&c))
         })
     }
-    let (ha, hb) = (spawn(a), spawn(b));
+    let (ha, hb) = (spawn(load.load(), a), spawn(load.load(), b));
     let joined = tokio::task::spawn_blocking(move || (ha.join(), hb.join()))
         .await
         .context("join the loads")?;
@@ -144,6 +173,7 @@ pub async fn rounds(a: &Args) -> Result<Vec<Round>> {
         );
         // A short warm-up of both, then the measured run of both at once.
         let (wa, wb) = both(
+            a.load,
             ca.load(ea.clone(), 16, a.conns.min(16), WARM_UP),
             cb.load(eb.clone(), 16, a.conns.min(16), WARM_UP),
         )
@@ -152,6 +182,7 @@ pub async fn rounds(a: &Args) -> Result<Vec<Round>> {
         wb.context("warm-up of B")?;
         let conns = a.conns.min(a.clients);
         let (ra, rb) = both(
+            a.load,
             ca.load(ea, a.clients, conns, a.duration),
             cb.load(eb, a.clients, conns, a.duration),
         )
@@ -169,10 +200,11 @@ pub fn markdown(a: &Args, rounds: &[Round]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "A: `{}`  \nB: `{}`  \n{} member(s) each, put, {} clients / {} conns per cluster, {:?} per round, both at once\n",
+        "A: `{}`  \nB: `{}`  \n{} member(s) each, {}, {} clients / {} conns per cluster, {:?} per round, both at once\n",
         a.a.display(),
         a.b.display(),
         a.members,
+        a.load.name(),
         a.clients,
         a.conns,
         a.duration

@@ -31,27 +31,27 @@
 //! The store knows nothing about Raft or gRPC: the caller passes an opaque
 //! *applied position* with each write, stored atomically with it.
 //!
-//! # Benchmarks
+//! # Benchmarks: fjall against sled
 //!
-//! `cargo bench -p cairn-kv`, 2-vCPU VM, virtio disk, 2026-12-01, back to
-//! back against the same code over sled 0.34 (the backend before):
+//! `cargo bench -p cairn-kv` and `CAIRN_KV_BENCH_BACKEND=sled cargo bench
+//! -p cairn-kv`, the same code over each engine, back to back on a quiet
+//! machine (2 vCPU VM, ext4 on a virtio disk), 2026-12-06; criterion's
+//! middle estimate:
 //!
 //! | case | fjall | sled |
 //! |---|---|---|
-//! | single-key put, 256 B value (no fsync), store growing past 100 k revisions | 11.0 µs | 63.6 µs |
-//! | range of one key, 1 M keys | 11.7 µs | 21.4 µs |
-//! | range of 1000 keys by prefix with limit, 1 M keys | 4.21 ms | 4.43 ms |
-//! | reopen (key-index rebuild), 1 M keys | 1.91 s | 2.66 s |
-//! | revoke of a lease with 10,000 keys | 14.2 ms | 15.8 ms |
+//! | single-key put, 256 B value (no fsync), store growing past 100 k revisions | 7.9 µs | 31.0 µs |
+//! | range of one key, 1 M keys | 6.7 µs | 13.4 µs |
+//! | range of 1000 keys by prefix with limit, 1 M keys | 2.75 ms | 2.11 ms |
+//! | reopen (key-index rebuild), 1 M keys | 1.30 s | 1.72 s |
+//! | revoke of a lease with 10,000 keys, events built | 1.48 ms | 1.48 ms |
+//! | the same, events left to the first watcher (what the server does) | 1.9 ms (1.2–2.8) | 0.96 ms |
 //!
-//! (That machine ran about half as fast as on 2026-11-22, when sled gave
-//! 46 µs, 9.2 µs, 1.55 ms and 1.11 s on the first four rows.)
-//!
-//! The revoke row is from before revokes left the index to catch up in
-//! the background: the same bench on 2026-12-01 after that change gives
-//! 2.24 ms with the events built (`kv_lease_revoke/10k_keys`, was 14.5 ms
-//! that hour) and 1.90 ms leaving them to be built later
-//! (`10k_keys_events_deferred`, what the server's apply does).
+//! fjall is the default: a put — what every replicated write costs each
+//! member — takes a quarter of sled's time, and a point read half. sled
+//! scans long ranges a little faster. (On 2026-12-01, a day this machine
+//! ran about half as fast, the same comparison gave 11.0 against 63.6 µs
+//! per put.)
 //!
 //! Writes read nothing they do not answer with: a put or delete reads the
 //! previous value only when the request asks for it (`prev_kv`,

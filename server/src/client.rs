@@ -5,7 +5,9 @@
 //! services (`crate::grpc`) translate each request into a call here and
 //! each [`Error`] into etcd's status, so a program embedding Cairn and a
 //! remote etcd client take the same code path. Requests and responses are
-//! etcd's own messages ([`cairn_proto::etcdserverpb`]).
+//! etcd's own messages ([`cairn_proto::etcdserverpb`]). Watches are not
+//! calls but streams: the gRPC layer serves them from the member's watch
+//! hub ([`crate::watch`]) directly.
 
 use std::sync::Arc;
 

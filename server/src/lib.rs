@@ -23,7 +23,8 @@
 //! - [`config`]: a member's configuration, etcd's flags' meanings.
 //! - [`error`]: the typed [`Error`]; [`status`]: etcd's gRPC code and
 //!   message for each (the one place that spells them); [`convert`]:
-//!   etcd's wire messages to and from the kv store's types.
+//!   etcd's wire messages to and from the kv store's types; [`durable`]:
+//!   small files written so a crash leaves the old or the new.
 //! - [`raft`]: openraft's type configuration, the adapters over Cairn's
 //!   storage engines ([`cairn_kv`], [`cairn_raft_log`]), the apply
 //!   observer, and the peer transport.
@@ -39,6 +40,7 @@
 pub mod client;
 pub mod config;
 pub mod convert;
+pub mod durable;
 pub mod error;
 pub mod grpc;
 pub mod lease;

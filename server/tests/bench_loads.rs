@@ -266,13 +266,27 @@ async fn pair_loads_two_builds_at_once() {
         clients: 4,
         conns: 2,
         work_dir: Some(work.path().to_path_buf()),
+        load: pair::PairLoad::Put,
     };
-    let rounds = pair::rounds(&args).await.expect("pair");
-    assert_eq!(rounds.len(), 2);
-    for (a, b) in &rounds {
-        for s in [a, b] {
-            assert!(s.throughput > 0.0 && s.cpu_us > 0.0, "{rounds:?}");
+    for load in [pair::PairLoad::Put, pair::PairLoad::RangeL] {
+        let args = pair::Args {
+            load,
+            ..args.clone()
+        };
+        let rounds = pair::rounds(&args).await.expect("pair");
+        assert_eq!(rounds.len(), 2);
+        for (a, b) in &rounds {
+            for s in [a, b] {
+                assert!(s.throughput > 0.0 && s.cpu_us > 0.0, "{load:?}: {rounds:?}");
+            }
         }
+        assert!(
+            pair::markdown(&args, &rounds).contains(if load == pair::PairLoad::Put {
+                ", put, "
+            } else {
+                ", range l, "
+            })
+        );
     }
     // Nothing of either cluster is left behind.
     assert_eq!(std::fs::read_dir(work.path()).expect("work dir").count(), 0);

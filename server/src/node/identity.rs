@@ -101,17 +101,7 @@ pub(super) fn write_identity(path: &Path, idt: &Identity) -> Result<(), StartErr
         return Ok(());
     }
     let raw = serde_json::to_vec_pretty(idt).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&raw)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
+    crate::durable::write_file(path, &raw)?;
     Ok(())
 }
 

@@ -38,16 +38,21 @@ pub struct MemberInfo {
     pub is_learner: bool,
 }
 
+/// The voters of `membership`.
+fn voter_set(membership: &openraft::Membership<u64, Member>) -> BTreeSet<u64> {
+    membership.voter_ids().collect()
+}
+
 impl Inner {
     /// The ids of the voting members.
     pub fn voters(&self) -> BTreeSet<u64> {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect()
+        voter_set(
+            self.raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership(),
+        )
     }
 
     /// Log index of the membership in force.
@@ -74,7 +79,7 @@ impl Inner {
             .membership_config
             .clone();
         let membership = config.membership();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let voters = voter_set(membership);
         membership
             .nodes()
             .map(|(id, member)| MemberInfo {

@@ -17,7 +17,7 @@
 //! applied position and must be read together.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::apply::{ApplyObserver, Unobserved};
 use super::{decode, encode, CommandResponse, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::convert;
+use crate::durable::{sync_dir, write_file};
 use crate::error::Error;
 use crate::status::msg;
 
@@ -356,11 +357,6 @@ fn snapshot_id(meta_log: &Option<LogId>) -> String {
     }
 }
 
-/// Makes `path`'s directory entry durable.
-fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
-}
-
 /// Removes every snapshot file but those of `keep`.
 fn remove_others(dir: &Path, keep: &str) -> io::Result<()> {
     for ent in fs::read_dir(dir)? {
@@ -412,22 +408,12 @@ fn build(store: &Store, dir: &Path) -> io::Result<Snapshot> {
     let img = dir.join(format!("{id}.img"));
     let meta_path = dir.join(format!("{id}.meta"));
     fs::rename(&tmp, &img)?;
-    write_durably(&meta_path, &encode(&meta)?)?;
+    write_file(&meta_path, &encode(&meta)?)?;
     remove_others(dir, &id)?;
     Ok(Snapshot {
         meta,
         snapshot: File::open(&img)?,
     })
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    // Contents on disk before the rename publishes them.
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -515,7 +501,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             io::copy(&mut f, &mut out)?;
             out.sync_all()?;
             fs::rename(dir.join("installing.img"), &img)?;
-            write_durably(&meta_path, &encode(&meta)?)?;
+            write_file(&meta_path, &encode(&meta)?)?;
             remove_others(&dir, &id)?;
             match &info.applied {
                 Some(raw) if !raw.is_empty() => decode(raw),
