@@ -261,6 +261,7 @@ mod tests {
             clients: 256,
             conns: 32,
             work_dir: None,
+            load: PairLoad::Put,
         };
         let s = |t, c| Side {
             throughput: t,
