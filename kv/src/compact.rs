@@ -107,7 +107,8 @@ enum Pass {
     Superseded,
 }
 
-/// Deletes unreachable records with `main <= target`.
+/// Deletes unreachable records with `main <= target`, but the tombstones
+/// at `target`.
 fn remove_garbage<B: Backend>(inner: &Inner<B>, target: i64) -> Result<Pass> {
     let epoch = inner.epoch.load(std::sync::atomic::Ordering::Acquire);
     let end = record::records_end_after(target);
@@ -130,9 +131,13 @@ fn remove_garbage<B: Backend>(inner: &Inner<B>, target: i64) -> Result<Pass> {
                 let (k, v) = item.map_err(Error::Backend)?;
                 let rev = record::revision_of(&k)?;
                 // A run of tombstones goes only once none of them is needed.
+                // Tombstones at the compaction revision itself stay until a
+                // later compaction: a watch may start there (etcd serves a
+                // start at the compacted revision) and must see the deletes.
                 let mut reachable = false;
                 Record::decode_each(rev, &v, |rev, rec| {
-                    reachable |= st.index.get(rec.key()).is_some_and(|ki| ki.contains(rev));
+                    reachable |= st.index.get(rec.key()).is_some_and(|ki| ki.contains(rev))
+                        || (rev.main == target && matches!(rec, Record::Tombstone(_)));
                     Ok(())
                 })?;
                 if !reachable {

@@ -27,14 +27,16 @@ impl<B: Backend> Store<B> {
     /// The events of revisions `from..=until` (`until` capped at the
     /// current revision), stopping after the revision in which
     /// `max_events` is reached. Fails with [`Error::Compacted`] when
-    /// `from` is at or below the compacted revision.
+    /// `from` is below the compacted revision; from the compacted revision
+    /// itself, its events are all there (physical compaction keeps its
+    /// tombstones), as etcd serves them.
     pub fn history(&self, from: i64, until: i64, max_events: usize) -> Result<History> {
         let _reading = self.inner.reading()?;
         let (current, compacted) = {
             let st = self.inner.read_state()?;
             (st.current, st.compacted)
         };
-        if from <= compacted {
+        if from < compacted {
             return Err(Error::Compacted {
                 requested: from,
                 compacted,
@@ -71,7 +73,17 @@ impl<B: Backend> Store<B> {
                         },
                     ),
                 };
-                let prev_revision = self.version_before(&kv.key, rev.main)?;
+                // A PUT that creates the key (again) has no previous
+                // version to show, as in etcd, even when an older
+                // generation of the key lies before its tombstone.
+                let creates = kind == EventKind::Put && kv.create_revision == kv.mod_revision;
+                // At the compacted revision the version before is gone, as
+                // etcd's read of it fails: no `prev_kv` either.
+                let prev_revision = if creates || rev.main <= compacted {
+                    None
+                } else {
+                    self.version_before(&kv.key, rev.main)?
+                };
                 out.events.push((
                     rev.main,
                     Event {
@@ -130,7 +142,7 @@ impl<B: Backend> Store<B> {
     /// A compaction that overtook the read may have cut what was read.
     fn recheck(&self, out: History, from: i64) -> Result<History> {
         let compacted = self.inner.read_state()?.compacted;
-        if from <= compacted {
+        if from < compacted {
             return Err(Error::Compacted {
                 requested: from,
                 compacted,

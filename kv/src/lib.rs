@@ -98,7 +98,7 @@ pub use lease::{Lease, Revoked, RevokedKeys};
 pub use request::*;
 pub use revision::Revision;
 pub use snapshot::ImageInfo;
-pub use state::Options;
+pub use state::{Options, NEVER_COMPACTED};
 pub use store::Store;
 pub use txn::{
     is_read_only, validate_delete, validate_put, validate_range, validate_txn, DEFAULT_MAX_TXN_OPS,

@@ -215,7 +215,7 @@ impl<B: Backend> Store<B> {
         if let Ok(mut c) = inner.compaction.lock() {
             // Whatever garbage the image carries is below its compaction
             // revision: have the worker pass over it.
-            c.finished = 0;
+            c.finished = state::NEVER_COMPACTED;
             c.target = scheduled;
             inner.compaction_cv.notify_all();
         }

@@ -22,6 +22,9 @@ use crate::record::{self, Meta, Record};
 use crate::request::Write;
 use crate::revoke;
 
+/// The compaction revision of a store never compacted (etcd's -1).
+pub const NEVER_COMPACTED: i64 = -1;
+
 /// Tuning knobs of a [`crate::Store`].
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -76,7 +79,8 @@ pub(crate) struct State {
     pub(crate) index: BTreeMap<Bytes, KeyIndex>,
     /// The store revision: 1 when empty, +1 per write that changed something.
     pub(crate) current: i64,
-    /// Reads below this revision fail with [`Error::Compacted`].
+    /// Reads below this revision fail with [`Error::Compacted`]; a
+    /// compaction must be above it. [`NEVER_COMPACTED`] until the first.
     pub(crate) compacted: i64,
     /// The applied position of the latest write.
     pub(crate) applied: Option<Bytes>,
@@ -170,8 +174,11 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
         }
     };
     let mut current = meta_i64(Meta::Current, "current")?.unwrap_or(1);
-    let scheduled = meta_i64(Meta::CompactScheduled, "compact_scheduled")?.unwrap_or(0);
-    let finished = meta_i64(Meta::CompactFinished, "compact_finished")?.unwrap_or(0);
+    // -1: never compacted (etcd's convention: a first `Compact(0)` is
+    // accepted, and HashKV reports -1).
+    let scheduled =
+        meta_i64(Meta::CompactScheduled, "compact_scheduled")?.unwrap_or(NEVER_COMPACTED);
+    let finished = meta_i64(Meta::CompactFinished, "compact_finished")?.unwrap_or(NEVER_COMPACTED);
     let applied = backend.get(Meta::Applied.key()).map_err(Error::Backend)?;
 
     let mut index: BTreeMap<Bytes, KeyIndex> = BTreeMap::new();

@@ -48,7 +48,7 @@ use crate::request::{
 use crate::revision::Revision;
 use crate::revoke;
 use crate::revoker;
-use crate::state::{load, wipe, CompactionStatus, Inner, Options, RevokerStatus};
+use crate::state::{load, wipe, CompactionStatus, Inner, Options, RevokerStatus, NEVER_COMPACTED};
 use crate::txn::{self, WriteTxn};
 
 /// An MVCC key-value store with etcd's revision model.
@@ -163,9 +163,12 @@ impl<B: Backend> Store<B> {
         self.inner.read_state().map(|s| s.current).unwrap_or(0)
     }
 
-    /// The latest compaction revision (0 if never compacted).
+    /// The latest compaction revision ([`NEVER_COMPACTED`], -1, if none).
     pub fn compacted_revision(&self) -> i64 {
-        self.inner.read_state().map(|s| s.compacted).unwrap_or(0)
+        self.inner
+            .read_state()
+            .map(|s| s.compacted)
+            .unwrap_or(NEVER_COMPACTED)
     }
 
     /// The applied position stored with the latest write, if any.

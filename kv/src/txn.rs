@@ -484,8 +484,10 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
 
     fn check_range(&self, op: &RequestOp) -> Result<()> {
         if let RequestOp::Range(r) = op {
-            // etcd checks a txn's reads against the revision before the txn;
-            // a negative revision is "compacted" here (unlike a plain range).
+            // etcd checks the reads of the branches that run against the
+            // revision before the txn: a negative revision passes while
+            // nothing was compacted (the compacted revision is then -1) and
+            // reads the current revision, as a plain range does.
             if r.revision == 0 {
                 return Ok(());
             }

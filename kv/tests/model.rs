@@ -60,7 +60,7 @@ impl Model {
     fn new() -> Self {
         Self {
             history: vec![BTreeMap::new(), BTreeMap::new()],
-            compacted: 0,
+            compacted: -1,
             leases: BTreeSet::new(),
         }
     }

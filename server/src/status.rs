@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 use crate::error::Error;
 
 /// etcd's error messages, as clients match them: each is the message of
-/// the [`Error`] variant of the same name.
+/// the [`Error`] variant of the same name, or a watch's cancel reason.
 #[allow(missing_docs)]
 pub mod msg {
     pub const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
@@ -40,6 +40,8 @@ pub mod msg {
         "etcdserver: can only promote a learner member which is in sync with leader";
     pub const PEER_URLS_NOT_PROVIDED: &str = "etcdserver: member peer URLs are not provided";
     pub const BAD_LEADER_TRANSFEREE: &str = "etcdserver: bad leader transferee";
+    pub const WATCHER_RANGE_EMPTY: &str = "mvcc: watcher range is empty";
+    pub const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
     /// Cairn's own: a command a batch entry may not carry (never reaches a
     /// client; a batch is built only of puts, deletes and txns).
     pub const NOT_BATCHABLE: &str = "etcdserver: only puts, deletes and txns can be batched";

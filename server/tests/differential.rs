@@ -62,8 +62,11 @@ fn range_req(r: &mut Rng, current: i64) -> RangeRequest {
         range_end: range_end(r, &k).into(),
         key: k.into(),
         limit: if r.chance(30) { r.below(4) as i64 } else { 0 },
+        // Negative revisions too: a plain range reads the current one; in
+        // a txn, -1 passes only while nothing was compacted (etcd's
+        // compacted revision is -1 until the first compaction).
         revision: if r.chance(30) {
-            r.below(current as u64 + 3) as i64
+            r.below(current as u64 + 5) as i64 - 2
         } else {
             0
         },
@@ -252,6 +255,72 @@ async fn current_revision(kv: &mut KvClient) -> i64 {
     .unwrap_or(1)
 }
 
+/// HashKV's compaction revision (the hashes themselves are each store's
+/// own): -1 before the first compaction, as etcd reports it.
+async fn hash_kv_compact_revision(ch: Channel) -> i64 {
+    maintenance_client::MaintenanceClient::new(ch)
+        .hash_kv(HashKvRequest { revision: 0 })
+        .await
+        .expect("hashkv")
+        .into_inner()
+        .compact_revision
+}
+
+/// Fixed requests on fresh servers, before the random ones: compaction at
+/// 0 while nothing was compacted (accepted, once), and txn reads at
+/// negative revisions before and after it.
+async fn prelude(reference: &mut KvClient, cairn: &mut KvClient, etcd: &Etcd, c: &Cluster) {
+    let txn_read_at = |revision: i64| {
+        Req::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp {
+                request: Some(Op::RequestRange(RangeRequest {
+                    key: b"a".to_vec().into(),
+                    revision,
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![],
+        })
+    };
+    let compact = |revision: i64| {
+        Req::Compact(CompactionRequest {
+            revision,
+            physical: false,
+        })
+    };
+    let put_a = Req::Put(PutRequest {
+        key: b"a".to_vec().into(),
+        value: b"0".to_vec().into(),
+        ..Default::default()
+    });
+    assert_eq!(hash_kv_compact_revision(etcd.channel()).await, -1);
+    assert_eq!(
+        hash_kv_compact_revision(c.members[0].channel().await).await,
+        -1
+    );
+    for req in [
+        txn_read_at(-1),
+        txn_read_at(-2),
+        put_a.clone(),
+        txn_read_at(-1),
+        compact(0),
+        compact(0),
+        txn_read_at(-1),
+        compact(-1),
+        put_a,
+    ] {
+        let want = send(reference, &req).await;
+        let got = send(cairn, &req).await;
+        assert_eq!(got, want, "prelude: responses differ for {req:?}");
+    }
+    assert_eq!(hash_kv_compact_revision(etcd.channel()).await, 0);
+    assert_eq!(
+        hash_kv_compact_revision(c.members[0].channel().await).await,
+        0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_responses_as_etcd() {
     for seed in [0x5eed_u64, 0xc0ffee, 0xdead_beef] {
@@ -261,6 +330,7 @@ async fn same_responses_as_etcd() {
         let etcd = Etcd::start();
         let mut reference = etcd.kv().await;
         let mut r = Rng(seed);
+        prelude(&mut reference, &mut cairn, &etcd, &c).await;
         let (mut oks, mut errs) = (0, std::collections::BTreeMap::<String, usize>::new());
         for step in 0..400 {
             let current = current_revision(&mut reference).await;
@@ -270,7 +340,7 @@ async fn same_responses_as_etcd() {
                 55..=69 => Req::Delete(delete_req(&mut r)),
                 70..=95 => Req::Txn(txn_req(&mut r, current, 0)),
                 _ => Req::Compact(CompactionRequest {
-                    revision: r.below(current as u64 + 2) as i64,
+                    revision: r.below(current as u64 + 3) as i64 - 1,
                     // 3.4 answers a physical compaction only after the
                     // compacted records are gone; both sides then match.
                     physical: r.chance(50),

@@ -72,9 +72,6 @@ impl Stream {
             h.member_id = 0;
             h.raft_term = 0;
         }
-        // etcd 3.5 names the reason for a compaction cancel; 3.4 leaves it
-        // empty. Cairn follows 3.5, so it is not compared.
-        r.cancel_reason.clear();
         Some(r)
     }
 
@@ -177,6 +174,26 @@ async fn scenario(ch: Channel) -> Vec<WatchResponse> {
     let mut s2 = Stream::open(ch.clone(), create("a", "", 3, false, vec![])).await;
     out.extend(s2.next().await);
     out.extend(s2.next().await);
+    // A watch from the compacted revision itself is served (only a start
+    // below it is compacted): "c" was put at 6 and at 9.
+    let mut s3 = Stream::open(ch.clone(), create("c", "", 6, false, vec![])).await;
+    out.extend(s3.next().await);
+    out.extend(s3.events(2).await);
+    // A key created again after a delete: its PUT has no prev_kv (the
+    // version before was a tombstone), replayed from history as live.
+    put(&mut kv, "a", "again").await;
+    let mut s4 = Stream::open(ch.clone(), create("a", "", 7, true, vec![])).await;
+    out.extend(s4.next().await);
+    out.extend(s4.events(2).await);
+    // A range that selects nothing is refused: created and canceled at
+    // once, with no watcher id.
+    s4.send(create("b", "a", 0, false, vec![])).await;
+    out.extend(s4.next().await);
+    s4.send(create("b", "b", 0, false, vec![])).await;
+    out.extend(s4.next().await);
+    // ... while "\0" as the end means every key from `key` on.
+    s4.send(create("b", "\0", 0, false, vec![])).await;
+    out.extend(s4.next().await);
     out
 }
 
@@ -482,28 +499,53 @@ async fn stalled_shared_stream_loses_and_repeats_nothing() {
     assert_eq!(answers, 1);
 }
 
-/// etcd#19179 (and #18089, the same miss seen by a resumed watch): a watch
-/// opened exactly at the compaction revision could miss a delete made in
-/// that revision. Cairn cancels it as compacted, so the client relists
-/// instead of missing the delete.
+/// etcd#18089 and #19179: a watch opened at the compaction revision must
+/// not miss a delete made in that revision. etcd 3.5 serves a start at
+/// the compacted revision (only one below it is compacted) and keeps the
+/// tombstones of that revision through compaction; so does Cairn. (etcd
+/// 3.4.23, the reference here, still drops the DELETE: not compared.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_at_the_compaction_revision_is_compacted() {
+async fn watch_at_the_compaction_revision_sees_its_deletes() {
     let c = Cluster::start(1, &[]).await;
     let ch = c.members[0].channel().await;
     let mut kv = c.members[0].kv().await;
-    put(&mut kv, "d", "1").await;
-    let del = delete(&mut kv, "d", "").await;
+    for v in ["v2", "v3", "v4"] {
+        put(&mut kv, "k", v).await;
+    }
+    let del = delete(&mut kv, "k", "").await;
+    let again = put(&mut kv, "k", "v6").await;
     kv.compact(CompactionRequest {
         revision: del,
         physical: true,
     })
     .await
     .expect("compact");
-    let mut s = Stream::open(ch, create("d", "", del, false, vec![])).await;
+    let mut s = Stream::open(ch, create("k", "", del, true, vec![])).await;
     assert!(s.next().await.expect("created").created);
-    let end = s.next().await.expect("cancel");
+    let got: Vec<(i32, i64, bool)> = s
+        .events(2)
+        .await
+        .iter()
+        .flat_map(|r| r.events.clone())
+        .map(|e| {
+            let kv = e.kv.unwrap_or_default();
+            (e.r#type, kv.mod_revision, e.prev_kv.is_some())
+        })
+        .collect();
+    // The delete (no prev_kv: the version before it was compacted away),
+    // then the put that created the key again (no prev_kv: a create).
+    assert_eq!(got, vec![(1, del, false), (0, again, false)]);
+    // One below the compaction revision is compacted.
+    let mut below = Stream::open(
+        c.members[0].channel().await,
+        create("k", "", del - 1, false, vec![]),
+    )
+    .await;
+    assert!(below.next().await.expect("created").created);
+    let end = below.next().await.expect("cancel");
     assert!(end.canceled);
     assert_eq!(end.compact_revision, del);
+    assert_eq!(end.cancel_reason, "");
 }
 
 /// etcd#20221: a watch on a future revision must not report progress

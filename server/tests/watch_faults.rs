@@ -219,8 +219,8 @@ async fn watcher(
             }
             if resp.canceled {
                 if resp.compact_revision > 0 {
-                    // A watch at the compaction revision is compacted too
-                    // (etcd#19179): resume after it.
+                    // Canceled as compacted: its start fell below the
+                    // compaction; resume after the compacted revision.
                     log.lock().unwrap().push(Seen::Gap {
                         from: next,
                         to: resp.compact_revision + 1,

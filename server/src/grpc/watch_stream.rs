@@ -200,6 +200,22 @@ impl Hub {
     }
 
     async fn create(&mut self, c: pb::WatchCreateRequest) {
+        // etcd refuses a range that selects nothing (`range_end` at or
+        // below `key`; "\0" means every key from `key` on) before it
+        // picks an id.
+        if !c.range_end.is_empty() && c.range_end.as_ref() != [0] && c.key >= c.range_end {
+            let header = Some(self.header_now());
+            self.send(Ok(pb::WatchResponse {
+                header,
+                watch_id: INVALID_WATCH_ID,
+                created: true,
+                canceled: true,
+                cancel_reason: msg::WATCHER_RANGE_EMPTY.into(),
+                ..Default::default()
+            }))
+            .await;
+            return;
+        }
         let id = if c.watch_id != 0 {
             c.watch_id
         } else {
@@ -217,7 +233,7 @@ impl Hub {
                 watch_id: INVALID_WATCH_ID,
                 created: true,
                 canceled: true,
-                cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream".into(),
+                cancel_reason: msg::DUPLICATE_WATCH_ID.into(),
                 ..Default::default()
             }))
             .await;
@@ -370,8 +386,9 @@ impl Hub {
                 header: Some(self.node.inner.header(0)),
                 watch_id: id,
                 canceled: true,
+                // etcd says why by `compact_revision` alone (clients key
+                // on it): no `cancel_reason`.
                 compact_revision: *compacted,
-                cancel_reason: msg::COMPACTED.into(),
                 ..Default::default()
             }),
             e => Err(Status::from(Error::from(e))),
