@@ -1076,3 +1076,41 @@ fn revoker_settles_in_the_background() {
     }
     assert_eq!(s.key_count(), 2);
 }
+
+/// Physical compaction keeps the tombstones of the compaction revision
+/// (a watch may start there and must see the deletes), and the next
+/// compaction removes them.
+#[test]
+fn tombstones_at_the_compaction_revision_last_until_the_next_compaction() {
+    for kind in BackendKind::ALL.into_iter().filter(|k| k.available()) {
+        let s = Store::open_temporary_with(kind).unwrap();
+        put(&s, "k", "1");
+        let del = s
+            .delete_range(
+                &DeleteRangeRequest {
+                    key: b("k"),
+                    ..Default::default()
+                },
+                b"",
+            )
+            .unwrap()
+            .revision;
+        put(&s, "other", "1");
+        let records = |s: &Store| s.export(&mut Vec::new()).unwrap().records;
+        s.compact(del, b"").unwrap();
+        s.wait_for_compaction().unwrap();
+        // The put of "k" is gone, its tombstone stays, "other" stays.
+        assert_eq!(records(&s), 2, "{kind}");
+        let h = s.history(del, del, usize::MAX).unwrap();
+        assert_eq!(h.events.len(), 1, "{kind}");
+        assert_eq!(h.events[0].1.kind, EventKind::Delete, "{kind}");
+        assert_eq!(h.events[0].1.kv.key, b("k"));
+        s.compact(del + 1, b"").unwrap();
+        s.wait_for_compaction().unwrap();
+        assert_eq!(records(&s), 1, "{kind}");
+        assert!(matches!(
+            s.history(del, del + 1, usize::MAX),
+            Err(Error::Compacted { .. })
+        ));
+    }
+}
