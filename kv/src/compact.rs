@@ -5,8 +5,11 @@
 //! read below `rev` is served and the index holds exactly the revisions a
 //! legal read can reach. Physical removal runs on a background thread: it
 //! walks the records with `main ≤ rev` in steps of `compaction_batch`,
-//! deleting each record whose revision its key's index no longer holds, and
-//! pauses between steps so writes are never stalled for long. Each step's
+//! deleting each record whose revision its key's index no longer holds —
+//! but the tombstones at `rev` itself, which a watch starting at the
+//! compacted revision must still see (etcd serves that start); the next
+//! compaction removes them — and pauses between steps so writes are never
+//! stalled for long. Each step's
 //! delete waits for in-flight reads and exports (the store's read barrier),
 //! so nothing a running read or snapshot export picked disappears under it. When done it
 //! records `compact_finished`. A crash midway is harmless: opening compacts

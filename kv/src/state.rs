@@ -211,8 +211,10 @@ pub(crate) fn load<B: Backend>(backend: &B) -> Result<(State, i64, i64)> {
                 }
                 Record::Tombstone(key) => {
                     key_lease.remove(&key);
-                    // A tombstone whose puts are gone is garbage left by an
-                    // unfinished compaction; the compactor removes it.
+                    // A tombstone whose puts are gone is one kept at the
+                    // compaction revision, or garbage left by an unfinished
+                    // compaction (the compactor removes that): the index
+                    // has no live key to close either way.
                     if let Some(ki) = index.get_mut(&key) {
                         ki.tombstone(rev);
                     }
