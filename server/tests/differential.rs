@@ -269,7 +269,7 @@ async fn hash_kv_compact_revision(ch: Channel) -> i64 {
 /// Fixed requests on fresh servers, before the random ones: compaction at
 /// 0 while nothing was compacted (accepted, once), and txn reads at
 /// negative revisions before and after it.
-async fn prelude(reference: &mut KvClient, cairn: &mut KvClient, etcd: &Etcd, c: &Cluster) {
+async fn prelude(reference: &mut KvClient, cairn: &mut KvClient, etcd: &Etcd, cairn_ch: Channel) {
     let txn_read_at = |revision: i64| {
         Req::Txn(TxnRequest {
             compare: vec![],
@@ -295,10 +295,7 @@ async fn prelude(reference: &mut KvClient, cairn: &mut KvClient, etcd: &Etcd, c:
         ..Default::default()
     });
     assert_eq!(hash_kv_compact_revision(etcd.channel()).await, -1);
-    assert_eq!(
-        hash_kv_compact_revision(c.members[0].channel().await).await,
-        -1
-    );
+    assert_eq!(hash_kv_compact_revision(cairn_ch.clone()).await, -1);
     for req in [
         txn_read_at(-1),
         txn_read_at(-2),
@@ -315,23 +312,54 @@ async fn prelude(reference: &mut KvClient, cairn: &mut KvClient, etcd: &Etcd, c:
         assert_eq!(got, want, "prelude: responses differ for {req:?}");
     }
     assert_eq!(hash_kv_compact_revision(etcd.channel()).await, 0);
-    assert_eq!(
-        hash_kv_compact_revision(c.members[0].channel().await).await,
-        0
-    );
+    assert_eq!(hash_kv_compact_revision(cairn_ch).await, 0);
+}
+
+/// The seeds to run: three fixed ones, or `CAIRN_DIFFERENTIAL_SEEDS`
+/// of them (the long run, `scripts/differential`).
+fn seeds() -> Vec<u64> {
+    match std::env::var("CAIRN_DIFFERENTIAL_SEEDS") {
+        Ok(n) => {
+            let n: u64 = n.parse().expect("CAIRN_DIFFERENTIAL_SEEDS: a count");
+            (1..=n)
+                .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .collect()
+        }
+        Err(_) => vec![0x5eed_u64, 0xc0ffee, 0xdead_beef],
+    }
+}
+
+/// Members of the Cairn side: 1, or `CAIRN_DIFFERENTIAL_MEMBERS`.
+fn members() -> usize {
+    std::env::var("CAIRN_DIFFERENTIAL_MEMBERS")
+        .map(|n| n.parse().expect("CAIRN_DIFFERENTIAL_MEMBERS: a count"))
+        .unwrap_or(1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_responses_as_etcd() {
-    for seed in [0x5eed_u64, 0xc0ffee, 0xdead_beef] {
+    let mut crashed = 0;
+    let mut all_errs = std::collections::BTreeMap::<String, usize>::new();
+    let seeds = seeds();
+    for &seed in &seeds {
         // A fresh pair of servers per seed, both at revision 1.
-        let c = Cluster::start(1, &[]).await;
-        let mut cairn = c.members[0].kv().await;
-        let etcd = Etcd::start();
+        let c = Cluster::start(members(), &[]).await;
+        // Through the leader: a serializable read on a follower may
+        // legitimately lag the write before it.
+        let leader = c.wait_leader(std::time::Duration::from_secs(20)).await;
+        let mut cairn = c.members[leader].kv().await;
+        let mut etcd = Etcd::start();
         let mut reference = etcd.kv().await;
         let mut r = Rng(seed);
-        prelude(&mut reference, &mut cairn, &etcd, &c).await;
+        prelude(
+            &mut reference,
+            &mut cairn,
+            &etcd,
+            c.members[leader].channel().await,
+        )
+        .await;
         let (mut oks, mut errs) = (0, std::collections::BTreeMap::<String, usize>::new());
+        let mut died = false;
         for step in 0..400 {
             let current = current_revision(&mut reference).await;
             let req = match r.below(100) {
@@ -348,6 +376,17 @@ async fn same_responses_as_etcd() {
             };
             let want = send(&mut reference, &req).await;
             let got = send(&mut cairn, &req).await;
+            if want.is_err() && etcd.exited() {
+                // The reference died on this request (etcd 3.4 panics on
+                // some nested txns that 3.5 answers): nothing to compare
+                // it with from here on.
+                eprintln!(
+                    "seed {seed:#x} step {step}: etcd 3.4 exited on {req:?}; Cairn answered {got:?}"
+                );
+                crashed += 1;
+                died = true;
+                break;
+            }
             assert_eq!(
                 got, want,
                 "seed {seed:#x} step {step}: responses differ for {req:?}"
@@ -357,17 +396,25 @@ async fn same_responses_as_etcd() {
                 Err((_, m)) => *errs.entry(m.clone()).or_default() += 1,
             }
         }
+        if died {
+            continue;
+        }
         // The sequence exercised both answers and etcd's errors.
         assert!(oks > 250, "seed {seed:#x}: only {oks} successes");
-        for m in [
-            "etcdserver: mvcc: required revision has been compacted",
-            "etcdserver: mvcc: required revision is a future revision",
-        ] {
-            assert!(
-                errs.contains_key(m),
-                "seed {seed:#x}: never saw {m:?}: {errs:?}"
-            );
+        for (m, n) in errs {
+            *all_errs.entry(m).or_default() += n;
         }
         drop(etcd);
     }
+    for m in [
+        "etcdserver: mvcc: required revision has been compacted",
+        "etcdserver: mvcc: required revision is a future revision",
+    ] {
+        assert!(all_errs.contains_key(m), "never saw {m:?}: {all_errs:?}");
+    }
+    assert!(
+        crashed * 4 <= seeds.len(),
+        "etcd exited in {crashed} of {} seeds",
+        seeds.len()
+    );
 }

@@ -438,6 +438,12 @@ impl Etcd {
         }
     }
 
+    /// True once the process has exited (etcd 3.4 panics on some
+    /// requests 3.5 answers).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
     pub fn channel(&self) -> Channel {
         Channel::from_shared(self.client_url.clone())
             .expect("url")
