@@ -6,6 +6,7 @@
 //! Owns: the node's [`ForwardHandler`]. A request this member cannot
 //! serve as leader is answered [`ForwardResponse::NotLeader`], so the
 //! sender asks again.
+//!
 //! May not: forward anything itself (a forwarded request is served here
 //! or answered NotLeader, never passed on), or build etcd's statuses.
 

@@ -4,6 +4,7 @@
 //!
 //! Owns: the identity file (written once, durably, by rename) and the
 //! refusal of a data dir that is not empty yet holds no member.
+//!
 //! May not: open storage or Raft (that is `start`'s).
 
 use std::path::Path;

@@ -6,6 +6,7 @@
 //! Owns: the lease calls of [`Inner`] and the background task
 //! `run_lessor`. Deadlines themselves are the [`crate::lease::Lessor`]'s;
 //! what a lease is (TTL, keys) is the kv store's.
+//!
 //! May not: change a lease's state outside Raft (every grant, revoke
 //! and checkpoint is proposed), or forward except through `route`.
 

@@ -8,9 +8,10 @@
 //! Owns: [`MemberInfo`], the voter set ([`Inner::voters`], the one place
 //! that collects it), [`Inner::change_membership`] and the tasks above.
 //! Leader routing is [`super::route`]'s.
-//! May not: change the membership except on the leader through
-//! openraft, or talk to other members except through `route` (the
-//! removal check asks them through the peer network).
+//!
+//! May not: change the membership except on the leader, through
+//! openraft. Requests go to the leader through `route`; only the removal
+//! check asks other members directly (it must reach one that knows more).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;

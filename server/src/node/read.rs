@@ -3,6 +3,7 @@
 //!
 //! Owns: [`Inner::read_barrier`] and the leader's read index. Reads
 //! themselves are served from the store by the caller.
+//!
 //! May not: write, or read the store (callers do, after the barrier).
 
 use std::time::Instant;

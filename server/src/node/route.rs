@@ -6,6 +6,7 @@
 //! Owns: [`Inner::leader`], [`Inner::require_leader`], the wait for a
 //! leader, and [`Inner::route`]. It decides nothing about what a request
 //! does; callers pass the local step and read the leader's answer.
+//!
 //! May not: match on error messages (every decision is on typed
 //! errors), or carry out a request itself.
 

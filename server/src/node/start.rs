@@ -5,6 +5,7 @@
 //! Owns: [`Node::start`], [`StartError`], openraft's configuration from
 //! etcd's flags, and binding the peer listeners. The identity file is
 //! [`super::identity`]'s.
+//!
 //! May not: serve clients (that is `crate::grpc`'s, on the node it
 //! returns).
 

@@ -5,6 +5,7 @@
 //! Owns: [`Inner::write`], the one durable-write path every client write,
 //! lease operation and checkpoint takes, and [`apply_result`]. Batching
 //! of concurrent writes into one entry is [`super::propose`]'s.
+//!
 //! May not: read (see `read`), or pick the leader itself (see `route`).
 
 use std::time::Instant;
