@@ -22,6 +22,10 @@
 //!
 //! Both halves meet through tonic's connection info: [`Coalesced`] puts
 //! its [`Gate`] there, and [`GateLayer`] finds it in each request.
+//!
+//! The socket's inbound bytes pass through an
+//! [`AuthorityFilter`](super::authority::AuthorityFilter) on their way to
+//! HTTP/2, so that etcd's clients' `:authority` values are accepted.
 
 use std::future::Future;
 use std::io;
@@ -29,6 +33,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicIsize, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
+
+use super::authority::AuthorityFilter;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -77,7 +83,16 @@ pub struct Coalesced {
     buf: BytesMut,
     /// When the bytes in `buf` began to be held.
     since: Option<Instant>,
+    /// The client's bytes on their way in (see `super::authority`).
+    inbound: AuthorityFilter,
+    /// Filtered bytes not yet read by HTTP/2.
+    filtered: BytesMut,
+    /// Where a read from the socket lands before the filter.
+    scratch: Box<[u8]>,
 }
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
 
 impl Coalesced {
     /// Wraps an accepted connection.
@@ -87,6 +102,9 @@ impl Coalesced {
             gate: Arc::default(),
             buf: BytesMut::new(),
             since: None,
+            inbound: AuthorityFilter::default(),
+            filtered: BytesMut::new(),
+            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
         }
     }
 
@@ -115,11 +133,30 @@ impl Coalesced {
 
 impl AsyncRead for Coalesced {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = self.get_mut();
+        loop {
+            if !this.filtered.is_empty() {
+                let n = this.filtered.len().min(buf.remaining());
+                buf.put_slice(&this.filtered.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if this.inbound.is_off() {
+                return Pin::new(&mut this.io).poll_read(cx, buf);
+            }
+            let mut read = ReadBuf::new(&mut this.scratch);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                // End of stream.
+                return Poll::Ready(Ok(()));
+            }
+            // A header block still being gathered leaves nothing to hand
+            // on yet: read again.
+            this.inbound.feed(read.filled(), &mut this.filtered);
+        }
     }
 }
 

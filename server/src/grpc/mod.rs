@@ -8,10 +8,12 @@
 //!
 //! - [`kv`], [`lease`], [`cluster`], [`maintenance`], [`watch`]: etcd's
 //!   services; `watch_stream`: one watch stream's task.
-//! - `metadata`: the `hasleader` request metadata.
+//! - `metadata`: the `hasleader` request metadata; [`authority`]: any
+//!   `:authority` a client sends accepted, as etcd does.
 //! - [`coalesce`]: the answers one commit wakes on a connection written
 //!   together.
 
+pub mod authority;
 pub mod cluster;
 pub mod coalesce;
 pub mod kv;
