@@ -9,17 +9,22 @@
 //! accept it. So the bytes a client sends pass through [`AuthorityFilter`]
 //! on their way to h2.
 //!
-//! The filter follows the client's HTTP/2 frames. Every header block
-//! (HEADERS and its CONTINUATIONs) is HPACK-decoded, which keeps a copy of
-//! the client's dynamic table; blocks go through as they came until one
-//! carries an `:authority` that is not a URI authority. From that block
-//! on, every block of the connection is encoded again without the dynamic
-//! table (literal fields only, an invalid `:authority` left out, which
-//! HTTP/2 allows), so h2's table, frozen from then on, is never referred
-//! to again and cannot disagree with the client's. Other frames pass as
-//! they are, unbuffered. Anything that is not HTTP/2 as expected (no
-//! client preface, a block that does not decode, frames out of order)
-//! switches the filter off: h2 then answers what it would have anyway.
+//! A gRPC client names the same `:authority` on every request of a
+//! connection (it is the channel's), so the connection's first request
+//! decides. The filter follows the client's HTTP/2 frames up to the first
+//! header block (HEADERS and its CONTINUATIONs) and HPACK-decodes it. If
+//! its `:authority` is a URI authority (or absent), the block goes on as
+//! it came and the filter switches off: every later byte passes
+//! untouched, at no cost. Otherwise every header block of the connection
+//! is decoded (keeping a copy of the client's dynamic table) and encoded
+//! again without the dynamic table (literal fields only, an invalid
+//! `:authority` left out, which HTTP/2 allows), so h2's table, never
+//! written, cannot disagree with the client's. Other frames pass as they
+//! are, unbuffered. Anything that is not HTTP/2 as expected (no client
+//! preface, a block that does not decode, frames out of order) switches
+//! the filter off: h2 then answers what it would have anyway. (A client
+//! that switched to an invalid `:authority` later on a connection would
+//! have those requests refused by h2, as before; none does.)
 
 use bytes::{BufMut, BytesMut};
 
@@ -80,7 +85,8 @@ pub struct AuthorityFilter {
     payload: BytesMut,
     block: Option<Block>,
     decoder: loona_hpack::Decoder<'static>,
-    /// Set once a block had to be rewritten: every later block is too.
+    /// Set when the first block had to be rewritten: every later block is
+    /// too.
     rewriting: bool,
 }
 
@@ -295,7 +301,10 @@ impl AuthorityFilter {
         }
         self.rewriting |= bad_authority;
         if !self.rewriting {
+            // The connection's first block, and a valid one: nothing to
+            // do for this connection.
             out.extend_from_slice(&block.raw);
+            self.state = State::Off;
             return;
         }
         let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
@@ -448,8 +457,8 @@ mod tests {
         ];
         for chunk in [1, 5, 4096] {
             // The bad value is then indexed by the client's encoder and
-            // referred to again; later valid ones too.
-            let seq = [forms[0], forms[1], forms[1], forms[2], forms[0], forms[2]];
+            // referred to again; valid ones in between too.
+            let seq = [forms[1], forms[1], forms[2], forms[0], forms[2], forms[0]];
             let (_, out) = run(&seq, chunk);
             let blocks = h2_view(&out);
             assert_eq!(blocks.len(), seq.len(), "chunk {chunk}");
@@ -468,6 +477,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A connection whose first request names a valid authority is left
+    /// alone from then on, whatever it sends.
+    #[test]
+    fn a_valid_first_authority_switches_the_filter_off() {
+        let (input, out) = run(&[b"127.0.0.1:2379", b"http://127.0.0.1:2379"], 4096);
+        assert_eq!(out, input);
+        let mut f = AuthorityFilter::default();
+        let mut enc = loona_hpack::Encoder::new();
+        let fields = request(b"127.0.0.1:2379", b"/x");
+        let refs: Vec<(&[u8], &[u8])> = fields.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        let mut input = PREFACE.to_vec();
+        input.extend(headers(&mut enc, 1, &refs));
+        f.feed(&input, &mut BytesMut::new());
+        assert!(f.is_off());
     }
 
     #[test]
