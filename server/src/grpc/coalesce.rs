@@ -145,6 +145,10 @@ impl AsyncRead for Coalesced {
                 return Poll::Ready(Ok(()));
             }
             if this.inbound.is_off() {
+                if !this.scratch.is_empty() {
+                    // Not needed any more on this connection.
+                    this.scratch = Box::default();
+                }
                 return Pin::new(&mut this.io).poll_read(cx, buf);
             }
             let mut read = ReadBuf::new(&mut this.scratch);
