@@ -23,9 +23,8 @@
 //! Both halves meet through tonic's connection info: [`Coalesced`] puts
 //! its [`Gate`] there, and [`GateLayer`] finds it in each request.
 //!
-//! The socket's inbound bytes pass through an
-//! [`AuthorityFilter`](super::authority::AuthorityFilter) on their way to
-//! HTTP/2, so that etcd's clients' `:authority` values are accepted.
+//! The socket's inbound bytes pass through an [`AuthorityFilter`] on their
+//! way to HTTP/2, so that etcd's clients' `:authority` values are accepted.
 
 use std::future::Future;
 use std::io;
