@@ -239,9 +239,7 @@ async fn sled_backend_serves_and_its_data_dir_refuses_fjall() {
         .to_str()
         .expect("utf-8 path")
         .to_string();
-    let (ok, out, err) = cairnutl(&["status", "--data-dir", &dir, "-w", "json"]);
-    assert!(ok, "{err}");
-    let st: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let st = cairnutl_status(&dir);
     assert_eq!(st["backend"], "sled", "{st}");
     assert_eq!(st["revision"], 22, "{st}");
 
@@ -291,6 +289,13 @@ fn cairnutl(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `cairnutl status -w json` of data dir `dir`, which must succeed.
+fn cairnutl_status(dir: &str) -> serde_json::Value {
+    let (ok, out, err) = cairnutl(&["status", "--data-dir", dir, "-w", "json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).expect("json")
+}
+
 /// `cairnutl status` and `hashkv` on a stopped member's data dir agree
 /// with what the member answered while it ran; a dir without a member is
 /// refused.
@@ -312,9 +317,7 @@ async fn cairnutl_reads_a_stopped_members_data_dir() {
         .to_str()
         .expect("utf-8 path")
         .to_string();
-    let (ok, out, err) = cairnutl(&["status", "--data-dir", &dir, "-w", "json"]);
-    assert!(ok, "{err}");
-    let st: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let st = cairnutl_status(&dir);
     assert_eq!(st["name"], "m0");
     assert_eq!(st["backend"], "fjall");
     assert_eq!(st["revision"], 32, "{st}");

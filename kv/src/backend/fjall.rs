@@ -137,51 +137,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batch_scan_get() {
-        let b = FjallBackend::temporary().unwrap();
-        let mut wb = WriteBatch::new();
-        wb.put(&b"a"[..], &b"1"[..]);
-        wb.put(&b"b"[..], &b"2"[..]);
-        wb.put(&b"c"[..], &b"3"[..]);
-        b.write(wb).unwrap();
-        let mut wb = WriteBatch::new();
-        wb.delete(&b"b"[..]);
-        b.write(wb).unwrap();
-        assert_eq!(b.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(b.get(b"b").unwrap(), None);
-        let keys: Vec<_> = b.scan(b"a", b"z").map(|r| r.unwrap().0).collect::<Vec<_>>();
-        assert_eq!(
-            keys,
-            vec![Bytes::from_static(b"a"), Bytes::from_static(b"c")]
-        );
-        b.flush().unwrap();
-    }
-
-    #[test]
-    fn reopening_right_after_drop_waits_for_the_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        for i in 0..30u32 {
-            let b = FjallBackend::open(dir.path()).unwrap();
-            let mut wb = WriteBatch::new();
-            wb.put(Bytes::from(format!("k{i}")), Bytes::from_static(b"v"));
-            b.write(wb).unwrap();
-            b.flush().unwrap();
-        }
-        let b = FjallBackend::open(dir.path()).unwrap();
-        assert_eq!(b.scan(b"k", b"l").count(), 30);
-    }
-
-    #[test]
-    fn a_database_held_open_is_refused_with_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let _held = FjallBackend::open(dir.path()).unwrap();
-        let started = Instant::now();
-        let err = FjallBackend::open(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("is in use by another process"), "{err}");
-        assert!(started.elapsed() >= LOCK_WAIT, "gave up early");
-    }
-
-    #[test]
     fn an_old_sled_database_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("conf"), b"segment_size: 524288").unwrap();

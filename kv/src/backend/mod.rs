@@ -264,7 +264,69 @@ impl Backend for Engine {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
+
+    /// The engines this build carries.
+    fn kinds() -> impl Iterator<Item = BackendKind> {
+        BackendKind::ALL.into_iter().filter(|k| k.available())
+    }
+
+    #[test]
+    fn batch_scan_get() {
+        for kind in kinds() {
+            let b = Engine::temporary(kind).unwrap();
+            let mut wb = WriteBatch::new();
+            wb.put(&b"a"[..], &b"1"[..]);
+            wb.put(&b"b"[..], &b"2"[..]);
+            wb.put(&b"c"[..], &b"3"[..]);
+            b.write(wb).unwrap();
+            let mut wb = WriteBatch::new();
+            wb.delete(&b"b"[..]);
+            b.write(wb).unwrap();
+            assert_eq!(b.get(b"a").unwrap().as_deref(), Some(&b"1"[..]), "{kind}");
+            assert_eq!(b.get(b"b").unwrap(), None, "{kind}");
+            let keys: Vec<_> = b.scan(b"a", b"z").map(|r| r.unwrap().0).collect::<Vec<_>>();
+            assert_eq!(
+                keys,
+                vec![Bytes::from_static(b"a"), Bytes::from_static(b"c")],
+                "{kind}"
+            );
+            b.flush().unwrap();
+        }
+    }
+
+    #[test]
+    fn reopening_right_after_drop_waits_for_the_lock() {
+        for kind in kinds() {
+            let dir = tempfile::tempdir().unwrap();
+            for i in 0..30u32 {
+                let b = Engine::open(dir.path(), kind).unwrap();
+                let mut wb = WriteBatch::new();
+                wb.put(Bytes::from(format!("k{i}")), Bytes::from_static(b"v"));
+                b.write(wb).unwrap();
+                b.flush().unwrap();
+            }
+            let b = Engine::open(dir.path(), kind).unwrap();
+            assert_eq!(b.scan(b"k", b"l").count(), 30, "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_database_held_open_is_refused_with_a_clear_error() {
+        for kind in kinds() {
+            let dir = tempfile::tempdir().unwrap();
+            let _held = Engine::open(dir.path(), kind).unwrap();
+            let started = Instant::now();
+            let err = Engine::open(dir.path(), kind).err().unwrap().to_string();
+            assert!(
+                err.contains("is in use by another process"),
+                "{kind}: {err}"
+            );
+            assert!(started.elapsed() >= LOCK_WAIT, "{kind}: gave up early");
+        }
+    }
 
     #[test]
     fn names_parse_back() {
