@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use cairn_kv::BackendKind;
 
+use crate::tls::{TlsInfo, TlsSettings};
+
 /// `--initial-cluster-state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ClusterState {
@@ -67,6 +69,16 @@ pub struct Config {
     /// The kv store's engine (`--backend`); a data dir keeps the one it
     /// was created with.
     pub backend: BackendKind,
+    /// TLS on the client port (`--cert-file`, `--key-file`,
+    /// `--trusted-ca-file`, `--client-cert-auth`, `--client-crl-file`,
+    /// `--auto-tls`); used by `https://` client URLs.
+    pub client_tls: TlsInfo,
+    /// TLS on the peer port and to peers (the `--peer-*` twins, with
+    /// `--peer-cert-allowed-cn` and `--peer-cert-allowed-hostname`); used
+    /// by `https://` peer URLs.
+    pub peer_tls: TlsInfo,
+    /// Cipher suites and versions of both ports.
+    pub tls: TlsSettings,
 }
 
 /// etcd's default `--max-request-bytes`.
@@ -95,6 +107,9 @@ impl Default for Config {
             watch_progress_notify_interval: std::time::Duration::from_secs(600),
             lease_checkpoint_interval: std::time::Duration::from_secs(5),
             backend: BackendKind::default(),
+            client_tls: TlsInfo::default(),
+            peer_tls: TlsInfo::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -160,6 +175,7 @@ impl Config {
         {
             check_url(u)?;
         }
+        self.validate_tls()?;
         if self.initial_cluster_state == ClusterState::New || !self.initial_cluster.is_empty() {
             let mine = self
                 .initial_cluster
@@ -184,6 +200,54 @@ impl Config {
                     self.initial_advertise_peer_urls.join(",")
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// TLS settings that cannot work, refused as etcd refuses them; TLS
+    /// files given for `http://` URLs are only warned about (etcd's rule).
+    fn validate_tls(&self) -> Result<(), String> {
+        self.tls.validate()?;
+        for u in &self.listen_client_urls {
+            if u.starts_with("https://") && self.client_tls.is_empty() {
+                return Err(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {u} with HTTPS scheme"
+                ));
+            }
+        }
+        let peer_urls = self
+            .listen_peer_urls
+            .iter()
+            .chain(&self.initial_advertise_peer_urls)
+            .chain(self.initial_cluster.iter().flat_map(|(_, u)| u));
+        for u in peer_urls {
+            if u.starts_with("https://") && self.peer_tls.is_empty() {
+                return Err(format!(
+                    "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url {u} with HTTPS scheme"
+                ));
+            }
+        }
+        for (info, flag) in [
+            (&self.client_tls, "--client-cert-auth"),
+            (&self.peer_tls, "--peer-client-cert-auth"),
+        ] {
+            if info.client_cert_auth && info.trusted_ca_file.is_none() && !info.auto_tls {
+                return Err(format!(
+                    "{flag} needs a trusted CA file to check certificates against"
+                ));
+            }
+        }
+        if self.peer_tls.allowed_cn.is_some() && self.peer_tls.allowed_hostname.is_some() {
+            return Err(format!(
+                "AllowedCN and AllowedHostname are mutually exclusive (cn={:?}, hostname={:?})",
+                self.peer_tls.allowed_cn.as_deref().unwrap_or_default(),
+                self.peer_tls
+                    .allowed_hostname
+                    .as_deref()
+                    .unwrap_or_default()
+            ));
         }
         Ok(())
     }
@@ -241,6 +305,14 @@ pub fn check_url(u: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The host of a URL checked by [`check_url`] (an IPv6 address without
+/// its brackets).
+pub fn host_of(u: &str) -> &str {
+    let hp = host_port(u);
+    let host = hp.rsplit_once(':').map_or(hp, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// The `host:port` of a URL checked by [`check_url`].

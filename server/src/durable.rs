@@ -2,8 +2,9 @@
 //! new one whole, never a mix, and a file reported written survives.
 //! The one helper for the member's identity and snapshot metadata.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Writes `bytes` to `path`: to a temporary file beside it, fsynced, then
@@ -11,7 +12,13 @@ use std::path::Path;
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = File::create(&tmp)?;
+        // Owner only: a member's files are its own (etcd's 0600).
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         // Contents on disk before the rename publishes them.
         f.sync_all()?;

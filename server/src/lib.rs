@@ -37,6 +37,7 @@
 
 #![deny(missing_docs)]
 
+pub mod accept;
 pub mod client;
 pub mod config;
 pub mod convert;
@@ -47,6 +48,7 @@ pub mod lease;
 pub mod node;
 pub mod raft;
 pub mod status;
+pub mod tls;
 pub mod watch;
 
 pub use cairn_kv as kv;

@@ -267,7 +267,9 @@ async fn embedded_client_and_grpc_answer_alike() {
 
     let local = start(dir.path(), "local", None).await;
     let served = start(dir.path(), "served", Some(url.clone())).await;
-    let listeners = cairn::grpc::bind_clients(&served).await.expect("bind");
+    let listeners = cairn::grpc::bind_clients(served.config())
+        .await
+        .expect("bind");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(cairn::grpc::serve(served.clone(), listeners, async {
         let _ = stop_rx.await;

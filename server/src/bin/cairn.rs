@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cairn::config::{parse_duration, DEFAULT_MAX_REQUEST_BYTES};
+use cairn::tls::{TlsInfo, TlsSettings, TlsVersion};
 use cairn::{ClusterState, Config, Node};
 use clap::Parser;
 use serde::Deserialize;
@@ -122,6 +123,60 @@ struct Flags {
     /// refused.
     #[arg(long, env = "CAIRN_BACKEND", default_value = "fjall")]
     backend: String,
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file (client
+    /// certificates become required).
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    client_cert_auth: bool,
+    /// Path to the client certificate revocation list file.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    client_crl_file: Option<PathBuf>,
+    /// Client TLS using generated certificates.
+    #[arg(long, env = "ETCD_AUTO_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    auto_tls: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    peer_client_cert_auth: bool,
+    /// Path to the peer certificate revocation list file.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE")]
+    peer_crl_file: Option<PathBuf>,
+    /// Peer TLS using self-generated certificates.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    peer_auto_tls: bool,
+    /// Allowed CN for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN")]
+    peer_cert_allowed_cn: Option<String>,
+    /// Allowed TLS hostname for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME")]
+    peer_cert_allowed_hostname: Option<String>,
+    /// Comma-separated list of supported TLS 1.2 cipher suites between
+    /// client/server and peers (empty: every suite supported).
+    #[arg(long, env = "ETCD_CIPHER_SUITES", default_value = "")]
+    cipher_suites: String,
+    /// Minimum TLS version supported: TLS1.2 or TLS1.3.
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION")]
+    tls_min_version: Option<String>,
+    /// Maximum TLS version supported: TLS1.2 or TLS1.3 (default: the
+    /// newest).
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION")]
+    tls_max_version: Option<String>,
     /// Path to a YAML configuration file with etcd's keys. When given,
     /// other flags and environment variables are ignored (as in etcd).
     #[arg(long, env = "ETCD_CONFIG_FILE")]
@@ -152,6 +207,25 @@ struct FileConfig {
     experimental_enable_lease_checkpoint: Option<bool>,
     log_level: Option<String>,
     backend: Option<String>,
+    client_transport_security: Option<SecurityFile>,
+    peer_transport_security: Option<SecurityFile>,
+    cipher_suites: Option<Vec<String>>,
+    tls_min_version: Option<String>,
+    tls_max_version: Option<String>,
+}
+
+/// etcd's `client-transport-security` and `peer-transport-security`.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct SecurityFile {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    client_cert_auth: Option<bool>,
+    trusted_ca_file: Option<PathBuf>,
+    auto_tls: Option<bool>,
+    crl_file: Option<PathBuf>,
+    allowed_cn: Option<String>,
+    allowed_hostname: Option<String>,
 }
 
 fn urls(s: &str) -> Vec<String> {
@@ -168,7 +242,29 @@ fn load_file(path: &PathBuf) -> Result<Flags, String> {
     let f: FileConfig = serde_yaml_ng::from_str(&raw)
         .map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
     let d = Flags::parse_from(["cairn"]);
+    let c = f.client_transport_security.unwrap_or_default();
+    let p = f.peer_transport_security.unwrap_or_default();
     Ok(Flags {
+        cert_file: c.cert_file,
+        key_file: c.key_file,
+        trusted_ca_file: c.trusted_ca_file,
+        client_cert_auth: c.client_cert_auth.unwrap_or(d.client_cert_auth),
+        client_crl_file: c.crl_file,
+        auto_tls: c.auto_tls.unwrap_or(d.auto_tls),
+        peer_cert_file: p.cert_file,
+        peer_key_file: p.key_file,
+        peer_trusted_ca_file: p.trusted_ca_file,
+        peer_client_cert_auth: p.client_cert_auth.unwrap_or(d.peer_client_cert_auth),
+        peer_crl_file: p.crl_file,
+        peer_auto_tls: p.auto_tls.unwrap_or(d.peer_auto_tls),
+        peer_cert_allowed_cn: p.allowed_cn,
+        peer_cert_allowed_hostname: p.allowed_hostname,
+        cipher_suites: f
+            .cipher_suites
+            .map(|v| v.join(","))
+            .unwrap_or(d.cipher_suites),
+        tls_min_version: f.tls_min_version,
+        tls_max_version: f.tls_max_version,
         name: f.name.unwrap_or(d.name),
         data_dir: f.data_dir.or(d.data_dir),
         listen_client_urls: f.listen_client_urls.unwrap_or(d.listen_client_urls),
@@ -245,7 +341,42 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         lease_checkpoint_interval: parse_duration(&f.experimental_lease_checkpoint_interval)
             .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?,
         backend: f.backend.parse().map_err(|e| format!("--backend: {e}"))?,
+        client_tls: TlsInfo {
+            cert_file: f.cert_file.clone(),
+            key_file: f.key_file.clone(),
+            trusted_ca_file: f.trusted_ca_file.clone(),
+            client_cert_auth: f.client_cert_auth,
+            crl_file: f.client_crl_file.clone(),
+            auto_tls: f.auto_tls,
+            allowed_cn: None,
+            allowed_hostname: None,
+        },
+        peer_tls: TlsInfo {
+            cert_file: f.peer_cert_file.clone(),
+            key_file: f.peer_key_file.clone(),
+            trusted_ca_file: f.peer_trusted_ca_file.clone(),
+            client_cert_auth: f.peer_client_cert_auth,
+            crl_file: f.peer_crl_file.clone(),
+            auto_tls: f.peer_auto_tls,
+            allowed_cn: f.peer_cert_allowed_cn.clone().filter(|s| !s.is_empty()),
+            allowed_hostname: f
+                .peer_cert_allowed_hostname
+                .clone()
+                .filter(|s| !s.is_empty()),
+        },
+        tls: TlsSettings {
+            cipher_suites: urls(&f.cipher_suites),
+            min_version: tls_version(&f.tls_min_version, "--tls-min-version")?,
+            max_version: tls_version(&f.tls_max_version, "--tls-max-version")?,
+        },
     })
+}
+
+fn tls_version(v: &Option<String>, flag: &str) -> Result<Option<TlsVersion>, String> {
+    match v.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|e| format!("{flag}: {e}")),
+    }
 }
 
 fn log_filter(level: &str) -> Result<&'static str, String> {
@@ -269,6 +400,9 @@ fn main() -> ExitCode {
     // keys) spent most of its time in the kernel zeroing pages while the
     // writes behind it waited. Also keeps RSS to what is used.
     let thp = rustix::thread::disable_transparent_huge_pages(true);
+    // Everything this process creates (data dir, files, certificates) is
+    // its owner's alone: directories 0700, files 0600.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let flags = Flags::parse();
     let flags = match &flags.config_file {
         Some(p) => match load_file(p) {
@@ -325,14 +459,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), String> {
+    config.validate()?;
+    let listeners = cairn::grpc::bind_clients(&config)
+        .await
+        .map_err(|e| e.to_string())?;
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    let listeners = match cairn::grpc::bind_clients(&node).await {
-        Ok(l) => l,
-        Err(e) => {
-            node.shutdown().await;
-            return Err(e.to_string());
-        }
-    };
     tokio::select! {
         _ = node.wait_ready() => {}
         _ = signal() => {

@@ -34,12 +34,12 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
 use super::authority::AuthorityFilter;
+use crate::accept::Conn;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tonic::codegen::http;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -77,7 +77,7 @@ impl Gate {
 /// connection's calls are woken and not yet polled is kept and written
 /// with what follows.
 pub struct Coalesced {
-    io: TcpStream,
+    io: Conn,
     gate: Arc<Gate>,
     buf: BytesMut,
     /// When the bytes in `buf` began to be held.
@@ -95,7 +95,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 impl Coalesced {
     /// Wraps an accepted connection.
-    pub fn new(io: TcpStream) -> Self {
+    pub fn new(io: Conn) -> Self {
         Self {
             io,
             gate: Arc::default(),
@@ -369,12 +369,13 @@ impl<F> Drop for Tracked<F> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     async fn pair() -> (Coalesced, TcpStream) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
-        (Coalesced::new(b.unwrap().0), a.unwrap())
+        (Coalesced::new(Conn::Plain(b.unwrap().0)), a.unwrap())
     }
 
     fn noop_call(gate: &Arc<Gate>) -> Arc<Call> {

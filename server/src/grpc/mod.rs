@@ -24,10 +24,9 @@ pub mod watch;
 mod watch_stream;
 
 use std::future::Future;
+use std::sync::Arc;
 
-use futures::StreamExt;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use self::cluster::ClusterService;
 use self::coalesce::{Coalesced, GateLayer};
@@ -35,18 +34,59 @@ use self::kv::KvService;
 use self::lease::LeaseService;
 use self::maintenance::MaintenanceService;
 use self::watch::WatchService;
+use crate::config::Config;
 use crate::node::{resolve, Node, StartError};
+use crate::tls::ServerTls;
 
-/// Binds every `--listen-client-urls` address (before serving, so a bad
-/// address fails the start) and returns the listeners.
-pub async fn bind_clients(node: &Node) -> Result<Vec<TcpListener>, StartError> {
+/// A bound client port: its listener, and its TLS when the URL is
+/// `https://`.
+pub struct ClientListener {
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+}
+
+/// Binds every `--listen-client-urls` address and loads the client port's
+/// TLS; called before the member starts, so that a bad address or
+/// certificate fails the start before anything is written. With
+/// `--auto-tls` the self-signed certificate is made under the data dir
+/// (`fixtures/client`) for the listen URLs' hosts.
+pub async fn bind_clients(config: &Config) -> Result<Vec<ClientListener>, StartError> {
+    let mut tls = None;
     let mut out = Vec::new();
-    for url in &node.config().listen_client_urls {
+    for url in &config.listen_client_urls {
         let addr = resolve(url).await?;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             StartError::Config(format!("listen-client-urls {url}: cannot bind: {e}"))
         })?;
-        out.push(listener);
+        let port_tls = if url.starts_with("https://") {
+            if tls.is_none() {
+                let hosts: Vec<&str> = config
+                    .listen_client_urls
+                    .iter()
+                    .map(|u| crate::config::host_of(u))
+                    .collect();
+                let info = config
+                    .client_tls
+                    .resolve_auto(&config.data_dir.join("fixtures").join("client"), &hosts)
+                    .map_err(StartError::Config)?;
+                let server =
+                    ServerTls::new(&info, &config.tls, "client").map_err(StartError::Config)?;
+                tls = Some(Arc::new(server));
+            }
+            tls.clone()
+        } else {
+            if !config.client_tls.is_empty() {
+                tracing::warn!(
+                    client_url = %url,
+                    "scheme is HTTP while key and cert files are present; ignoring key and cert files"
+                );
+            }
+            None
+        };
+        out.push(ClientListener {
+            listener,
+            tls: port_tls,
+        });
     }
     Ok(out)
 }
@@ -55,12 +95,13 @@ pub async fn bind_clients(node: &Node) -> Result<Vec<TcpListener>, StartError> {
 /// `listeners` until `shutdown` completes.
 pub async fn serve(
     node: Node,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<ClientListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    for listener in listeners {
+    let mut accepts = Vec::new();
+    for ClientListener { listener, tls } in listeners {
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -76,13 +117,21 @@ pub async fn serve(
             .add_service(MaintenanceService::server(&node))
             .add_service(WatchService::server(&node))
             .add_service(LeaseService::server(&node));
+        let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<std::io::Result<Coalesced>>(64);
+        accepts.push(crate::accept::spawn(
+            listener,
+            tls,
+            "client",
+            stop_rx.clone(),
+            move |conn| {
+                let conn_tx = conn_tx.clone();
+                async move {
+                    let _ = conn_tx.send(Ok(Coalesced::new(conn))).await;
+                }
+            },
+        ));
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(conn_rx);
         let mut rx = stop_rx.clone();
-        // The builder's tcp_nodelay applies only to listeners it binds
-        // itself; without it a response written as two segments waits for
-        // the client's delayed ACK (40 ms).
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .map(|conn| conn.map(Coalesced::new));
         tasks.push(tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -93,6 +142,9 @@ pub async fn serve(
     }
     shutdown.await;
     let _ = stop_tx.send(true);
+    for a in accepts {
+        let _ = a.await;
+    }
     for t in tasks {
         match t.await {
             Ok(r) => r?,

@@ -8,6 +8,7 @@
 //! May not: open storage or Raft (that is `start`'s).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use super::StartError;
 use crate::config::Config;
 use crate::raft::forward::{ForwardRequest, ForwardResponse};
 use crate::raft::network::Peers;
+use crate::tls::ClientTls;
 
 /// The identity a member keeps in its data dir.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,7 +71,9 @@ pub(super) fn cluster_id(member_ids: &[u64], token: &str) -> u64 {
 }
 
 /// The identity in `path`; `None` for a fresh data dir. A data dir that
-/// is not empty yet has no identity file is refused.
+/// is not empty yet has no identity file is refused; the automatic TLS
+/// certificates (`fixtures/`, made before the member starts) do not
+/// count.
 pub(super) fn read_identity(data_dir: &Path, path: &Path) -> Result<Option<Identity>, StartError> {
     match std::fs::read(path) {
         Ok(raw) => serde_json::from_slice(&raw)
@@ -80,7 +84,7 @@ pub(super) fn read_identity(data_dir: &Path, path: &Path) -> Result<Option<Ident
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let non_empty = match std::fs::read_dir(data_dir) {
-                Ok(mut it) => it.next().is_some(),
+                Ok(mut it) => it.any(|e| e.map_or(true, |e| e.file_name() != "fixtures")),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
                 Err(e) => return Err(e.into()),
             };
@@ -109,8 +113,11 @@ pub(super) fn write_identity(path: &Path, idt: &Identity) -> Result<(), StartErr
 /// For `--initial-cluster-state existing`: asks the other members listed in
 /// `--initial-cluster` for the cluster id and finds this member (added
 /// beforehand with MemberAdd) by its peer URLs.
-pub(super) async fn join_identity(config: &Config) -> Result<Identity, StartError> {
-    let peers = Peers::new(0);
+pub(super) async fn join_identity(
+    config: &Config,
+    tls: Option<Arc<ClientTls>>,
+) -> Result<Identity, StartError> {
+    let peers = Peers::new(0).with_tls(tls);
     let mut mine = config.initial_advertise_peer_urls.clone();
     mine.sort();
     let others: Vec<&String> = config

@@ -36,6 +36,7 @@ use crate::raft::network::{PeerService, Peers};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::MAX_PEER_MESSAGE;
 use crate::raft::{Member, Raft};
+use crate::tls::{ClientTls, ServerTls};
 use crate::watch::EventSender;
 
 /// Why a member could not start.
@@ -112,6 +113,7 @@ impl Node {
     /// to listen on.
     pub async fn start(config: Config) -> Result<Node, StartError> {
         config.validate().map_err(StartError::Config)?;
+        data_dir_permissions(&config.data_dir)?;
         let member_dir = config.data_dir.join("member");
         let identity_path = member_dir.join("cluster");
         let existing = read_identity(&config.data_dir, &identity_path)?;
@@ -126,6 +128,7 @@ impl Node {
                 });
             }
         }
+        let peer_tls = PeerTls::load(&config)?;
         let bootstrap_members: Option<BTreeMap<u64, Member>>;
         let identity = match existing {
             Some(idt) => {
@@ -165,7 +168,7 @@ impl Node {
                 }
                 ClusterState::Existing => {
                     bootstrap_members = None;
-                    join_identity(&config).await?
+                    join_identity(&config, peer_tls.dialing.clone()).await?
                 }
             },
         };
@@ -206,7 +209,8 @@ impl Node {
         .map_err(|e| StartError::Config(e.to_string()))?;
 
         let peers = Peers::new(identity.cluster_id)
-            .with_rpc_timeout_floor(Duration::from_millis(config.election_timeout));
+            .with_rpc_timeout_floor(Duration::from_millis(config.election_timeout))
+            .with_tls(peer_tls.dialing.clone());
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),
@@ -247,7 +251,18 @@ impl Node {
 
         // Peer service first, so the others can reach us while we bootstrap.
         for url in &config.listen_peer_urls {
-            serve_peers(&inner, url, &member_dir).await?;
+            let tls = if url.starts_with("https://") {
+                peer_tls.serving.clone()
+            } else {
+                if !config.peer_tls.is_empty() {
+                    tracing::warn!(
+                        peer_url = %url,
+                        "scheme is HTTP while key and cert files are present; ignoring key and cert files"
+                    );
+                }
+                None
+            };
+            serve_peers(&inner, url, tls, &member_dir).await?;
         }
 
         if let Some(members) = bootstrap_members {
@@ -282,7 +297,12 @@ impl Node {
 
 /// Serves the peer service (Raft's RPCs, forwarded requests, and the
 /// plain append connections beside them) on `url` until the member stops.
-async fn serve_peers(inner: &Arc<Inner>, url: &str, member_dir: &Path) -> Result<(), StartError> {
+async fn serve_peers(
+    inner: &Arc<Inner>,
+    url: &str,
+    tls: Option<Arc<ServerTls>>,
+    member_dir: &Path,
+) -> Result<(), StartError> {
     let addr = resolve(url).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -302,6 +322,7 @@ async fn serve_peers(inner: &Arc<Inner>, url: &str, member_dir: &Path) -> Result
     // Append connections are served beside gRPC on the same port.
     let (incoming, accept_task) = crate::raft::append_wire::incoming(
         listener,
+        tls,
         crate::raft::append_wire::FollowerSide {
             cluster_id: inner.cluster_id,
             raft: inner.raft.clone(),
@@ -323,6 +344,87 @@ async fn serve_peers(inner: &Arc<Inner>, url: &str, member_dir: &Path) -> Result
     });
     inner.push_task(task);
     Ok(())
+}
+
+/// The peer port's TLS, loaded once at start: the side that serves
+/// (`https://` listen peer URLs) and the side that dials (`https://` peer
+/// URLs of any member).
+struct PeerTls {
+    serving: Option<Arc<ServerTls>>,
+    dialing: Option<Arc<ClientTls>>,
+}
+
+impl PeerTls {
+    fn load(config: &Config) -> Result<Self, StartError> {
+        let https = |u: &String| u.starts_with("https://");
+        let serves = config.listen_peer_urls.iter().any(https);
+        let dials = serves
+            || config.initial_advertise_peer_urls.iter().any(https)
+            || config
+                .initial_cluster
+                .iter()
+                .flat_map(|(_, u)| u)
+                .any(https);
+        if !serves && !dials {
+            return Ok(Self {
+                serving: None,
+                dialing: None,
+            });
+        }
+        let hosts: Vec<&str> = config
+            .listen_peer_urls
+            .iter()
+            .chain(&config.initial_advertise_peer_urls)
+            .map(|u| crate::config::host_of(u))
+            .collect();
+        let info = config
+            .peer_tls
+            .resolve_auto(&config.data_dir.join("fixtures").join("peer"), &hosts)
+            .map_err(StartError::Config)?;
+        let serving = if serves {
+            Some(Arc::new(
+                ServerTls::new(&info, &config.tls, "peer").map_err(StartError::Config)?,
+            ))
+        } else {
+            None
+        };
+        let dialing = Some(Arc::new(
+            ClientTls::new(&info, &config.tls).map_err(StartError::Config)?,
+        ));
+        Ok(Self { serving, dialing })
+    }
+}
+
+/// Creates the data dir owner-only (0700) if it is not there; one that
+/// is there and open to others is warned about, as etcd does.
+fn data_dir_permissions(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::metadata(dir) {
+        Ok(m) => {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    data_dir = %dir.display(),
+                    permission = %format!("{mode:o}"),
+                    "check file permission: the data dir is open to other users; \
+                     the recommended permission is 700 (rwx------)"
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StartError::DataDir {
+                path: dir.to_path_buf(),
+                reason: format!("cannot create: {e}"),
+            }),
+        Err(e) => Err(StartError::DataDir {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// The address to bind for `url`; IPv4 first, so `localhost` means

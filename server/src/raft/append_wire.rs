@@ -54,6 +54,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::append_stream::{self, Inbound};
 use super::{TypeConfig, MAX_PEER_MESSAGE};
+use crate::accept::Conn;
+use crate::tls::ServerTls;
 
 /// What a leader's append connection opens with.
 pub const PREFACE: &[u8; 15] = b"CAIRN-APPEND/1\n";
@@ -373,55 +375,47 @@ async fn serve_connection(mut s: TcpStream, side: FollowerSide) {
     }
 }
 
-/// Accepts connections on the peer port: append connections are served
-/// here (by `serve`), every other one is passed on to the gRPC server
-/// through the returned stream. Accepting stops once `stop` turns true.
+/// Accepts connections on the peer port: plain append connections are
+/// served here (by `serve`), every other one (gRPC, and every connection
+/// of an `https://` port once its handshake is done) is passed on to the
+/// gRPC server through the returned stream. Accepting stops once `stop`
+/// turns true.
 pub(crate) fn split_incoming<F, Fut>(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     serve: F,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> (
-    impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    impl Stream<Item = io::Result<Conn>> + Send + 'static,
     tokio::task::JoinHandle<()>,
 )
 where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<TcpStream>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Conn>>(64);
     let serve = Arc::new(serve);
-    let task = tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            let s = match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    // Out of descriptors and the like: back off a little.
-                    tracing::warn!(error = %e, "peer port: accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+    let task = crate::accept::spawn(listener, tls, "peer", stop, move |conn| {
+        let tx = tx.clone();
+        let serve = Arc::clone(&serve);
+        async move {
+            let s = match conn {
+                Conn::Plain(s) => s,
+                tls @ Conn::Tls(_) => {
+                    let _ = tx.send(Ok(tls)).await;
+                    return;
                 }
             };
-            // Nagle off: a message written as two segments would wait for
-            // the other side's delayed ACK.
-            let _ = s.set_nodelay(true);
-            let tx = tx.clone();
-            let serve = Arc::clone(&serve);
-            tokio::spawn(async move {
-                let mut first = [0u8; 1];
-                let append = matches!(
-                    tokio::time::timeout(HELLO_TIMEOUT, s.peek(&mut first)).await,
-                    Ok(Ok(1)) if first[0] == PREFACE[0]
-                );
-                if append {
-                    serve(s).await;
-                } else {
-                    let _ = tx.send(Ok(s)).await;
-                }
-            });
+            let mut first = [0u8; 1];
+            let append = matches!(
+                tokio::time::timeout(HELLO_TIMEOUT, s.peek(&mut first)).await,
+                Ok(Ok(1)) if first[0] == PREFACE[0]
+            );
+            if append {
+                serve(s).await;
+            } else {
+                let _ = tx.send(Ok(Conn::Plain(s))).await;
+            }
         }
     });
     (tokio_stream::wrappers::ReceiverStream::new(rx), task)
@@ -430,13 +424,19 @@ where
 /// [`split_incoming`] serving append connections for `side`.
 pub(crate) fn incoming(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     side: FollowerSide,
 ) -> (
-    impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    impl Stream<Item = io::Result<Conn>> + Send + 'static,
     tokio::task::JoinHandle<()>,
 ) {
     let stop = side.stop.clone();
-    split_incoming(listener, move |s| serve_connection(s, side.clone()), stop)
+    split_incoming(
+        listener,
+        tls,
+        move |s| serve_connection(s, side.clone()),
+        stop,
+    )
 }
 
 /// The `host:port` of a peer URL that the append connection can use
@@ -524,6 +524,7 @@ mod tests {
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let (incoming, _task) = split_incoming(
             listener,
+            None,
             move |mut s: TcpStream| async move {
                 if !accept_hello(&mut s, cluster_id).await.unwrap_or(false) {
                     return;

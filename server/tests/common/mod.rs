@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,7 +44,11 @@ pub struct Member {
 
 impl Member {
     pub fn endpoint(&self) -> String {
-        self.client_url.trim_start_matches("http://").to_string()
+        if self.client_url.starts_with("https://") {
+            self.client_url.clone()
+        } else {
+            self.client_url.trim_start_matches("http://").to_string()
+        }
     }
 
     pub fn start(&mut self) {
@@ -170,6 +176,15 @@ impl Cluster {
     /// Starts `n` members (fast timeouts for tests unless `extra` says
     /// otherwise) and waits for a leader.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let c = Cluster::launch(n, extra, "http", "http");
+        c.wait_leader(Duration::from_secs(30)).await;
+        c
+    }
+
+    /// Starts `n` members with client and peer URLs of the given schemes
+    /// (`http`, `https`) and does not wait: a TLS cluster is waited for
+    /// with etcdctl ([`Cluster::wait_ready_ctl`]).
+    pub fn launch(n: usize, extra: &[&str], client: &str, peer: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !extra.iter().any(|e| e == "--election-timeout") {
@@ -180,8 +195,8 @@ impl Cluster {
             .map(|i| {
                 let name = format!("m{i}");
                 Member {
-                    client_url: format!("http://127.0.0.1:{}", free_port()),
-                    peer_url: format!("http://127.0.0.1:{}", free_port()),
+                    client_url: format!("{client}://127.0.0.1:{}", free_port()),
+                    peer_url: format!("{peer}://127.0.0.1:{}", free_port()),
                     data_dir: dir.path().join(&name),
                     log: dir.path().join(format!("{name}.log")),
                     name,
@@ -201,18 +216,27 @@ impl Cluster {
             m.initial_cluster = ic.clone();
             m.start();
         }
-        let c = Cluster {
+        Cluster {
             dir,
             members,
             extra,
-        };
-        c.wait_leader(Duration::from_secs(30)).await;
-        c
+        }
     }
 
     /// A new (not yet started) member joining with state `existing`.
     pub fn new_member(&mut self, name: &str, extra: &[&str]) -> usize {
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        self.new_member_with(name, extra, "http", "http")
+    }
+
+    /// [`Cluster::new_member`] with client and peer URL schemes.
+    pub fn new_member_with(
+        &mut self,
+        name: &str,
+        extra: &[&str],
+        client: &str,
+        peer: &str,
+    ) -> usize {
+        let peer_url = format!("{peer}://127.0.0.1:{}", free_port());
         let mut ic: Vec<String> = self
             .members
             .iter()
@@ -223,7 +247,7 @@ impl Cluster {
         ex.extend(extra.iter().map(|s| s.to_string()));
         self.members.push(Member {
             name: name.into(),
-            client_url: format!("http://127.0.0.1:{}", free_port()),
+            client_url: format!("{client}://127.0.0.1:{}", free_port()),
             peer_url,
             data_dir: self.dir.path().join(name),
             log: self.dir.path().join(format!("{name}.log")),
@@ -233,6 +257,45 @@ impl Cluster {
             child: None,
         });
         self.members.len() - 1
+    }
+
+    /// Waits until etcdctl (with `tls` flags) gets every running member's
+    /// status and all name the same leader; returns the leader's index.
+    pub fn wait_ready_ctl(&self, tls: &[&str], timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            let mut ids = Vec::new();
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                let mut args = tls.to_vec();
+                args.extend(["endpoint", "status", "-w", "json"]);
+                let (ok, out, _) = etcdctl(&m.endpoint(), &args);
+                let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+                let status = &v[0]["Status"];
+                if ok {
+                    leaders.push(status["leader"].as_u64().unwrap_or(0));
+                    ids.push(status["header"]["member_id"].as_u64().unwrap_or(0));
+                } else {
+                    leaders.push(0);
+                    ids.push(0);
+                }
+            }
+            if let Some(&l) = leaders.first() {
+                if l != 0 && leaders.iter().all(|x| *x == l) {
+                    if let Some(i) = ids.iter().position(|id| *id == l) {
+                        let running: Vec<usize> = (0..self.members.len())
+                            .filter(|i| self.members[*i].child.is_some())
+                            .collect();
+                        return running[i];
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("no agreed leader within {timeout:?}: {leaders:x?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn endpoints(&self) -> String {

@@ -14,6 +14,7 @@ use super::{CLUSTER_ID_HEADER, MAX_PEER_MESSAGE};
 use crate::raft::forward::{ForwardError, ForwardRequest, ForwardResponse};
 use crate::raft::forward_stream;
 use crate::raft::{decode, encode, Member};
+use crate::tls::ClientTls;
 
 /// Opens gRPC channels to peers, one per address, shared by every user.
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct Peers {
     pub(super) rpc_floor: Duration,
     /// Pipes of forwarded requests, one per peer URL.
     pipes: Arc<Mutex<HashMap<String, forward_stream::Pipe>>>,
+    /// How `https://` peers are dialed; `None`: they cannot be.
+    tls: Option<Arc<ClientTls>>,
 }
 
 impl Peers {
@@ -39,7 +42,14 @@ impl Peers {
             urls: Arc::default(),
             rpc_floor: Duration::ZERO,
             pipes: Arc::default(),
+            tls: None,
         }
+    }
+
+    /// Dials `https://` peers with `tls`.
+    pub fn with_tls(mut self, tls: Option<Arc<ClientTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Gives every Raft RPC at least `floor` to answer. openraft times
@@ -93,6 +103,44 @@ impl Peers {
         self.client_for(url)
     }
 
+    /// A new channel to the peer at `url`: plain for `http://`, over TLS
+    /// for `https://` (the TLS is ours: tonic dials the same address as
+    /// `http://` through a connector that runs the handshake).
+    fn channel(&self, url: &str) -> Result<Channel, Status> {
+        let bad = |e: &dyn std::fmt::Display| {
+            Status::invalid_argument(format!("bad peer URL {url}: {e}"))
+        };
+        let Some(rest) = url.strip_prefix("https://") else {
+            return Ok(Endpoint::from_shared(url.to_string())
+                .map_err(|e| bad(&e))?
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .connect_lazy());
+        };
+        let tls = self.tls.clone().ok_or_else(|| {
+            Status::unavailable(format!(
+                "peer URL {url} is https but this member has no peer TLS (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file or --peer-auto-tls)"
+            ))
+        })?;
+        let endpoint = Endpoint::from_shared(format!("http://{rest}"))
+            .map_err(|e| bad(&e))?
+            .connect_timeout(Duration::from_secs(1));
+        let host = crate::config::host_of(url).to_string();
+        let addr = crate::config::host_port(url).to_string();
+        let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+            let tls = Arc::clone(&tls);
+            let host = host.clone();
+            let addr = addr.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
+                let s = tls.connect(&host, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        });
+        Ok(endpoint.connect_with_connector_lazy(connector))
+    }
+
     /// A client for the peer at `url`.
     pub fn client_for(&self, url: &str) -> Result<PeerClient<Channel>, Status> {
         let channel = {
@@ -103,11 +151,7 @@ impl Peers {
             match map.get(url) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = Endpoint::from_shared(url.to_string())
-                        .map_err(|e| Status::invalid_argument(format!("bad peer URL {url}: {e}")))?
-                        .connect_timeout(Duration::from_secs(1))
-                        .tcp_nodelay(true)
-                        .connect_lazy();
+                    let c = self.channel(url)?;
                     map.insert(url.to_string(), c.clone());
                     c
                 }
