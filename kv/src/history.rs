@@ -31,6 +31,20 @@ impl<B: Backend> Store<B> {
     /// itself, its events are all there (physical compaction keeps its
     /// tombstones), as etcd serves them.
     pub fn history(&self, from: i64, until: i64, max_events: usize) -> Result<History> {
+        self.history_within(from, until, max_events, usize::MAX)
+    }
+
+    /// [`Store::history`], also stopping after the revision in which the
+    /// records read reach `max_bytes` (keys and values as stored), so a
+    /// chunk of large values stays small: at most `max_bytes` and one
+    /// revision's records (one request's, itself bounded).
+    pub fn history_within(
+        &self,
+        from: i64,
+        until: i64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<History> {
         let _reading = self.inner.reading()?;
         let (current, compacted) = {
             let st = self.inner.read_state()?;
@@ -53,14 +67,17 @@ impl<B: Backend> Store<B> {
         let start = record::record_key(Revision::new(from, 0));
         let end = record::records_end_after(until);
         let mut last_main = None;
+        let mut bytes = 0usize;
         for item in self.inner.backend.scan(&start, &end) {
             let (k, v) = self.inner.guard(item.map_err(Error::Backend))?;
             let rev = record::revision_of(&k)?;
-            if out.events.len() >= max_events && last_main != Some(rev.main) {
+            let full = out.events.len() >= max_events || bytes >= max_bytes;
+            if full && last_main != Some(rev.main) {
                 out.next = rev.main;
                 return self.recheck(out, from);
             }
             last_main = Some(rev.main);
+            bytes = bytes.saturating_add(k.len() + v.len());
             Record::decode_each(rev, &v, |rev, rec| {
                 let (kind, kv) = match rec {
                     Record::Put(kv) => (EventKind::Put, kv),

@@ -700,6 +700,19 @@ fn history_matches_the_events_of_the_writes() {
         from = h.next;
     }
     assert_eq!(chunked, produced);
+    // Bounded by bytes instead (a byte: every chunk is one revision):
+    // the same sequence again, revisions whole.
+    let mut by_bytes = Vec::new();
+    let mut from = 2;
+    while from <= current {
+        let h = s.history_within(from, current, usize::MAX, 1).unwrap();
+        assert!(h.next > from);
+        let revs: std::collections::BTreeSet<i64> = h.events.iter().map(|(r, _)| *r).collect();
+        assert!(revs.len() <= 1, "one revision per chunk: {revs:?}");
+        by_bytes.extend(filled_history(&s, h.events));
+        from = h.next;
+    }
+    assert_eq!(by_bytes, produced);
 
     s.compact(current - 10, b"").unwrap();
     s.wait_for_compaction().unwrap();

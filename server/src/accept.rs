@@ -3,9 +3,12 @@
 //! process runs out of file descriptors.
 //!
 //! One task accepts; each accepted connection gets its own task, which
-//! runs the handshake (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`]) and
-//! then hands the connection on, so a client that stalls its handshake
-//! holds up no one. A refused handshake is logged with the client's
+//! runs the handshake (bounded by [`HANDSHAKE_TIMEOUT`]) and then hands
+//! the connection on, so a client that stalls its handshake holds up no
+//! one. A plain connection must send its first bytes within the same
+//! time, or it is closed: a connection that never speaks would otherwise
+//! hold a descriptor for ever (HTTP/2's keepalive pings, which close
+//! half-open connections later on, start only after the preface). A refused handshake is logged with the client's
 //! address. An accept that fails for want of descriptors (`EMFILE`,
 //! `ENFILE`) or memory is logged once per episode and retried with a
 //! growing pause (up to a second) instead of at once, which would spin a
@@ -23,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::tls::ServerTls;
+use crate::tls::{ServerTls, HANDSHAKE_TIMEOUT};
 
 /// An accepted connection: plain TCP, or TLS over it.
 pub enum Conn {
@@ -192,7 +195,13 @@ where
             let tls = tls.clone();
             tokio::spawn(async move {
                 let conn = match tls {
-                    None => Conn::Plain(tcp),
+                    None => {
+                        if !speaks(&tcp).await {
+                            tracing::debug!(port, remote = %addr, "closed a connection that sent nothing");
+                            return;
+                        }
+                        Conn::Plain(tcp)
+                    }
                     Some(tls) => match tls.accept(tcp).await {
                         Ok(s) => Conn::Tls(Box::new(s)),
                         Err(e) => {
@@ -205,6 +214,18 @@ where
             });
         }
     })
+}
+
+/// Whether a plain connection sends its first bytes within
+/// [`HANDSHAKE_TIMEOUT`] (every client of these ports speaks first: an
+/// HTTP/2 preface, or an append stream's hello). One that does not is
+/// closed instead of holding a descriptor for ever.
+async fn speaks(tcp: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await,
+        Ok(Ok(1))
+    )
 }
 
 fn refused(port: &'static str, addr: SocketAddr, e: &io::Error) {

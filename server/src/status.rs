@@ -42,6 +42,9 @@ pub mod msg {
     pub const BAD_LEADER_TRANSFEREE: &str = "etcdserver: bad leader transferee";
     pub const WATCHER_RANGE_EMPTY: &str = "mvcc: watcher range is empty";
     pub const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+    /// Cairn's own: a stream already carries the most watchers it may
+    /// (etcd has no bound).
+    pub const TOO_MANY_WATCHERS: &str = "etcdserver: too many watchers on this watch stream";
     /// Cairn's own: a command a batch entry may not carry (never reaches a
     /// client; a batch is built only of puts, deletes and txns).
     pub const NOT_BATCHABLE: &str = "etcdserver: only puts, deletes and txns can be batched";

@@ -182,6 +182,21 @@ async fn etcdctl_against_one_member() {
         .expect_err("too large");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert_eq!(e.message(), "etcdserver: request is too large");
+    // Over the receive limit (--max-request-bytes + 512 KiB): refused
+    // before it is read, with grpc-go's code and message, as etcd does.
+    let e = kv
+        .put(cairn::proto::etcdserverpb::PutRequest {
+            key: b"huge".to_vec().into(),
+            value: vec![0u8; 10 << 20].into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("over the receive limit");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert_eq!(
+        e.message(),
+        "grpc: received message larger than max (10485771 vs. 2097152)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@
 //! - `metadata`: the `hasleader` request metadata; [`authority`]: any
 //!   `:authority` a client sends accepted, as etcd does.
 //! - [`coalesce`]: the answers one commit wakes on a connection written
-//!   together.
+//!   together; [`oversize`]: etcd's answer to a request over the size
+//!   limit.
 
 pub mod authority;
 pub mod cluster;
@@ -20,6 +21,7 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 mod metadata;
+pub mod oversize;
 pub mod watch;
 mod watch_stream;
 
@@ -111,6 +113,8 @@ pub async fn serve(
             // With `Coalesced` below: the answers that one commit wakes
             // on a connection go out in one write (see [`coalesce`]).
             .layer(GateLayer)
+            // etcd's code for a request over the size limit.
+            .layer(oversize::OversizeLayer)
             .add_service(health)
             .add_service(KvService::server(&node))
             .add_service(ClusterService::server(&node))

@@ -27,18 +27,21 @@ use cairn_kv as kv;
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::mvccpb;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
 
-use super::watch::{HISTORY_CHUNK, INVALID_WATCH_ID};
+use super::watch::{
+    Outgoing, CATCH_UP_PERMITS, HISTORY_CHUNK, HISTORY_CHUNK_BYTES, INVALID_WATCH_ID,
+    MAX_WATCHERS_PER_STREAM, STREAM_BUFFER_BYTES,
+};
 use crate::error::Error;
 use crate::node::Node;
 use crate::status::msg;
 use crate::watch::filter::Filter;
 use crate::watch::RevEvents;
 
-type Tx = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+type Tx = mpsc::Sender<Outgoing>;
 
 /// Serves one stream until the client goes away (or, with `hasleader`,
 /// the member loses its leader).
@@ -63,6 +66,8 @@ pub(super) async fn serve(
         sent: 0,
         progress_target: 0,
         caught_up: done_tx,
+        reading: Arc::new(Semaphore::new(CATCH_UP_PERMITS)),
+        unread: Arc::new(Semaphore::new(STREAM_BUFFER_BYTES)),
         open: true,
     };
     let mut leader_check = tokio::time::interval(Duration::from_millis(500));
@@ -89,7 +94,7 @@ pub(super) async fn serve(
             _ = progress_tick.tick() => hub.on_progress_tick().await,
             _ = leader_check.tick(), if wants_leader => {
                 if hub.node.inner.leader().is_none() {
-                    let _ = hub.tx.send(Err(Status::from(Error::NoLeader))).await;
+                    let _ = hub.tx.send((Err(Status::from(Error::NoLeader)), None)).await;
                     break;
                 }
             }
@@ -124,6 +129,13 @@ struct Hub {
     progress_target: i64,
     /// Where catch-up tasks hand their chunks back.
     caught_up: mpsc::UnboundedSender<CaughtUp>,
+    /// Chunks being read or waiting to be sent: a catch-up holds a
+    /// permit from before its read until the stream has taken its chunk,
+    /// so a stream whose client does not read holds a bounded number.
+    reading: Arc<Semaphore>,
+    /// Bytes of responses the client has not taken yet (see
+    /// `STREAM_BUFFER_BYTES`).
+    unread: Arc<Semaphore>,
     /// False once the client is gone.
     open: bool,
 }
@@ -147,6 +159,8 @@ struct CaughtUp {
     id: i64,
     serial: u64,
     read: Result<Chunk, kv::Error>,
+    /// Given back once the chunk is sent.
+    _permit: OwnedSemaphorePermit,
 }
 
 struct Chunk {
@@ -159,7 +173,16 @@ struct Chunk {
 
 impl Hub {
     async fn send(&mut self, resp: Result<pb::WatchResponse, Status>) {
-        if self.tx.send(resp).await.is_err() {
+        let bytes = resp
+            .as_ref()
+            .map_or(0, approximate_size)
+            .clamp(1, STREAM_BUFFER_BYTES);
+        let share = tokio::select! {
+            p = Arc::clone(&self.unread).acquire_many_owned(bytes as u32) => p.ok(),
+            // Gone while we waited for it to read.
+            _ = self.tx.closed() => None,
+        };
+        if share.is_none() || self.tx.send((resp, share)).await.is_err() {
             self.open = false;
         }
     }
@@ -227,6 +250,18 @@ impl Hub {
         };
         let current = self.node.inner.store.current_revision();
         let header = Some(self.node.inner.header(current));
+        if self.watchers.len() >= MAX_WATCHERS_PER_STREAM {
+            self.send(Ok(pb::WatchResponse {
+                header,
+                watch_id: INVALID_WATCH_ID,
+                created: true,
+                canceled: true,
+                cancel_reason: msg::TOO_MANY_WATCHERS.into(),
+                ..Default::default()
+            }))
+            .await;
+            return;
+        }
         if self.watchers.contains_key(&id) || id < 0 {
             self.send(Ok(pb::WatchResponse {
                 header,
@@ -278,10 +313,19 @@ impl Hub {
         let filter = w.filter.clone();
         let (next, serial) = (w.next, w.serial);
         let done = self.caught_up.clone();
+        let reading = Arc::clone(&self.reading);
         w.catching_up = Some(tokio::spawn(async move {
+            let Ok(permit) = reading.acquire_owned().await else {
+                return; // the stream is gone
+            };
             let read = tokio::task::spawn_blocking(move || read_chunk(&store, &filter, next)).await;
             let read = read.unwrap_or_else(|e| Err(kv::Error::Backend(Box::new(e))));
-            let _ = done.send(CaughtUp { id, serial, read });
+            let _ = done.send(CaughtUp {
+                id,
+                serial,
+                read,
+                _permit: permit,
+            });
         }));
     }
 
@@ -510,11 +554,26 @@ impl Hub {
     }
 }
 
+/// A response's size as far as the buffer bound is concerned: its keys
+/// and values, and a little for the rest of each event (exact enough to
+/// bound memory, cheaper than encoding).
+fn approximate_size(resp: &pb::WatchResponse) -> usize {
+    let kv = |kv: &Option<mvccpb::KeyValue>| {
+        kv.as_ref()
+            .map_or(0, |kv| kv.key.len() + kv.value.len() + 32)
+    };
+    64 + resp
+        .events
+        .iter()
+        .map(|e| kv(&e.kv) + kv(&e.prev_kv))
+        .sum::<usize>()
+}
+
 /// Reads the next chunk of history from `next` for a watcher: its events
 /// only, with their previous values if it asked for them.
 fn read_chunk(store: &kv::Store, filter: &Filter, next: i64) -> Result<Chunk, kv::Error> {
     let current = store.current_revision();
-    let h = store.history(next, current, HISTORY_CHUNK)?;
+    let h = store.history_within(next, current, HISTORY_CHUNK, HISTORY_CHUNK_BYTES)?;
     let mut events: Vec<kv::Event> = h
         .events
         .into_iter()

@@ -39,6 +39,8 @@ pub struct Member {
     pub extra: Vec<String>,
     pub initial_cluster: String,
     pub state: &'static str,
+    /// Started with this descriptor limit (`ulimit -n`).
+    pub fd_limit: Option<u32>,
     child: Option<Child>,
 }
 
@@ -58,7 +60,18 @@ impl Member {
             .append(true)
             .open(&self.log)
             .expect("open log");
-        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        // With `fd_limit`, through a shell that lowers the descriptor
+        // limit first.
+        let mut cmd = match self.fd_limit {
+            None => Command::new(env!("CARGO_BIN_EXE_cairn")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(env!("CARGO_BIN_EXE_cairn"));
+                c
+            }
+        };
+        let child = cmd
             .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -112,6 +125,11 @@ impl Member {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -203,6 +221,7 @@ impl Cluster {
                     extra: extra.clone(),
                     initial_cluster: String::new(),
                     state: "new",
+                    fd_limit: None,
                     child: None,
                 }
             })
@@ -254,6 +273,7 @@ impl Cluster {
             extra: ex,
             initial_cluster: ic.join(","),
             state: "existing",
+            fd_limit: None,
             child: None,
         });
         self.members.len() - 1
@@ -364,6 +384,28 @@ impl Cluster {
             }
         }
     }
+}
+
+/// A process's resident memory in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// CPU time a process has used (user and system).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// Runs etcdctl (v3 API) against `endpoints`; returns (success, stdout, stderr).
