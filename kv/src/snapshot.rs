@@ -139,8 +139,16 @@ impl<B: Backend> Store<B> {
         let inner = self.inner();
         let mut crc = crc32fast::Hasher::new();
         let mut read = |n: usize, crc: &mut crc32fast::Hasher| -> Result<Vec<u8>> {
-            let mut b = vec![0u8; n];
-            r.read_exact(&mut b).map_err(|_| bad("truncated image"))?;
+            // Grown as bytes arrive, not sized from the length field: a
+            // damaged length must not allocate gigabytes up front.
+            let mut b = Vec::with_capacity(n.min(64 << 10));
+            r.by_ref()
+                .take(n as u64)
+                .read_to_end(&mut b)
+                .map_err(|_| bad("truncated image"))?;
+            if b.len() < n {
+                return Err(bad("truncated image"));
+            }
             crc.update(&b);
             Ok(b)
         };

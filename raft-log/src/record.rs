@@ -155,4 +155,36 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any bytes: refused, or a record whose encoding is exactly the
+        /// bytes it was read from.
+        #[test]
+        fn any_bytes_decode_to_nothing_or_to_their_own_encoding(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128),
+            valid_crc: bool,
+        ) {
+            let mut raw = raw;
+            if valid_crc && raw.len() >= HEADER_LEN {
+                // Make the checksum right so the body checks are reached.
+                let n = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize;
+                let body = HEADER_LEN..(HEADER_LEN + n).min(raw.len());
+                let crc = crc32fast::hash(&raw[body]);
+                raw[4..8].copy_from_slice(&crc.to_le_bytes());
+            }
+            let bytes = Bytes::from(raw);
+            if let Ok((rec, len)) = decode(&bytes) {
+                let mut again = Vec::new();
+                match rec {
+                    Record::Entry { index, term, payload } => {
+                        encode_entry(&mut again, index, term, &payload)
+                    }
+                    Record::Committed(index) => encode_committed(&mut again, index),
+                };
+                proptest::prop_assert_eq!(&again[..], &bytes[..len]);
+            }
+        }
+    }
 }

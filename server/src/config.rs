@@ -79,6 +79,9 @@ pub struct Config {
     pub peer_tls: TlsInfo,
     /// Cipher suites and versions of both ports.
     pub tls: TlsSettings,
+    /// HTTP/2 streams one client connection may have open at once
+    /// (`--max-concurrent-streams`; etcd's default: no bound).
+    pub max_concurrent_streams: u32,
 }
 
 /// etcd's default `--max-request-bytes`.
@@ -110,6 +113,7 @@ impl Default for Config {
             client_tls: TlsInfo::default(),
             peer_tls: TlsInfo::default(),
             tls: TlsSettings::default(),
+            max_concurrent_streams: u32::MAX,
         }
     }
 }
@@ -162,6 +166,9 @@ impl Config {
         }
         if self.max_txn_ops == 0 {
             return Err("--max-txn-ops must be > 0".into());
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err("--max-concurrent-streams must be > 0".into());
         }
         if self.max_request_bytes == 0 {
             return Err("--max-request-bytes must be > 0".into());
@@ -286,7 +293,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if total <= 0.0 {
         return Err(format!("duration must be positive: {s:?}"));
     }
-    Ok(std::time::Duration::from_secs_f64(total))
+    std::time::Duration::try_from_secs_f64(total)
+        .map_err(|_| format!("duration out of range: {s:?}"))
 }
 
 /// Accepts `http://host:port` and `https://host:port`.

@@ -86,6 +86,9 @@ struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// Maximum concurrent streams that each client can open at a time.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    max_concurrent_streams: u32,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
@@ -202,6 +205,7 @@ struct FileConfig {
     experimental_snapshot_catchup_entries: Option<u64>,
     max_request_bytes: Option<usize>,
     max_txn_ops: Option<usize>,
+    max_concurrent_streams: Option<u32>,
     experimental_watch_progress_notify_interval: Option<String>,
     experimental_lease_checkpoint_interval: Option<String>,
     experimental_enable_lease_checkpoint: Option<bool>,
@@ -239,8 +243,12 @@ fn urls(s: &str) -> Vec<String> {
 fn load_file(path: &PathBuf) -> Result<Flags, String> {
     let raw = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let f: FileConfig = serde_yaml_ng::from_str(&raw)
-        .map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+    from_yaml(&raw).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+}
+
+/// The flags a configuration file's text sets.
+fn from_yaml(raw: &str) -> Result<Flags, String> {
+    let f: FileConfig = serde_yaml_ng::from_str(raw).map_err(|e| e.to_string())?;
     let d = Flags::parse_from(["cairn"]);
     let c = f.client_transport_security.unwrap_or_default();
     let p = f.peer_transport_security.unwrap_or_default();
@@ -284,6 +292,7 @@ fn load_file(path: &PathBuf) -> Result<Flags, String> {
             .unwrap_or(d.experimental_snapshot_catchup_entries),
         max_request_bytes: f.max_request_bytes.unwrap_or(d.max_request_bytes),
         max_txn_ops: f.max_txn_ops.unwrap_or(d.max_txn_ops),
+        max_concurrent_streams: f.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
         experimental_watch_progress_notify_interval: f
             .experimental_watch_progress_notify_interval
             .unwrap_or(d.experimental_watch_progress_notify_interval),
@@ -334,6 +343,7 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         snapshot_catchup_entries: f.experimental_snapshot_catchup_entries,
         max_request_bytes: f.max_request_bytes,
         max_txn_ops: f.max_txn_ops,
+        max_concurrent_streams: f.max_concurrent_streams,
         watch_progress_notify_interval: parse_duration(
             &f.experimental_watch_progress_notify_interval,
         )
@@ -539,12 +549,47 @@ mod tests {
         assert_eq!(c.snapshot_count, 100_000);
         assert_eq!(c.max_request_bytes, 1536 * 1024);
         assert_eq!(c.max_txn_ops, 128);
+        assert_eq!(c.max_concurrent_streams, u32::MAX);
         assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(600));
         assert_eq!(c.lease_checkpoint_interval, Duration::from_secs(5));
         assert_eq!(c.snapshot_catchup_entries, 5000);
         // A name alone moves the data dir, as in etcd.
         let c = to_config(&Flags::parse_from(["cairn", "--name", "m1"])).expect("config");
         assert_eq!(c.data_dir, PathBuf::from("m1.cairn"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// A configuration file of any text, or of etcd's keys with any
+        /// values, is taken or refused with a message; never a panic.
+        #[test]
+        fn any_config_file_is_taken_or_refused(
+            raw in ".{0,200}",
+            entries in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "name", "data-dir", "listen-client-urls", "initial-cluster",
+                        "initial-cluster-state", "heartbeat-interval", "election-timeout",
+                        "max-request-bytes", "max-concurrent-streams", "cipher-suites",
+                        "tls-min-version", "experimental-watch-progress-notify-interval",
+                        "client-transport-security", "peer-transport-security", "backend",
+                    ]),
+                    proptest::prop_oneof!["[ -~]{0,24}", "[0-9]{1,30}(ns|ms|s|m|h)"],
+                ),
+                0..6,
+            ),
+        ) {
+            if let Ok(f) = from_yaml(&raw) {
+                let _ = to_config(&f);
+            }
+            let doc: String = entries.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+            if let Ok(f) = from_yaml(&doc) {
+                if let Ok(c) = to_config(&f) {
+                    let _ = c.validate();
+                }
+            }
+        }
     }
 
     #[test]
@@ -556,5 +601,7 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5x").is_err());
+        // Too long for a Duration: refused, not a panic.
+        assert!(parse_duration("99999999999999999999999h").is_err());
     }
 }

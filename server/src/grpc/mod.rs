@@ -110,6 +110,7 @@ pub async fn serve(
             .await;
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .max_concurrent_streams(node.config().max_concurrent_streams)
             // With `Coalesced` below: the answers that one commit wakes
             // on a connection go out in one write (see [`coalesce`]).
             .layer(GateLayer)

@@ -19,6 +19,8 @@
 mod append_stream;
 pub(crate) mod append_wire;
 pub mod apply;
+#[cfg(test)]
+mod decode_fuzz;
 pub mod forward;
 pub mod forward_stream;
 mod heartbeat;

@@ -38,8 +38,8 @@ pub const CLUSTER_ID_HEADER: &str = "cairn-cluster-id";
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 /// The first message of a snapshot stream.
-#[derive(Serialize, Deserialize)]
-struct SnapshotHeader {
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SnapshotHeader {
     vote: Vote,
     meta: SnapshotMeta,
 }
