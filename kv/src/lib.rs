@@ -70,6 +70,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 pub mod backend;
 pub mod compact;
 pub mod error;

@@ -50,6 +50,9 @@ pub enum Meta {
     /// Present while a snapshot image is being imported: a store opened
     /// with it holds a partial import and is wiped.
     Importing,
+    /// The auth state (users, roles, whether auth is on), as the caller
+    /// encodes it: opaque here, replicated and imaged with the rest.
+    Auth,
 }
 
 impl Meta {
@@ -61,6 +64,7 @@ impl Meta {
             Meta::CompactScheduled => b"mcompact_scheduled",
             Meta::CompactFinished => b"mcompact_finished",
             Meta::Importing => b"mimporting",
+            Meta::Auth => b"mauth",
         }
     }
 }

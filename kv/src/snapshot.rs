@@ -4,7 +4,8 @@
 //! "CAIRNKV1"
 //! current i64 BE | compacted i64 BE | applied length u32 BE | applied bytes
 //! entries: key length u32 BE | backend key | value length u32 BE | value
-//!   first the history records, oldest first; then the lease table
+//!   first the history records, oldest first; then the lease table;
+//!   then the auth state, if any (key "mauth")
 //! //! end: u32::MAX | CRC32 of every byte before it, u32 BE
 //! ```
 //!
@@ -73,11 +74,20 @@ impl<B: Backend> Store<B> {
         let _reading = inner.reading()?;
         let (current, compacted, applied, leases) = {
             let st = inner.read_state()?;
-            let leases: Vec<(Bytes, Bytes)> = st
+            let mut leases: Vec<(Bytes, Bytes)> = st
                 .leases
                 .iter()
                 .map(|(id, l)| (lease::lease_key(*id), lease::encode(l.ttl, l.remaining_ttl)))
                 .collect();
+            // The auth state as of the same moment (it changes only under
+            // the state lock).
+            if let Some(auth) = inner
+                .backend
+                .get(Meta::Auth.key())
+                .map_err(Error::Backend)?
+            {
+                leases.push((Bytes::from_static(Meta::Auth.key()), auth));
+            }
             (st.current, st.compacted, st.applied.clone(), leases)
         };
         let mut out = CrcWriter {
@@ -186,6 +196,8 @@ impl<B: Backend> Store<B> {
             let v = read(vlen, &mut crc)?;
             if lease::is_lease_key(&k) {
                 lease::decode(&k, &v)?;
+            } else if k == Meta::Auth.key() {
+                // Opaque here; its owner checks it when it loads it.
             } else {
                 record::revision_of(&k)?;
                 records += 1;

@@ -82,6 +82,12 @@ pub struct Config {
     /// HTTP/2 streams one client connection may have open at once
     /// (`--max-concurrent-streams`; etcd's default: no bound).
     pub max_concurrent_streams: u32,
+    /// `--auth-token`: `simple`, or `jwt,pub-key=…,priv-key=…,sign-method=…`.
+    pub auth_token: String,
+    /// `--auth-token-ttl`: how long a simple token is good for.
+    pub auth_token_ttl: std::time::Duration,
+    /// `--bcrypt-cost`: the cost of password hashes.
+    pub bcrypt_cost: u32,
 }
 
 /// etcd's default `--max-request-bytes`.
@@ -114,6 +120,9 @@ impl Default for Config {
             peer_tls: TlsInfo::default(),
             tls: TlsSettings::default(),
             max_concurrent_streams: u32::MAX,
+            auth_token: "simple".into(),
+            auth_token_ttl: crate::auth::DEFAULT_TOKEN_TTL,
+            bcrypt_cost: crate::auth::DEFAULT_BCRYPT_COST,
         }
     }
 }

@@ -77,6 +77,37 @@ pub enum Error {
     Internal(String),
     /// A call Cairn does not serve (yet).
     Unsupported(String),
+    /// Authentication is on and the request names no user (no token, no
+    /// client certificate).
+    UserEmpty,
+    /// The caller may not do this.
+    PermissionDenied,
+    /// The token is unknown, expired, or of a user changed since.
+    InvalidAuthToken,
+    /// Wrong user name or password (or a user without a password).
+    AuthFailed,
+    /// An auth call that needs authentication on.
+    AuthNotEnabled,
+    /// Enabling auth without a `root` user.
+    RootUserNotExist,
+    /// Enabling auth while `root` lacks the `root` role.
+    RootRoleNotExist,
+    /// Adding a user that exists.
+    UserAlreadyExist,
+    /// No user by that name.
+    UserNotFound,
+    /// Adding a role that exists.
+    RoleAlreadyExist,
+    /// No role by that name.
+    RoleNotFound,
+    /// A role without a name.
+    RoleEmpty,
+    /// Revoking a role the user does not have.
+    RoleNotGranted,
+    /// Revoking a permission the role does not have.
+    PermissionNotGranted,
+    /// A change that would lock root out while auth is on.
+    InvalidAuthMgmt,
 }
 
 impl From<kv::Error> for Error {
@@ -118,6 +149,19 @@ const APPLY_KINDS: &[(&str, Error)] = &[
     ("lease_exists", Error::LeaseExists),
     ("too_many_ops", Error::TooManyOps),
     ("duplicate_key", Error::DuplicateKey),
+    ("permission_denied", Error::PermissionDenied),
+    ("auth_not_enabled", Error::AuthNotEnabled),
+    ("root_user_not_exist", Error::RootUserNotExist),
+    ("root_role_not_exist", Error::RootRoleNotExist),
+    ("user_empty", Error::UserEmpty),
+    ("user_already_exist", Error::UserAlreadyExist),
+    ("user_not_found", Error::UserNotFound),
+    ("role_already_exist", Error::RoleAlreadyExist),
+    ("role_not_found", Error::RoleNotFound),
+    ("role_empty", Error::RoleEmpty),
+    ("role_not_granted", Error::RoleNotGranted),
+    ("permission_not_granted", Error::PermissionNotGranted),
+    ("invalid_auth_mgmt", Error::InvalidAuthMgmt),
 ];
 
 impl Error {
@@ -128,6 +172,17 @@ impl Error {
     pub fn to_apply(e: &kv::Error) -> Option<ApplyError> {
         let typed = Error::from(e);
         let kind = APPLY_KINDS.iter().find(|(_, k)| *k == typed)?.0;
+        Some(ApplyError {
+            kind: kind.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// An apply result recording `e`, a deterministic failure decided by
+    /// the auth state (every member decides it alike). `None` for errors
+    /// that are not such failures.
+    pub fn to_apply_error(e: &Error) -> Option<ApplyError> {
+        let kind = APPLY_KINDS.iter().find(|(_, k)| k == e)?.0;
         Some(ApplyError {
             kind: kind.into(),
             message: e.to_string(),

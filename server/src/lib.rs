@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 pub mod accept;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod convert;

@@ -40,6 +40,21 @@ pub mod msg {
         "etcdserver: can only promote a learner member which is in sync with leader";
     pub const PEER_URLS_NOT_PROVIDED: &str = "etcdserver: member peer URLs are not provided";
     pub const BAD_LEADER_TRANSFEREE: &str = "etcdserver: bad leader transferee";
+    pub const USER_EMPTY: &str = "etcdserver: user name is empty";
+    pub const PERMISSION_DENIED: &str = "etcdserver: permission denied";
+    pub const INVALID_AUTH_TOKEN: &str = "etcdserver: invalid auth token";
+    pub const AUTH_FAILED: &str = "etcdserver: authentication failed, invalid user ID or password";
+    pub const AUTH_NOT_ENABLED: &str = "etcdserver: authentication is not enabled";
+    pub const ROOT_USER_NOT_EXIST: &str = "etcdserver: root user does not exist";
+    pub const ROOT_ROLE_NOT_EXIST: &str = "etcdserver: root user does not have root role";
+    pub const USER_ALREADY_EXIST: &str = "etcdserver: user name already exists";
+    pub const USER_NOT_FOUND: &str = "etcdserver: user name not found";
+    pub const ROLE_ALREADY_EXIST: &str = "etcdserver: role name already exists";
+    pub const ROLE_NOT_FOUND: &str = "etcdserver: role name not found";
+    pub const ROLE_EMPTY: &str = "etcdserver: role name is empty";
+    pub const ROLE_NOT_GRANTED: &str = "etcdserver: role is not granted to the user";
+    pub const PERMISSION_NOT_GRANTED: &str = "etcdserver: permission is not granted to the role";
+    pub const INVALID_AUTH_MGMT: &str = "etcdserver: invalid auth management";
     pub const WATCHER_RANGE_EMPTY: &str = "mvcc: watcher range is empty";
     pub const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
     /// Cairn's own: a stream already carries the most watchers it may
@@ -62,7 +77,22 @@ pub fn code(e: &Error) -> Code {
         | Error::DuplicateKey
         | Error::RequestTooLarge
         | Error::PeerUrlsNotProvided
-        | Error::InvalidUrl(_) => Code::InvalidArgument,
+        | Error::InvalidUrl(_)
+        | Error::UserEmpty
+        | Error::AuthFailed
+        | Error::RoleEmpty
+        | Error::InvalidAuthMgmt => Code::InvalidArgument,
+        Error::PermissionDenied => Code::PermissionDenied,
+        Error::InvalidAuthToken => Code::Unauthenticated,
+        Error::AuthNotEnabled
+        | Error::RootUserNotExist
+        | Error::RootRoleNotExist
+        | Error::UserAlreadyExist
+        | Error::UserNotFound
+        | Error::RoleAlreadyExist
+        | Error::RoleNotFound
+        | Error::RoleNotGranted
+        | Error::PermissionNotGranted => Code::FailedPrecondition,
         Error::LeaseNotFound | Error::MemberNotFound | Error::BadLeaderTransferee => Code::NotFound,
         Error::LeaseExists
         | Error::NotLeader
@@ -110,6 +140,21 @@ pub fn message(e: &Error) -> Cow<'static, str> {
         Error::LearnerNotReady => msg::LEARNER_NOT_READY,
         Error::PeerUrlsNotProvided => msg::PEER_URLS_NOT_PROVIDED,
         Error::BadLeaderTransferee => msg::BAD_LEADER_TRANSFEREE,
+        Error::UserEmpty => msg::USER_EMPTY,
+        Error::PermissionDenied => msg::PERMISSION_DENIED,
+        Error::InvalidAuthToken => msg::INVALID_AUTH_TOKEN,
+        Error::AuthFailed => msg::AUTH_FAILED,
+        Error::AuthNotEnabled => msg::AUTH_NOT_ENABLED,
+        Error::RootUserNotExist => msg::ROOT_USER_NOT_EXIST,
+        Error::RootRoleNotExist => msg::ROOT_ROLE_NOT_EXIST,
+        Error::UserAlreadyExist => msg::USER_ALREADY_EXIST,
+        Error::UserNotFound => msg::USER_NOT_FOUND,
+        Error::RoleAlreadyExist => msg::ROLE_ALREADY_EXIST,
+        Error::RoleNotFound => msg::ROLE_NOT_FOUND,
+        Error::RoleEmpty => msg::ROLE_EMPTY,
+        Error::RoleNotGranted => msg::ROLE_NOT_GRANTED,
+        Error::PermissionNotGranted => msg::PERMISSION_NOT_GRANTED,
+        Error::InvalidAuthMgmt => msg::INVALID_AUTH_MGMT,
         Error::MembershipRefused(why) | Error::Raft(why) | Error::Storage(why) => {
             return Cow::Owned(format!("etcdserver: {why}"))
         }
@@ -117,6 +162,13 @@ pub fn message(e: &Error) -> Cow<'static, str> {
             return Cow::Owned(why.clone())
         }
     })
+}
+
+/// `e` as Go's gRPC prints a status error, which is how etcd words a
+/// watch's cancel reason for auth failures
+/// (`rpc error: code = PermissionDenied desc = etcdserver: permission denied`).
+pub fn go_error_string(e: &Error) -> String {
+    format!("rpc error: code = {:?} desc = {}", code(e), message(e))
 }
 
 impl fmt::Display for Error {

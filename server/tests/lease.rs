@@ -505,7 +505,7 @@ async fn embedded_client_leases() {
     assert_eq!(client.lease_keep_alive(g.id).await.expect("renew"), 2);
     let t = client.lease_time_to_live(g.id, true).await.expect("ttl");
     assert_eq!(t.keys, vec![b"k".to_vec()]);
-    assert_eq!(client.lease_leases().leases.len(), 1);
+    assert_eq!(client.lease_leases().expect("leases").leases.len(), 1);
     client.lease_revoke(g.id).await.expect("revoke");
     assert_eq!(client.get("k").await.expect("get"), None);
     assert_eq!(client.lease_keep_alive(g.id).await.expect("renew"), 0);

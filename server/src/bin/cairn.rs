@@ -89,6 +89,16 @@ struct Flags {
     /// Maximum concurrent streams that each client can open at a time.
     #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
     max_concurrent_streams: u32,
+    /// Specify auth token type and options: 'simple' or
+    /// 'jwt,pub-key=PATH,priv-key=PATH,sign-method=ALG[,ttl=DURATION]'.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    auth_token: String,
+    /// The lifetime in seconds of a simple token.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    auth_token_ttl: u64,
+    /// The cost of bcrypt password hashes (4 to 31).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    bcrypt_cost: u32,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
@@ -206,6 +216,9 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     max_txn_ops: Option<usize>,
     max_concurrent_streams: Option<u32>,
+    auth_token: Option<String>,
+    auth_token_ttl: Option<u64>,
+    bcrypt_cost: Option<u32>,
     experimental_watch_progress_notify_interval: Option<String>,
     experimental_lease_checkpoint_interval: Option<String>,
     experimental_enable_lease_checkpoint: Option<bool>,
@@ -293,6 +306,9 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
         max_request_bytes: f.max_request_bytes.unwrap_or(d.max_request_bytes),
         max_txn_ops: f.max_txn_ops.unwrap_or(d.max_txn_ops),
         max_concurrent_streams: f.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
+        auth_token: f.auth_token.unwrap_or(d.auth_token),
+        auth_token_ttl: f.auth_token_ttl.unwrap_or(d.auth_token_ttl),
+        bcrypt_cost: f.bcrypt_cost.unwrap_or(d.bcrypt_cost),
         experimental_watch_progress_notify_interval: f
             .experimental_watch_progress_notify_interval
             .unwrap_or(d.experimental_watch_progress_notify_interval),
@@ -344,6 +360,9 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         max_request_bytes: f.max_request_bytes,
         max_txn_ops: f.max_txn_ops,
         max_concurrent_streams: f.max_concurrent_streams,
+        auth_token: f.auth_token.clone(),
+        auth_token_ttl: Duration::from_secs(f.auth_token_ttl),
+        bcrypt_cost: f.bcrypt_cost,
         watch_progress_notify_interval: parse_duration(
             &f.experimental_watch_progress_notify_interval,
         )

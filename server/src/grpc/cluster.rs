@@ -4,7 +4,7 @@ use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
 use tonic::{Request, Response, Status};
 
-use super::metadata::check_leader;
+use super::metadata::{caller, check_leader};
 use crate::node::Node;
 use crate::Client;
 
@@ -32,7 +32,9 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
         check_leader(&self.node, &req)?;
         Ok(Response::new(
-            self.client.member_add(req.into_inner()).await?,
+            caller(&self.node, &self.client, &req)?
+                .member_add(req.into_inner())
+                .await?,
         ))
     }
 
@@ -42,7 +44,9 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         check_leader(&self.node, &req)?;
         Ok(Response::new(
-            self.client.member_remove(req.into_inner()).await?,
+            caller(&self.node, &self.client, &req)?
+                .member_remove(req.into_inner())
+                .await?,
         ))
     }
 
@@ -52,7 +56,9 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         check_leader(&self.node, &req)?;
         Ok(Response::new(
-            self.client.member_update(req.into_inner()).await?,
+            caller(&self.node, &self.client, &req)?
+                .member_update(req.into_inner())
+                .await?,
         ))
     }
 
@@ -62,7 +68,9 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         check_leader(&self.node, &req)?;
         Ok(Response::new(
-            self.client.member_list(req.into_inner()).await?,
+            caller(&self.node, &self.client, &req)?
+                .member_list(req.into_inner())
+                .await?,
         ))
     }
 
@@ -72,7 +80,9 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         check_leader(&self.node, &req)?;
         Ok(Response::new(
-            self.client.member_promote(req.into_inner()).await?,
+            caller(&self.node, &self.client, &req)?
+                .member_promote(req.into_inner())
+                .await?,
         ))
     }
 }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
 use super::authority::AuthorityFilter;
+use super::metadata::CertName;
 use crate::accept::Conn;
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,8 @@ pub struct Coalesced {
     filtered: BytesMut,
     /// Where a read from the socket lands before the filter.
     scratch: Box<[u8]>,
+    /// The verified client certificate's common name, if any.
+    cert_name: Option<CertName>,
 }
 
 /// Bytes read from the socket at a time.
@@ -96,7 +99,9 @@ const READ_CHUNK: usize = 16 * 1024;
 impl Coalesced {
     /// Wraps an accepted connection.
     pub fn new(io: Conn) -> Self {
+        let cert_name = io.client_common_name().map(|n| CertName(n.into()));
         Self {
+            cert_name,
             io,
             gate: Arc::default(),
             buf: BytesMut::new(),
@@ -224,6 +229,8 @@ pub struct ConnInfo {
     pub tcp: TcpConnectInfo,
     /// The connection's output gate.
     pub gate: Arc<Gate>,
+    /// The common name of the client certificate the port verified.
+    pub cert_name: Option<CertName>,
 }
 
 impl Connected for Coalesced {
@@ -233,6 +240,7 @@ impl Connected for Coalesced {
         ConnInfo {
             tcp: self.io.connect_info(),
             gate: Arc::clone(&self.gate),
+            cert_name: self.cert_name.clone(),
         }
     }
 }
@@ -273,6 +281,9 @@ where
             Some(info) => {
                 // Where tonic's `remote_addr` looks for it.
                 req.extensions_mut().insert(info.tcp);
+                if let Some(name) = info.cert_name {
+                    req.extensions_mut().insert(name);
+                }
                 let call = Arc::new(Call {
                     state: AtomicU8::new(IDLE),
                     gate: info.gate,

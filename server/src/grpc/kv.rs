@@ -4,7 +4,7 @@ use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::kv_server::{Kv, KvServer};
 use tonic::{Request, Response, Status};
 
-use super::metadata::check_leader;
+use super::metadata::{caller, check_leader};
 use crate::node::Node;
 use crate::Client;
 
@@ -34,12 +34,20 @@ impl Kv for KvService {
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         check_leader(&self.node, &req)?;
-        Ok(Response::new(self.client.range(req.into_inner()).await?))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?
+                .range(req.into_inner())
+                .await?,
+        ))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         check_leader(&self.node, &req)?;
-        Ok(Response::new(self.client.put(req.into_inner()).await?))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?
+                .put(req.into_inner())
+                .await?,
+        ))
     }
 
     async fn delete_range(
@@ -48,13 +56,19 @@ impl Kv for KvService {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         check_leader(&self.node, &req)?;
         Ok(Response::new(
-            self.client.delete_range(req.into_inner()).await?,
+            caller(&self.node, &self.client, &req)?
+                .delete_range(req.into_inner())
+                .await?,
         ))
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         check_leader(&self.node, &req)?;
-        Ok(Response::new(self.client.txn(req.into_inner()).await?))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?
+                .txn(req.into_inner())
+                .await?,
+        ))
     }
 
     async fn compact(
@@ -62,6 +76,10 @@ impl Kv for KvService {
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         check_leader(&self.node, &req)?;
-        Ok(Response::new(self.client.compact(req.into_inner()).await?))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?
+                .compact(req.into_inner())
+                .await?,
+        ))
     }
 }

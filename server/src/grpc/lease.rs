@@ -9,7 +9,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::metadata::check_leader;
+use super::metadata::{caller, check_leader};
 use crate::node::Node;
 use crate::Client;
 
@@ -40,7 +40,9 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         check_leader(&self.node, &req)?;
         Ok(Response::new(
-            self.client.lease_grant(req.into_inner()).await?,
+            caller(&self.node, &self.client, &req)?
+                .lease_grant(req.into_inner())
+                .await?,
         ))
     }
 
@@ -50,7 +52,9 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         check_leader(&self.node, &req)?;
         Ok(Response::new(
-            self.client.lease_revoke(req.into_inner().id).await?,
+            caller(&self.node, &self.client, &req)?
+                .lease_revoke(req.into_inner().id)
+                .await?,
         ))
     }
 
@@ -61,9 +65,9 @@ impl Lease for LeaseService {
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         check_leader(&self.node, &req)?;
+        let client = caller(&self.node, &self.client, &req)?;
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let client = self.client.clone();
         tokio::spawn(async move {
             loop {
                 let msg = tokio::select! {
@@ -94,9 +98,10 @@ impl Lease for LeaseService {
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         check_leader(&self.node, &req)?;
+        let client = caller(&self.node, &self.client, &req)?;
         let r = req.into_inner();
         Ok(Response::new(
-            self.client.lease_time_to_live(r.id, r.keys).await?,
+            client.lease_time_to_live(r.id, r.keys).await?,
         ))
     }
 
@@ -105,6 +110,8 @@ impl Lease for LeaseService {
         req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         check_leader(&self.node, &req)?;
-        Ok(Response::new(self.client.lease_leases()))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?.lease_leases()?,
+        ))
     }
 }

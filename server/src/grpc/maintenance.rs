@@ -8,12 +8,14 @@ use cairn_proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServ
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use super::metadata::caller;
 use crate::error::Error;
 use crate::node::Node;
 use crate::Client;
 
 /// `etcdserverpb.Maintenance`.
 pub struct MaintenanceService {
+    node: Node,
     client: Client,
 }
 
@@ -21,6 +23,7 @@ impl MaintenanceService {
     /// The service over `node`.
     pub fn server(node: &Node) -> MaintenanceServer<Self> {
         MaintenanceServer::new(Self {
+            node: node.clone(),
             client: node.client(),
         })
     }
@@ -47,9 +50,11 @@ impl Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        Ok(Response::new(self.client.status().await?))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?.status().await?,
+        ))
     }
 
     async fn defragment(
@@ -61,16 +66,22 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _req: Request<pb::HashRequest>,
+        req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Ok(Response::new(self.client.hash().await?))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?.hash().await?,
+        ))
     }
 
     async fn hash_kv(
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Ok(Response::new(self.client.hash_kv(req.into_inner()).await?))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?
+                .hash_kv(req.into_inner())
+                .await?,
+        ))
     }
 
     async fn snapshot(
@@ -85,7 +96,9 @@ impl Maintenance for MaintenanceService {
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         Ok(Response::new(
-            self.client.move_leader(req.into_inner()).await?,
+            caller(&self.node, &self.client, &req)?
+                .move_leader(req.into_inner())
+                .await?,
         ))
     }
 

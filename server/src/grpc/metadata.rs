@@ -1,9 +1,28 @@
 //! Request metadata etcd's clients send: `hasleader: true` (kube-apiserver)
-//! asks to be served only while the cluster has a leader.
+//! asks to be served only while the cluster has a leader; `token` names
+//! the user (from `Authenticate`). And who a request is from: that
+//! token's user, else the common name of the connection's verified client
+//! certificate.
+
+use std::sync::Arc;
 
 use tonic::{Request, Status};
 
 use crate::node::Node;
+use crate::Client;
+
+/// The common name of the client certificate a TLS port verified, put
+/// in each request of the connection.
+#[derive(Clone, Debug)]
+pub struct CertName(pub Arc<str>);
+
+/// A client acting as the user `req` names (checked while auth is on).
+pub(crate) fn caller<T>(node: &Node, client: &Client, req: &Request<T>) -> Result<Client, Status> {
+    let token = req.metadata().get("token").and_then(|v| v.to_str().ok());
+    let cert = req.extensions().get::<CertName>().map(|c| &*c.0);
+    let user = node.inner.auth.identify(token, cert)?;
+    Ok(client.as_remote(user))
+}
 
 /// Whether the client asked to be served only with a leader.
 pub(crate) fn wants_leader<T>(req: &Request<T>) -> bool {

@@ -6,14 +6,16 @@
 //! status ([`crate::status`]). Watch streams are served from the watch
 //! hub ([`crate::watch`]) by one task per stream.
 //!
-//! - [`kv`], [`lease`], [`cluster`], [`maintenance`], [`watch`]: etcd's
-//!   services; `watch_stream`: one watch stream's task.
+//! - [`kv`], [`lease`], [`cluster`], [`maintenance`], [`watch`],
+//!   [`auth`]: etcd's services; `watch_stream`: one watch stream's task.
+//! - [`refusals`]: every refused call logged with the client's address.
 //! - `metadata`: the `hasleader` request metadata; [`authority`]: any
 //!   `:authority` a client sends accepted, as etcd does.
 //! - [`coalesce`]: the answers one commit wakes on a connection written
 //!   together; [`oversize`]: etcd's answer to a request over the size
 //!   limit.
 
+pub mod auth;
 pub mod authority;
 pub mod cluster;
 pub mod coalesce;
@@ -22,6 +24,7 @@ pub mod lease;
 pub mod maintenance;
 mod metadata;
 pub mod oversize;
+pub mod refusals;
 pub mod watch;
 mod watch_stream;
 
@@ -30,6 +33,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use self::auth::AuthService;
 use self::cluster::ClusterService;
 use self::coalesce::{Coalesced, GateLayer};
 use self::kv::KvService;
@@ -116,12 +120,14 @@ pub async fn serve(
             .layer(GateLayer)
             // etcd's code for a request over the size limit.
             .layer(oversize::OversizeLayer)
+            .layer(refusals::RefusalLogLayer)
             .add_service(health)
             .add_service(KvService::server(&node))
             .add_service(ClusterService::server(&node))
             .add_service(MaintenanceService::server(&node))
             .add_service(WatchService::server(&node))
-            .add_service(LeaseService::server(&node));
+            .add_service(LeaseService::server(&node))
+            .add_service(AuthService::server(&node));
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<std::io::Result<Coalesced>>(64);
         accepts.push(crate::accept::spawn(
             listener,

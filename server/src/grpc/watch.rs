@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::metadata::wants_leader;
+use super::metadata::{wants_leader, CertName};
 use crate::node::Node;
 
 /// Events read from history per step.
@@ -82,6 +82,9 @@ impl Watch for WatchService {
         if wants_leader {
             self.node.require_leader()?;
         }
+        let token = req.metadata().get("token").and_then(|v| v.to_str().ok());
+        let cert = req.extensions().get::<CertName>().map(|c| &*c.0);
+        let user = self.node.inner.auth.identify(token, cert)?;
         let (tx, rx) = mpsc::channel::<Outgoing>(STREAM_BUFFER);
         tokio::spawn(super::watch_stream::serve(
             self.node.clone(),
@@ -89,6 +92,7 @@ impl Watch for WatchService {
             tx,
             self.progress_interval,
             wants_leader,
+            user,
         ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx).map(|(resp, _share)| resp),

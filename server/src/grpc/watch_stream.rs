@@ -35,6 +35,7 @@ use super::watch::{
     Outgoing, CATCH_UP_PERMITS, HISTORY_CHUNK, HISTORY_CHUNK_BYTES, INVALID_WATCH_ID,
     MAX_WATCHERS_PER_STREAM, STREAM_BUFFER_BYTES,
 };
+use crate::auth::{perm, Need};
 use crate::error::Error;
 use crate::node::Node;
 use crate::status::msg;
@@ -51,6 +52,7 @@ pub(super) async fn serve(
     tx: Tx,
     progress_interval: Duration,
     wants_leader: bool,
+    user: Option<String>,
 ) {
     // Subscribe before reading the current revision: every revision after
     // it arrives on the channel.
@@ -69,6 +71,7 @@ pub(super) async fn serve(
         reading: Arc::new(Semaphore::new(CATCH_UP_PERMITS)),
         unread: Arc::new(Semaphore::new(STREAM_BUFFER_BYTES)),
         open: true,
+        user,
     };
     let mut leader_check = tokio::time::interval(Duration::from_millis(500));
     // (A zero interval would be a busy loop; tokio refuses it anyway.)
@@ -138,6 +141,8 @@ struct Hub {
     unread: Arc<Semaphore>,
     /// False once the client is gone.
     open: bool,
+    /// The user the stream's requests named (with auth on).
+    user: Option<String>,
 }
 
 struct Watcher {
@@ -152,6 +157,12 @@ struct Watcher {
     quiet: bool,
     /// The task reading its next chunk of history, while catching up.
     catching_up: Option<JoinHandle<()>>,
+    /// What the watcher reads, for the auth checks.
+    need: Need,
+    /// The auth revision its permission was last checked at: checked
+    /// again before it is sent anything once auth has changed, so events
+    /// never reach a watcher whose grant was revoked.
+    auth_checked: u64,
 }
 
 /// A chunk of history read for a watcher that is catching up.
@@ -250,6 +261,20 @@ impl Hub {
         };
         let current = self.node.inner.store.current_revision();
         let header = Some(self.node.inner.header(current));
+        let need = Need::read_range(&c.key, &c.range_end);
+        let auth = self.node.inner.auth.state();
+        if let Err(e) = perm::check(&auth, self.user.as_deref(), std::slice::from_ref(&need)) {
+            self.send(Ok(pb::WatchResponse {
+                header,
+                watch_id: INVALID_WATCH_ID,
+                created: true,
+                canceled: true,
+                cancel_reason: crate::status::go_error_string(&e),
+                ..Default::default()
+            }))
+            .await;
+            return;
+        }
         if self.watchers.len() >= MAX_WATCHERS_PER_STREAM {
             self.send(Ok(pb::WatchResponse {
                 header,
@@ -296,6 +321,8 @@ impl Hub {
                 progress_notify: c.progress_notify,
                 quiet: false,
                 catching_up: None,
+                need,
+                auth_checked: auth.revision,
             },
         );
         if next <= self.seen {
@@ -445,6 +472,24 @@ impl Hub {
     /// limit, in several (all but the last marked `fragment`); then the
     /// watcher's next revision is `next`.
     async fn send_events(&mut self, id: i64, revision: i64, events: Vec<mvccpb::Event>, next: i64) {
+        if let Err(e) = self.still_permitted(id) {
+            // Its grant went: it gets nothing more, and is told why.
+            if let Some(w) = self.watchers.remove(&id) {
+                if let Some(task) = w.catching_up {
+                    task.abort();
+                }
+            }
+            let header = Some(self.header_now());
+            self.send(Ok(pb::WatchResponse {
+                header,
+                watch_id: id,
+                canceled: true,
+                cancel_reason: crate::status::go_error_string(&e),
+                ..Default::default()
+            }))
+            .await;
+            return;
+        }
         let Some(w) = self.watchers.get_mut(&id) else {
             return;
         };
@@ -494,6 +539,21 @@ impl Hub {
             }))
             .await;
         }
+    }
+
+    /// Whether watcher `id` may still read what it watches, checked again
+    /// only when the auth state changed since it last was.
+    fn still_permitted(&mut self, id: i64) -> Result<(), Error> {
+        let auth = self.node.inner.auth.state();
+        let Some(w) = self.watchers.get_mut(&id) else {
+            return Ok(());
+        };
+        if w.auth_checked == auth.revision {
+            return Ok(());
+        }
+        perm::check(&auth, self.user.as_deref(), std::slice::from_ref(&w.need))?;
+        w.auth_checked = auth.revision;
+        Ok(())
     }
 
     /// Progress notifications for the synced watchers that asked for them

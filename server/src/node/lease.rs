@@ -71,9 +71,13 @@ impl Inner {
     }
 
     /// etcd's LeaseRevoke.
-    pub async fn lease_revoke(&self, id: i64) -> Result<pb::LeaseRevokeResponse, Error> {
+    pub async fn lease_revoke(
+        &self,
+        id: i64,
+        user: Option<String>,
+    ) -> Result<pb::LeaseRevokeResponse, Error> {
         match self
-            .propose(Op::LeaseRevoke(pb::LeaseRevokeRequest { id }))
+            .propose_as(Op::LeaseRevoke(pb::LeaseRevokeRequest { id }), user)
             .await?
         {
             Res::LeaseRevoke(r) => Ok(pb::LeaseRevokeResponse {
@@ -287,6 +291,8 @@ impl Inner {
                 tracing::debug!(lease = id, "lease expired; revoking");
                 let cmd = cairn_proto::cairnpb::Command {
                     op: Some(Op::LeaseRevoke(pb::LeaseRevokeRequest { id })),
+                    // The member's own: expiry needs no permission.
+                    user: None,
                 };
                 let deadline = Instant::now() + me.timeout();
                 match me.write_local(cmd, deadline).await {

@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) lease_ids: IdGen,
     /// Proposes this member's clients' kv writes while it leads.
     proposer: Proposer,
+    /// Users, roles and tokens, as applied so far.
+    pub(crate) auth: Arc<crate::auth::Auth>,
 }
 
 /// Raft state as etcd's Status reports it.

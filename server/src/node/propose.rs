@@ -67,6 +67,8 @@ pub(crate) async fn propose_batch(
         op: Some(cairnpb::command::Op::Batch(cairnpb::CommandBatch {
             commands: cmds,
         })),
+        // Each write carries its own.
+        user: None,
     };
     let Some(r) = propose(raft, batch, deadline).await? else {
         return Ok(None);

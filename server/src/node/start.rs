@@ -27,6 +27,7 @@ use super::identity::{
 };
 use super::propose::Proposer;
 use super::{Inner, Node};
+use crate::auth::Auth;
 use crate::config::{host_port, ClusterState, Config};
 use crate::lease::{IdGen, Lessor};
 use crate::raft::apply::ApplyObserver;
@@ -185,8 +186,18 @@ impl Node {
             events: events.clone(),
             lessor: Arc::clone(&lessor),
         };
+        let auth = Arc::new(
+            Auth::open(
+                &store,
+                &config.auth_token,
+                config.auth_token_ttl,
+                config.bcrypt_cost,
+            )
+            .map_err(StartError::Config)?,
+        );
         let sm = StateMachine::new(Arc::clone(&store), &member_dir.join("snap"))?
-            .with_observer(Arc::new(observer));
+            .with_observer(Arc::new(observer))
+            .with_auth(Arc::clone(&auth));
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -247,6 +258,7 @@ impl Node {
             lessor,
             lease_ids: IdGen::new(identity.member_id),
             proposer: Proposer::new(raft.clone()),
+            auth,
         });
 
         // Peer service first, so the others can reach us while we bootstrap.

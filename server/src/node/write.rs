@@ -58,7 +58,13 @@ impl Inner {
 
     /// [`Inner::write`] of `op`, unwrapped into its result.
     pub(crate) async fn propose(&self, op: Op) -> Result<Res, Error> {
-        let cmd = cairnpb::Command { op: Some(op) };
+        // The member's own command: no user.
+        self.propose_as(op, None).await
+    }
+
+    /// [`Inner::propose`] as `user` (see `cairnpb::Command::user`).
+    pub(crate) async fn propose_as(&self, op: Op, user: Option<String>) -> Result<Res, Error> {
+        let cmd = cairnpb::Command { op: Some(op), user };
         apply_result(self.write(cmd).await?)
     }
 

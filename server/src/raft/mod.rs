@@ -136,6 +136,7 @@ impl fmt::Display for Command {
                 write!(f, "lease checkpoint ({} leases)", c.checkpoints.len())
             }
             Some(Op::Batch(b)) => write!(f, "batch of {} writes", b.commands.len()),
+            Some(Op::Auth(_)) => f.write_str("auth change"),
             None => f.write_str("empty"),
         }
     }

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::apply::{ApplyObserver, Unobserved};
 use super::{decode, encode, CommandResponse, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::auth::{perm, Auth, Need};
 use crate::convert;
 use crate::durable::{sync_dir, write_file};
 use crate::error::Error;
@@ -53,6 +54,9 @@ pub struct StateMachine {
     /// Told of each applied revision's events and of lease grants and
     /// revokes (watches and the lessor).
     observer: Arc<dyn ApplyObserver>,
+    /// The auth state: changed by auth commands, and deciding whether
+    /// each user's write may be applied.
+    auth: Arc<Auth>,
 }
 
 /// Most kv writes applied as one kv batch (a batch entry's all go into
@@ -86,20 +90,115 @@ impl KvWrite {
     }
 }
 
-/// The kv writes of one log entry: one, or a [`cairnpb::CommandBatch`]'s
-/// (`None` for a command a batch may not carry).
+/// One kv write of a log entry: to apply, or answered without applying
+/// (the user may not, or a batch may not carry it).
+enum Slot {
+    Write(KvWrite),
+    Refused(cairnpb::ApplyError),
+}
+
+impl Slot {
+    fn of(cmd: &cairnpb::Command, auth: &Auth, store: &Store) -> Slot {
+        let Some(w) = KvWrite::of(cmd) else {
+            return Slot::Refused(not_batchable_error());
+        };
+        match refusal(cmd, auth, store) {
+            Some(e) => Slot::Refused(e),
+            None => Slot::Write(w),
+        }
+    }
+
+    fn write(&self) -> Option<&KvWrite> {
+        match self {
+            Slot::Write(w) => Some(w),
+            Slot::Refused(_) => None,
+        }
+    }
+}
+
+/// Why `cmd`'s user may not make its write, under the auth state as of
+/// this entry; `None` if it may (or the command is the member's own).
+fn refusal(cmd: &cairnpb::Command, auth: &Auth, store: &Store) -> Option<cairnpb::ApplyError> {
+    let user = cmd.user.as_deref()?;
+    let state = auth.state();
+    if !state.enabled {
+        return None;
+    }
+    let user = Some(user).filter(|u| !u.is_empty());
+    let needs = match &cmd.op {
+        Some(Op::Put(p)) => perm::needs_of_put(p),
+        Some(Op::DeleteRange(d)) => perm::needs_of_delete(d),
+        Some(Op::Txn(t)) => perm::needs_of_txn(t),
+        Some(Op::LeaseRevoke(_)) => Vec::new(),
+        _ => return None,
+    };
+    let mut verdict = perm::check(&state, user, &needs);
+    // A lease a put attaches, or a revoke deletes with, must hold only
+    // keys the user may write: it could revoke them (etcd's rule,
+    // CVE-2026-44283).
+    if verdict.is_ok() && !user.is_some_and(|u| state.is_root(u)) {
+        for lease in leases_touched(cmd) {
+            for key in store.lease_keys(lease) {
+                verdict = perm::check(&state, user, &[Need::write_key(&key)]);
+                if verdict.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    verdict.err().and_then(|e| Error::to_apply_error(&e))
+}
+
+/// The leases a command attaches keys to or revokes.
+fn leases_touched(cmd: &cairnpb::Command) -> Vec<i64> {
+    use cairn_proto::etcdserverpb::request_op::Request;
+    fn txn(t: &cairn_proto::etcdserverpb::TxnRequest, out: &mut Vec<i64>) {
+        for op in t.success.iter().chain(&t.failure) {
+            match &op.request {
+                Some(Request::RequestPut(p)) if p.lease != 0 => out.push(p.lease),
+                Some(Request::RequestTxn(t)) => txn(t, out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    match &cmd.op {
+        Some(Op::Put(p)) if p.lease != 0 => out.push(p.lease),
+        Some(Op::Txn(t)) => txn(t, &mut out),
+        Some(Op::LeaseRevoke(r)) => out.push(r.id),
+        _ => {}
+    }
+    out
+}
+
+/// Whether applying `cmd` depends on the lease table as of this entry
+/// (so the writes before it must be applied first).
+fn reads_leases(cmd: &cairnpb::Command) -> bool {
+    match &cmd.op {
+        Some(Op::Batch(b)) => b.commands.iter().any(reads_leases),
+        _ => cmd.user.is_some() && !leases_touched(cmd).is_empty(),
+    }
+}
+
+/// The kv writes of one log entry: one, or a [`cairnpb::CommandBatch`]'s.
 enum EntryWrites {
-    One(KvWrite),
-    Batch(Vec<Option<KvWrite>>),
+    One(Slot),
+    Batch(Vec<Slot>),
 }
 
 impl EntryWrites {
-    fn of(cmd: &cairnpb::Command) -> Option<EntryWrites> {
+    fn of(cmd: &cairnpb::Command, auth: &Auth, store: &Store) -> Option<EntryWrites> {
         match &cmd.op {
             Some(Op::Batch(b)) => Some(EntryWrites::Batch(
-                b.commands.iter().map(KvWrite::of).collect(),
+                b.commands
+                    .iter()
+                    .map(|c| Slot::of(c, auth, store))
+                    .collect(),
             )),
-            _ => KvWrite::of(cmd).map(EntryWrites::One),
+            _ => {
+                KvWrite::of(cmd)?;
+                Some(EntryWrites::One(Slot::of(cmd, auth, store)))
+            }
         }
     }
 
@@ -111,13 +210,11 @@ impl EntryWrites {
     }
 
     fn writes(&self) -> impl Iterator<Item = KvBatchWrite<'_>> {
-        let (one, many) = match self {
-            EntryWrites::One(w) => (Some(w), None),
-            EntryWrites::Batch(b) => (None, Some(b.iter().flatten())),
+        let slots: &[Slot] = match self {
+            EntryWrites::One(w) => std::slice::from_ref(w),
+            EntryWrites::Batch(b) => b,
         };
-        one.into_iter()
-            .chain(many.into_iter().flatten())
-            .map(KvWrite::as_write)
+        slots.iter().filter_map(Slot::write).map(KvWrite::as_write)
     }
 }
 
@@ -126,11 +223,11 @@ impl EntryWrites {
 type PendingWrite = (LogId, EntryWrites, Option<ApplyResponder<TypeConfig>>);
 
 /// The result of a command a [`cairnpb::CommandBatch`] may not carry.
-fn not_batchable() -> Res {
-    Res::Error(cairnpb::ApplyError {
+fn not_batchable_error() -> cairnpb::ApplyError {
+    cairnpb::ApplyError {
         kind: "batch".into(),
         message: msg::NOT_BATCHABLE.into(),
-    })
+    }
 }
 
 fn kv_err(e: cairn_kv::Error) -> io::Error {
@@ -154,12 +251,27 @@ impl StateMachine {
             Some(raw) if !raw.is_empty() => decode(&raw)?,
             _ => Applied::default(),
         };
+        let auth = Auth::open(
+            &store,
+            "simple",
+            crate::auth::DEFAULT_TOKEN_TTL,
+            crate::auth::DEFAULT_BCRYPT_COST,
+        )
+        .map_err(io::Error::other)?;
         Ok(Self {
             store,
             snap_dir: snap_dir.to_path_buf(),
             applied,
             observer: Arc::new(Unobserved),
+            auth: Arc::new(auth),
         })
+    }
+
+    /// Applies auth commands to, and checks users' writes against,
+    /// `auth` (the member's).
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Tells `observer` what every apply did from now on.
@@ -209,13 +321,14 @@ impl StateMachine {
         };
         for (_, w, responder) in writes.drain(..) {
             let result = match w {
-                EntryWrites::One(_) => next(self)?,
+                EntryWrites::One(Slot::Write(_)) => next(self)?,
+                EntryWrites::One(Slot::Refused(e)) => Res::Error(e),
                 EntryWrites::Batch(b) => {
                     let mut out = Vec::with_capacity(b.len());
-                    for w in &b {
+                    for w in b {
                         let result = match w {
-                            Some(_) => next(self)?,
-                            None => not_batchable(),
+                            Slot::Write(_) => next(self)?,
+                            Slot::Refused(e) => Res::Error(e),
                         };
                         out.push(cairnpb::CommandResponse {
                             result: Some(result),
@@ -277,6 +390,32 @@ impl StateMachine {
                     error: String::new(),
                 })
             }),
+            Some(Op::Auth(a)) => {
+                let r = self.auth.apply(a, &self.store, &pos).map_err(kv_err)?;
+                let result = match r {
+                    Ok(rev) => Res::Auth(cairnpb::AuthCommandResponse { auth_revision: rev }),
+                    Err(e) => {
+                        // Deterministic: nothing written but the position.
+                        self.store.record_applied(&pos).map_err(kv_err)?;
+                        Res::Error(Error::to_apply_error(&e).unwrap_or_else(|| {
+                            cairnpb::ApplyError {
+                                kind: "auth".into(),
+                                message: e.to_string(),
+                            }
+                        }))
+                    }
+                };
+                return Ok(CommandResponse(cairnpb::CommandResponse {
+                    result: Some(result),
+                }));
+            }
+            Some(Op::LeaseRevoke(_)) if refusal(cmd, &self.auth, &self.store).is_some() => {
+                let e = refusal(cmd, &self.auth, &self.store).unwrap_or_else(not_batchable_error);
+                self.store.record_applied(&pos).map_err(kv_err)?;
+                return Ok(CommandResponse(cairnpb::CommandResponse {
+                    result: Some(Res::Error(e)),
+                }));
+            }
             Some(Op::LeaseRevoke(r)) => self.store.lease_revoke_deferred(r.id, &pos).map(|a| {
                 // Its events are built by the first watcher that looks at
                 // them, not here, holding up the applies behind.
@@ -436,18 +575,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let payload = match entry.payload {
-                EntryPayload::Normal(cmd) => match EntryWrites::of(&cmd.0) {
-                    Some(w) => {
-                        batched += w.len();
-                        writes.push((entry.log_id, w, responder));
-                        if batched >= MAX_APPLY_BATCH {
-                            self.apply_writes(&mut writes)?;
-                            batched = 0;
-                        }
-                        continue;
+                EntryPayload::Normal(cmd) => {
+                    // A user's write whose permission depends on a lease's
+                    // keys is decided after the writes before it.
+                    if reads_leases(&cmd.0) && !writes.is_empty() {
+                        self.apply_writes(&mut writes)?;
+                        batched = 0;
                     }
-                    None => EntryPayload::Normal(cmd),
-                },
+                    match EntryWrites::of(&cmd.0, &self.auth, &self.store) {
+                        Some(w) => {
+                            batched += w.len();
+                            writes.push((entry.log_id, w, responder));
+                            if batched >= MAX_APPLY_BATCH {
+                                self.apply_writes(&mut writes)?;
+                                batched = 0;
+                            }
+                            continue;
+                        }
+                        None => EntryPayload::Normal(cmd),
+                    }
+                }
                 other => other,
             };
             self.apply_writes(&mut writes)?;
@@ -511,6 +658,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(io::Error::other)??;
         tracing::info!(snapshot = %installed, "installed a snapshot from the leader");
+        self.auth.reload(&self.store)?;
         self.applied = applied;
         Ok(())
     }

@@ -9,6 +9,8 @@
 //! calls but streams: the gRPC layer serves them from the member's watch
 //! hub ([`crate::watch`]) directly.
 
+mod auth;
+
 use std::sync::Arc;
 
 use cairn_kv as kv;
@@ -16,6 +18,7 @@ use cairn_proto::cairnpb::{self, command::Op, command_response::Result as Res};
 use cairn_proto::etcdserverpb as pb;
 use prost::Message;
 
+use crate::auth::perm;
 use crate::convert;
 use crate::error::Error;
 use crate::node::{apply_result, member_id, MemberInfo, Node};
@@ -29,9 +32,24 @@ pub const ETCD_VERSION: &str = "3.5.17";
 /// ([`Error`]); their `Display` is etcd's message, and
 /// `tonic::Status::from` gives etcd's status, exactly what a remote
 /// client would see.
+///
+/// A client made by [`Node::client`] is the embedding program's own and
+/// is trusted: with authentication on, it may do anything. The gRPC
+/// services make one per request with [`Client::as_remote`], which acts
+/// as the user the request names and is checked like etcd checks it.
 #[derive(Clone)]
 pub struct Client {
     node: Node,
+    caller: Caller,
+}
+
+/// Who a [`Client`]'s calls are made for.
+#[derive(Clone, Debug)]
+enum Caller {
+    /// The embedding program (or the member itself): not checked.
+    Trusted,
+    /// A remote client: the user its request named (`None`: none).
+    Remote(Option<String>),
 }
 
 /// The result type of client calls.
@@ -49,7 +67,59 @@ async fn blocking<T: Send + 'static>(
 
 impl Client {
     pub(crate) fn new(node: Node) -> Self {
-        Self { node }
+        Self {
+            node,
+            caller: Caller::Trusted,
+        }
+    }
+
+    /// A client acting as `user` (as identified from a remote request's
+    /// token or certificate; `None`: it named no one), checked against
+    /// the auth state on every call while authentication is on.
+    pub fn as_remote(&self, user: Option<String>) -> Client {
+        Client {
+            node: self.node.clone(),
+            caller: Caller::Remote(user),
+        }
+    }
+
+    /// The user the calls are checked as; `None` when trusted.
+    fn remote_user(&self) -> Option<Option<&str>> {
+        match &self.caller {
+            Caller::Trusted => None,
+            Caller::Remote(u) => Some(u.as_deref()),
+        }
+    }
+
+    /// The user a proposed command carries (see `cairnpb::Command::user`):
+    /// none for the trusted caller, "" for a remote one that named no one.
+    fn command_user(&self) -> Option<String> {
+        self.remote_user()
+            .map(|u| u.unwrap_or_default().to_string())
+    }
+
+    /// Allows `needs` for the caller.
+    fn check(&self, needs: &[crate::auth::Need]) -> Result<()> {
+        match self.remote_user() {
+            None => Ok(()),
+            Some(u) => self.node.inner.auth.check(u, needs),
+        }
+    }
+
+    /// Allows root only (with auth on).
+    fn require_root(&self) -> Result<()> {
+        match self.remote_user() {
+            None => Ok(()),
+            Some(u) => self.node.inner.auth.require_root(u),
+        }
+    }
+
+    /// Allows any user (with auth on).
+    fn require_user(&self) -> Result<()> {
+        match self.remote_user() {
+            None => Ok(()),
+            Some(u) => self.node.inner.auth.require_user(u),
+        }
     }
 
     fn header(&self, h: Option<pb::ResponseHeader>) -> Option<pb::ResponseHeader> {
@@ -67,7 +137,10 @@ impl Client {
     }
 
     async fn propose(&self, op: Op) -> Result<Res> {
-        let cmd = cairnpb::Command { op: Some(op) };
+        let cmd = cairnpb::Command {
+            op: Some(op),
+            user: self.command_user(),
+        };
         if cmd.encoded_len() > self.node.inner.config.max_request_bytes {
             return Err(Error::RequestTooLarge);
         }
@@ -81,6 +154,8 @@ impl Client {
         if !req.serializable {
             self.node.inner.read_barrier().await?;
         }
+        // After the barrier: the auth state is at least as new as the read.
+        self.check(&perm::needs_of_range(&req))?;
         let store = Arc::clone(&self.node.inner.store);
         let resp = blocking(move || store.range(&kreq)).await?;
         let mut resp = convert::range_response(resp);
@@ -91,6 +166,7 @@ impl Client {
     /// etcd's Put.
     pub async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
         kv::validate_put(&convert::put_request(&req))?;
+        self.check(&perm::needs_of_put(&req))?;
         match self.propose(Op::Put(req)).await? {
             Res::Put(mut r) => {
                 r.header = self.header(r.header);
@@ -106,6 +182,7 @@ impl Client {
         req: pb::DeleteRangeRequest,
     ) -> Result<pb::DeleteRangeResponse> {
         kv::validate_delete(&convert::delete_request(&req))?;
+        self.check(&perm::needs_of_delete(&req))?;
         match self.propose(Op::DeleteRange(req)).await? {
             Res::DeleteRange(mut r) => {
                 r.header = self.header(r.header);
@@ -122,6 +199,7 @@ impl Client {
             &convert::txn_request(&req),
             self.node.inner.config.max_txn_ops,
         )?;
+        self.check(&perm::needs_of_txn(&req))?;
         match self.propose(Op::Txn(req)).await? {
             Res::Txn(mut r) => {
                 r.header = self.header(r.header);
@@ -134,6 +212,7 @@ impl Client {
     /// etcd's Compact. With `physical`, returns once the compacted records
     /// are gone from this member's store.
     pub async fn compact(&self, req: pb::CompactionRequest) -> Result<pb::CompactionResponse> {
+        self.require_root()?;
         let physical = req.physical;
         match self.propose(Op::Compact(req)).await? {
             Res::Compact(mut r) => {
@@ -151,21 +230,27 @@ impl Client {
     /// etcd's LeaseGrant: `req.id` 0 lets the member pick the id; a TTL
     /// below the minimum (1.5 election timeouts) is raised to it.
     pub async fn lease_grant(&self, req: pb::LeaseGrantRequest) -> Result<pb::LeaseGrantResponse> {
+        self.require_user()?;
         self.node.inner.lease_grant(req).await
     }
 
-    /// etcd's LeaseRevoke: deletes the lease's keys in one revision.
+    /// etcd's LeaseRevoke: deletes the lease's keys in one revision. With
+    /// auth on, the caller must be able to write every one of them
+    /// (decided at apply).
     pub async fn lease_revoke(&self, id: i64) -> Result<pb::LeaseRevokeResponse> {
-        self.node.inner.lease_revoke(id).await
+        self.require_user()?;
+        self.node.inner.lease_revoke(id, self.command_user()).await
     }
 
     /// One keep-alive: the lease's TTL from now, 0 if there is no such lease.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+        self.require_user()?;
         self.node.inner.lease_renew(id).await
     }
 
     /// etcd's LeaseKeepAlive answer for one request.
     pub async fn lease_keep_alive_response(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse> {
+        self.require_user()?;
         let ttl = self.node.inner.lease_renew(id).await?;
         Ok(pb::LeaseKeepAliveResponse {
             header: self.node.inner.lease_header(),
@@ -180,17 +265,25 @@ impl Client {
         id: i64,
         keys: bool,
     ) -> Result<pb::LeaseTimeToLiveResponse> {
-        self.node.inner.lease_time_to_live(id, keys).await
+        self.require_user()?;
+        let resp = self.node.inner.lease_time_to_live(id, keys).await?;
+        // The keys are shown only to a caller who may read each of them
+        // (CVE-2023-32082).
+        let needs: Vec<_> = resp.keys.iter().map(|k| perm::Need::read_key(k)).collect();
+        self.check(&needs)?;
+        Ok(resp)
     }
 
     /// etcd's LeaseLeases.
-    pub fn lease_leases(&self) -> pb::LeaseLeasesResponse {
-        self.node.inner.lease_leases()
+    pub fn lease_leases(&self) -> Result<pb::LeaseLeasesResponse> {
+        self.require_user()?;
+        Ok(self.node.inner.lease_leases())
     }
 
     /// etcd's MemberAdd: the member gets an id and joins as a learner (a
     /// voter is promoted once it caught up).
     pub async fn member_add(&self, req: pb::MemberAddRequest) -> Result<pb::MemberAddResponse> {
+        self.require_root()?;
         check_peer_urls(&req.peer_ur_ls)?;
         let salt = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -230,6 +323,7 @@ impl Client {
         &self,
         req: pb::MemberRemoveRequest,
     ) -> Result<pb::MemberRemoveResponse> {
+        self.require_root()?;
         let id = req.id;
         let inner = &self.node.inner;
         inner
@@ -247,6 +341,7 @@ impl Client {
         &self,
         req: pb::MemberUpdateRequest,
     ) -> Result<pb::MemberUpdateResponse> {
+        self.require_root()?;
         check_peer_urls(&req.peer_ur_ls)?;
         let inner = &self.node.inner;
         inner
@@ -272,6 +367,7 @@ impl Client {
         &self,
         req: pb::MemberPromoteRequest,
     ) -> Result<pb::MemberPromoteResponse> {
+        self.require_root()?;
         let id = req.id;
         let inner = &self.node.inner;
         inner
@@ -288,6 +384,7 @@ impl Client {
 
     /// etcd's MemberList; with `linearizable`, after a read barrier.
     pub async fn member_list(&self, req: pb::MemberListRequest) -> Result<pb::MemberListResponse> {
+        self.require_user()?;
         if req.linearizable {
             self.node.inner.read_barrier().await?;
         }
@@ -308,6 +405,7 @@ impl Client {
 
     /// etcd's Status of this member.
     pub async fn status(&self) -> Result<pb::StatusResponse> {
+        self.require_user()?;
         let st = self.node.inner.raft_status();
         let store = Arc::clone(&self.node.inner.store);
         let db_size = blocking(move || store.size_on_disk()).await?;
@@ -332,6 +430,7 @@ impl Client {
 
     /// etcd's Hash: of everything this member's store holds.
     pub async fn hash(&self) -> Result<pb::HashResponse> {
+        self.require_root()?;
         let store = Arc::clone(&self.node.inner.store);
         let hash = blocking(move || store.hash()).await?;
         Ok(pb::HashResponse {
@@ -342,6 +441,7 @@ impl Client {
 
     /// etcd's HashKV: of the kv history up to `revision` (0: current).
     pub async fn hash_kv(&self, req: pb::HashKvRequest) -> Result<pb::HashKvResponse> {
+        self.require_root()?;
         let store = Arc::clone(&self.node.inner.store);
         let h = blocking(move || store.hash_kv(req.revision)).await?;
         Ok(pb::HashKvResponse {
@@ -354,6 +454,7 @@ impl Client {
     /// etcd's MoveLeader: only the leader may hand its leadership over,
     /// and only to a voter.
     pub async fn move_leader(&self, req: pb::MoveLeaderRequest) -> Result<pb::MoveLeaderResponse> {
+        self.require_root()?;
         let target = req.target_id;
         let inner = &self.node.inner;
         if inner.leader() != Some(inner.id) {
