@@ -295,6 +295,121 @@ mod tests {
         prop_oneof![Just(vec![]), Just(vec![0]), key()]
     }
 
+    /// A random request: a range, put (maybe with prev_kv), delete, or a
+    /// txn of such ops and compares, nested up to `depth`.
+    fn op(depth: u32) -> BoxedStrategy<Request> {
+        let leaf = prop_oneof![
+            (key(), range_end()).prop_map(|(k, e)| Request::RequestRange(pb::RangeRequest {
+                key: k.into(),
+                range_end: e.into(),
+                ..Default::default()
+            })),
+            (key(), any::<bool>()).prop_map(|(k, prev)| Request::RequestPut(pb::PutRequest {
+                key: k.into(),
+                prev_kv: prev,
+                ..Default::default()
+            })),
+            (key(), range_end(), any::<bool>()).prop_map(|(k, e, prev)| {
+                Request::RequestDeleteRange(pb::DeleteRangeRequest {
+                    key: k.into(),
+                    range_end: e.into(),
+                    prev_kv: prev,
+                })
+            }),
+        ];
+        if depth == 0 {
+            return leaf.boxed();
+        }
+        prop_oneof![leaf, txn(depth - 1).prop_map(Request::RequestTxn)].boxed()
+    }
+
+    fn txn(depth: u32) -> impl Strategy<Value = pb::TxnRequest> {
+        let ops = || proptest::collection::vec(op(depth), 0..3);
+        (
+            proptest::collection::vec((key(), range_end()), 0..2),
+            ops(),
+            ops(),
+        )
+            .prop_map(|(compares, success, failure)| {
+                let wrap = |v: Vec<Request>| {
+                    v.into_iter()
+                        .map(|r| pb::RequestOp { request: Some(r) })
+                        .collect()
+                };
+                pb::TxnRequest {
+                    compare: compares
+                        .into_iter()
+                        .map(|(k, e)| pb::Compare {
+                            key: k.into(),
+                            range_end: e.into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    success: wrap(success),
+                    failure: wrap(failure),
+                }
+            })
+    }
+
+    /// The model's verdict on a request: every key it could read or
+    /// write, whichever branch runs, allowed by the coverage model.
+    fn model_allows(perms: &[Permission], r: &Request) -> bool {
+        let m = |a, k: &[u8], e: &[u8]| model(perms, a, k, e);
+        match r {
+            Request::RequestRange(q) => m(Access::Read, &q.key, &q.range_end),
+            Request::RequestPut(q) => {
+                m(Access::Write, &q.key, b"") && (!q.prev_kv || m(Access::Read, &q.key, b""))
+            }
+            Request::RequestDeleteRange(q) => {
+                m(Access::Write, &q.key, &q.range_end)
+                    && (!q.prev_kv || m(Access::Read, &q.key, &q.range_end))
+            }
+            Request::RequestTxn(t) => {
+                t.compare
+                    .iter()
+                    .all(|c| m(Access::Read, &c.key, &c.range_end))
+                    && t.success
+                        .iter()
+                        .chain(&t.failure)
+                        .filter_map(|o| o.request.as_ref())
+                        .all(|r| model_allows(perms, r))
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Random grants to a user and random requests, nested txns
+        /// included: `check` agrees with the model (and root may do
+        /// anything, and with auth off anyone).
+        #[test]
+        fn requests_agree_with_the_model(
+            grants in proptest::collection::vec((access(), key(), range_end()), 0..5),
+            req in txn(2),
+        ) {
+            use crate::auth::state::{Role, User};
+            let perms: Vec<Permission> =
+                grants.iter().map(|(a, k, e)| perm(*a, k, e)).collect();
+            let mut st = AuthState { enabled: true, ..AuthState::default() };
+            st.roles.insert("r".into(), Role { permissions: perms.clone() });
+            let user = |roles: &[&str]| User {
+                password_hash: None,
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                generation: 1,
+            };
+            st.users.insert("u".into(), user(&["r"]));
+            st.users.insert("root".into(), user(&["root"]));
+            let r = Request::RequestTxn(req.clone());
+            let got = check(&st, Some("u"), &needs_of_txn(&req)).is_ok();
+            prop_assert_eq!(got, model_allows(&perms, &r));
+            prop_assert!(check(&st, Some("root"), &needs_of_txn(&req)).is_ok());
+            prop_assert_eq!(check(&st, None, &needs_of_txn(&req)), Err(Error::UserEmpty));
+            st.enabled = false;
+            prop_assert!(check(&st, Some("u"), &needs_of_txn(&req)).is_ok());
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
 
