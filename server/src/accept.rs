@@ -12,7 +12,9 @@
 //! address. An accept that fails for want of descriptors (`EMFILE`,
 //! `ENFILE`) or memory is logged once per episode and retried with a
 //! growing pause (up to a second) instead of at once, which would spin a
-//! core; the episode ends at the next connection accepted.
+//! core; the episode ends at the next connection accepted. Every
+//! accepted connection has TCP keepalive on, so one whose other end
+//! vanished is closed within about a minute.
 
 use std::future::Future;
 use std::io;
@@ -20,7 +22,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -124,6 +126,22 @@ impl Connected for Conn {
     }
 }
 
+/// TCP keepalive on every accepted connection: probes after 30 s of
+/// silence, every 10 s, and the connection is closed after 3 unanswered
+/// (about a minute for a half-open connection).
+fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3)
+}
+
+/// A shortage that goes on is logged again this often.
+const RELOG_AFTER: Duration = Duration::from_secs(60);
+
+/// A shortage is over once accepts went this long without one.
+const SHORTAGE_OVER_AFTER: Duration = Duration::from_secs(5);
+
 /// The longest pause between accepts while descriptors are short.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -154,6 +172,9 @@ where
     let handle = Arc::new(handle);
     tokio::spawn(async move {
         let mut backoff = Duration::ZERO;
+        // The current shortage, if any: when it was last seen, and when
+        // it was last logged.
+        let mut short: Option<(Instant, Instant)> = None;
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -162,14 +183,20 @@ where
             let (tcp, addr) = match accepted {
                 Ok(a) => a,
                 Err(e) if out_of_resources(&e) => {
-                    if backoff.is_zero() {
-                        tracing::error!(
-                            port,
-                            error = %e,
-                            "cannot accept connections: out of file descriptors or memory; \
-                             pausing accepts until one succeeds"
-                        );
-                    }
+                    let now = Instant::now();
+                    let logged = match short {
+                        Some((_, logged)) if now.duration_since(logged) < RELOG_AFTER => logged,
+                        _ => {
+                            tracing::error!(
+                                port,
+                                error = %e,
+                                "cannot accept connections: out of file descriptors or memory; \
+                                 pausing between accepts"
+                            );
+                            now
+                        }
+                    };
+                    short = Some((now, logged));
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_BACKOFF);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -184,13 +211,22 @@ where
                     continue;
                 }
             };
-            if !backoff.is_zero() {
-                tracing::info!(port, "accepting connections again");
-                backoff = Duration::ZERO;
+            if let Some((seen, _)) = short {
+                // Over once accepts have gone on without a shortage for a
+                // while (one freed descriptor is not the end of it).
+                if seen.elapsed() >= SHORTAGE_OVER_AFTER {
+                    tracing::info!(port, "accepting connections again");
+                    short = None;
+                    backoff = Duration::ZERO;
+                }
             }
             // Nagle off: a message written as two segments would wait for
             // the other side's delayed ACK (40 ms).
             let _ = tcp.set_nodelay(true);
+            // A peer that vanished (power loss, a cut cable) never closes
+            // its connection: TCP keepalive finds it and closes ours,
+            // whatever protocol the connection speaks.
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive());
             let handle = Arc::clone(&handle);
             let tls = tls.clone();
             tokio::spawn(async move {

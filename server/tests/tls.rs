@@ -297,6 +297,50 @@ async fn automatic_tls_on_both_ports() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_and_tls_client_listeners_side_by_side() {
+    let p = Pki::get();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (plain, tls, peer) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let plain_url = format!("http://127.0.0.1:{plain}");
+    let tls_url = format!("https://127.0.0.1:{tls}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let server = p.pair("server");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .args(["--listen-client-urls", &format!("{plain_url},{tls_url}")])
+        .args(["--advertise-client-urls", &tls_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("default={peer_url}")])
+        .args(["--cert-file", &server.cert, "--key-file", &server.key])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cairn");
+    let trust = vec![format!("--cacert={}", p.ca())];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ctl_with(&tls_url, &trust, &["put", "k", "v"]).0 {
+        assert!(Instant::now() < deadline, "the TLS listener did not serve");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, out, err) = ctl_with(&plain_url, &[], &["get", "k", "--print-value-only"]);
+    assert!(ok && out.trim() == "v", "plaintext listener: {out}{err}");
+    // Each port speaks only its own.
+    let quick = "--command-timeout=3s";
+    let tls_as_plain = format!("http://127.0.0.1:{tls}");
+    assert!(!ctl_with(&tls_as_plain, &[], &[quick, "get", "k"]).0);
+    let plain_as_tls = format!("https://127.0.0.1:{plain}");
+    assert!(!ctl_with(&plain_as_tls, &trust, &[quick, "get", "k"]).0);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Runs `cairn` with `args` and expects it to refuse to start with
 /// `message` on stderr.
 fn refused_start(args: &[&str], message: &str) {

@@ -345,6 +345,8 @@ async fn serve_peers(
     inner.push_task(accept_task);
     let task = tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
+            // Pings find a peer connection whose other end is gone.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(server)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_rx.wait_for(|s| *s).await;

@@ -15,6 +15,48 @@ use cairn::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, StatusRequest};
 use tonic::transport::Channel;
 
+/// Whether clusters run with mutual TLS on both ports
+/// (`CAIRN_TEST_TLS=1`; the test command runs the cluster tests so too).
+pub fn tls_mode() -> bool {
+    std::env::var_os("CAIRN_TEST_TLS").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The flags of mutual TLS on both ports, with the test certificates.
+pub fn tls_flags() -> Vec<String> {
+    let p = certs::Pki::get();
+    let s = p.pair("server");
+    [
+        "--cert-file",
+        &s.cert,
+        "--key-file",
+        &s.key,
+        "--trusted-ca-file",
+        &p.ca(),
+        "--client-cert-auth",
+        "--peer-cert-file",
+        &s.cert,
+        "--peer-key-file",
+        &s.key,
+        "--peer-trusted-ca-file",
+        &p.ca(),
+        "--peer-client-cert-auth",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// etcdctl's flags to talk to a TLS cluster as the test client.
+fn ctl_tls_flags() -> Vec<String> {
+    let p = certs::Pki::get();
+    let c = p.pair("client");
+    vec![
+        format!("--cacert={}", p.ca()),
+        format!("--cert={}", c.cert),
+        format!("--key={}", c.key),
+    ]
+}
+
 /// A port the OS reports free and this test process has not handed out
 /// before (members bind their ports only when they start).
 pub fn free_port() -> u16 {
@@ -144,11 +186,25 @@ impl Member {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.client_url.clone())
+        let mut e = Channel::from_shared(self.client_url.clone())
             .expect("url")
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(20))
-            .connect_lazy()
+            .timeout(Duration::from_secs(20));
+        if self.client_url.starts_with("https://") {
+            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+            let p = certs::Pki::get();
+            let c = p.pair("client");
+            let read = |f: &str| std::fs::read(f).expect("certificate file");
+            e = e
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(read(&p.ca())))
+                        .identity(Identity::from_pem(read(&c.cert), read(&c.key)))
+                        .domain_name("127.0.0.1"),
+                )
+                .expect("TLS config");
+        }
+        e.connect_lazy()
     }
 
     pub async fn kv(&self) -> KvClient<Channel> {
@@ -194,7 +250,14 @@ impl Cluster {
     /// Starts `n` members (fast timeouts for tests unless `extra` says
     /// otherwise) and waits for a leader.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
-        let c = Cluster::launch(n, extra, "http", "http");
+        let c = if tls_mode() {
+            let mut all = tls_flags();
+            all.extend(extra.iter().map(|s| s.to_string()));
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            Cluster::launch(n, &all, "https", "https")
+        } else {
+            Cluster::launch(n, extra, "http", "http")
+        };
         c.wait_leader(Duration::from_secs(30)).await;
         c
     }
@@ -244,7 +307,8 @@ impl Cluster {
 
     /// A new (not yet started) member joining with state `existing`.
     pub fn new_member(&mut self, name: &str, extra: &[&str]) -> usize {
-        self.new_member_with(name, extra, "http", "http")
+        let scheme = if tls_mode() { "https" } else { "http" };
+        self.new_member_with(name, extra, scheme, scheme)
     }
 
     /// [`Cluster::new_member`] with client and peer URL schemes.
@@ -420,6 +484,9 @@ pub fn etcdctl_stdin(
 ) -> (bool, String, String) {
     use std::io::Write;
     let mut cmd = Command::new(which("etcdctl"));
+    if tls_mode() {
+        cmd.args(ctl_tls_flags());
+    }
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .arg("--command-timeout=15s")
