@@ -20,7 +20,8 @@ impl AuthService {
     pub fn server(node: &Node) -> AuthServer<Self> {
         AuthServer::new(Self {
             node: node.clone(),
-            client: node.client(),
+            // Remote, naming no one until a request does.
+            client: node.client().as_remote(None),
         })
     }
 }

@@ -19,7 +19,8 @@ impl ClusterService {
     pub fn server(node: &Node) -> ClusterServer<Self> {
         ClusterServer::new(Self {
             node: node.clone(),
-            client: node.client(),
+            // Remote, naming no one until a request does.
+            client: node.client().as_remote(None),
         })
     }
 }

@@ -263,9 +263,9 @@ pub struct GateService<S> {
     inner: S,
 }
 
-impl<S, B> tower_service::Service<http::Request<B>> for GateService<S>
+impl<S, B, R> tower_service::Service<http::Request<B>> for GateService<S>
 where
-    S: tower_service::Service<http::Request<B>>,
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Unpin,
 {
     type Response = S::Response;
@@ -277,8 +277,10 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let mut remote = None;
         let call = match req.extensions_mut().remove::<ConnInfo>() {
             Some(info) => {
+                remote = info.tcp.remote_addr();
                 // Where tonic's `remote_addr` looks for it.
                 req.extensions_mut().insert(info.tcp);
                 if let Some(name) = info.cert_name {
@@ -297,6 +299,7 @@ where
         Tracked {
             inner: self.inner.call(req),
             call,
+            remote,
         }
     }
 }
@@ -345,26 +348,44 @@ impl Wake for Call {
 }
 
 /// A call's future, polled with the call's own waker.
+///
+/// Its answer, if given before the call produced anything (status in the
+/// headers), also goes through [`super::refusals::early_answer`]: this
+/// wrapper is every call's one, and a layer of its own measured 2% more
+/// server CPU per put.
 pub struct Tracked<F> {
     inner: F,
     call: Option<(Arc<Call>, Waker)>,
+    /// The client's address, for the log of a refusal.
+    remote: Option<std::net::SocketAddr>,
 }
 
-impl<F: Future + Unpin> Future for Tracked<F> {
+impl<F, R, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>> + Unpin,
+{
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let Some((call, waker)) = &this.call else {
-            return Pin::new(&mut this.inner).poll(cx);
+        let mut out = match &this.call {
+            None => ready!(Pin::new(&mut this.inner).poll(cx)),
+            Some((call, waker)) => {
+                call.task.register(cx.waker());
+                call.settle(IDLE);
+                let out = ready!(Pin::new(&mut this.inner).poll(&mut Context::from_waker(waker)));
+                call.settle(DONE);
+                out
+            }
         };
-        call.task.register(cx.waker());
-        call.settle(IDLE);
-        let out = Pin::new(&mut this.inner).poll(&mut Context::from_waker(waker));
-        if out.is_ready() {
-            call.settle(DONE);
+        if let Ok(resp) = &mut out {
+            // Answers that went on carry their status in trailers: one
+            // lookup for them.
+            if resp.headers().contains_key("grpc-status") {
+                super::refusals::early_answer(resp.headers_mut(), this.remote);
+            }
         }
-        out
+        Poll::Ready(out)
     }
 }
 
@@ -422,8 +443,9 @@ mod tests {
         let call = noop_call(&gate);
         let waker = Waker::from(Arc::clone(&call));
         let mut t = Tracked {
-            inner: rx,
+            inner: futures::FutureExt::map(rx, |r| r.map(http::Response::new)),
             call: Some((call, waker)),
+            remote: None,
         };
         assert!(futures::FutureExt::now_or_never(&mut t).is_none());
         let held = Arc::new(Flag::default());
@@ -445,13 +467,14 @@ mod tests {
         let call = noop_call(&gate);
         let waker = Waker::from(Arc::clone(&call));
         let mut t = Tracked {
-            inner: rx,
+            inner: futures::FutureExt::map(rx, |r| r.map(http::Response::new)),
             call: Some((Arc::clone(&call), waker.clone())),
+            remote: None,
         };
         assert!(futures::FutureExt::now_or_never(&mut t).is_none());
         tx.send(7).unwrap();
         assert_eq!(gate.woken.load(Ordering::Acquire), 1);
-        assert_eq!(t.await.unwrap(), 7);
+        assert_eq!(t.await.unwrap().into_body(), 7);
         assert_eq!(gate.woken.load(Ordering::Acquire), 0);
         waker.wake_by_ref();
         assert_eq!(gate.woken.load(Ordering::Acquire), 0);

@@ -20,7 +20,8 @@ impl KvService {
         let max = node.max_recv_bytes();
         KvServer::new(Self {
             node: node.clone(),
-            client: node.client(),
+            // Remote, naming no one until a request does.
+            client: node.client().as_remote(None),
         })
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX)

@@ -24,7 +24,8 @@ impl LeaseService {
     pub fn server(node: &Node) -> LeaseServer<Self> {
         LeaseServer::new(Self {
             node: node.clone(),
-            client: node.client(),
+            // Remote, naming no one until a request does.
+            client: node.client().as_remote(None),
         })
     }
 }
@@ -65,7 +66,7 @@ impl Lease for LeaseService {
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         check_leader(&self.node, &req)?;
-        let client = caller(&self.node, &self.client, &req)?;
+        let client = caller(&self.node, &self.client, &req)?.into_owned();
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {

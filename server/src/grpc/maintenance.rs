@@ -24,7 +24,8 @@ impl MaintenanceService {
     pub fn server(node: &Node) -> MaintenanceServer<Self> {
         MaintenanceServer::new(Self {
             node: node.clone(),
-            client: node.client(),
+            // Remote, naming no one until a request does.
+            client: node.client().as_remote(None),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! token's user, else the common name of the connection's verified client
 //! certificate.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use tonic::{Request, Status};
@@ -17,11 +18,21 @@ use crate::Client;
 pub struct CertName(pub Arc<str>);
 
 /// A client acting as the user `req` names (checked while auth is on).
-pub(crate) fn caller<T>(node: &Node, client: &Client, req: &Request<T>) -> Result<Client, Status> {
+/// `anonymous` is the service's remote client naming no one, which is
+/// what every request is while auth is off: then nothing is looked up
+/// or made.
+pub(crate) fn caller<'a, T>(
+    node: &Node,
+    anonymous: &'a Client,
+    req: &Request<T>,
+) -> Result<Cow<'a, Client>, Status> {
+    if !node.inner.auth.is_enabled() {
+        return Ok(Cow::Borrowed(anonymous));
+    }
     let token = req.metadata().get("token").and_then(|v| v.to_str().ok());
     let cert = req.extensions().get::<CertName>().map(|c| &*c.0);
     let user = node.inner.auth.identify(token, cert)?;
-    Ok(client.as_remote(user))
+    Ok(Cow::Owned(anonymous.as_remote(user)))
 }
 
 /// Whether the client asked to be served only with a leader.

@@ -118,9 +118,8 @@ pub async fn serve(
             // With `Coalesced` below: the answers that one commit wakes
             // on a connection go out in one write (see [`coalesce`]).
             .layer(GateLayer)
-            // etcd's code for a request over the size limit.
-            .layer(oversize::OversizeLayer)
-            .layer(refusals::RefusalLogLayer)
+            // (It also makes an oversize answer etcd's and logs refusals,
+            // see `refusals`.)
             .add_service(health)
             .add_service(KvService::server(&node))
             .add_service(ClusterService::server(&node))

@@ -5,13 +5,9 @@
 //! `OUT_OF_RANGE` there; etcd (grpc-go) answers `RESOURCE_EXHAUSTED`,
 //! `grpc: received message larger than max (N vs. M)`, and clients key
 //! on the code (a client that sees OUT_OF_RANGE may take it for a
-//! compacted revision). [`OversizeLayer`] rewrites that one answer: a
-//! call refused before it started answers with its status in the response
-//! headers, which is all this looks at.
-
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+//! compacted revision). [`rewrite`] turns that one answer into etcd's;
+//! `super::refusals` applies it to every answer given before a call
+//! started (status in the response headers).
 
 use tonic::codegen::http;
 
@@ -19,62 +15,8 @@ use tonic::codegen::http;
 /// limit is: M bytes`.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
 
-/// Rewrites tonic's answer to an oversize request into etcd's.
-#[derive(Clone, Debug, Default)]
-pub struct OversizeLayer;
-
-impl<S> tower_layer::Layer<S> for OversizeLayer {
-    type Service = OversizeService<S>;
-
-    fn layer(&self, inner: S) -> OversizeService<S> {
-        OversizeService { inner }
-    }
-}
-
-/// See [`OversizeLayer`].
-#[derive(Clone, Debug)]
-pub struct OversizeService<S> {
-    inner: S,
-}
-
-impl<S, Req, B> tower_service::Service<Req> for OversizeService<S>
-where
-    S: tower_service::Service<Req, Response = http::Response<B>>,
-    S::Future: Unpin,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Answer<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        Answer(self.inner.call(req))
-    }
-}
-
-/// A call's answer, rewritten if it is the oversize refusal.
-pub struct Answer<F>(F);
-
-impl<F, B, E> Future for Answer<F>
-where
-    F: Future<Output = Result<http::Response<B>, E>> + Unpin,
-{
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut out = ready!(Pin::new(&mut self.0).poll(cx));
-        if let Ok(resp) = &mut out {
-            rewrite(resp.headers_mut());
-        }
-        Poll::Ready(out)
-    }
-}
-
 /// Rewrites `headers` if they carry tonic's oversize refusal.
-fn rewrite(headers: &mut http::HeaderMap) {
+pub(super) fn rewrite(headers: &mut http::HeaderMap) {
     // OUT_OF_RANGE.
     if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
         return;

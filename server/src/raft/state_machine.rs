@@ -120,10 +120,10 @@ impl Slot {
 /// this entry; `None` if it may (or the command is the member's own).
 fn refusal(cmd: &cairnpb::Command, auth: &Auth, store: &Store) -> Option<cairnpb::ApplyError> {
     let user = cmd.user.as_deref()?;
-    let state = auth.state();
-    if !state.enabled {
+    if !auth.is_enabled() {
         return None;
     }
+    let state = auth.state();
     let user = Some(user).filter(|u| !u.is_empty());
     let needs = match &cmd.op {
         Some(Op::Put(p)) => perm::needs_of_put(p),
@@ -173,9 +173,13 @@ fn leases_touched(cmd: &cairnpb::Command) -> Vec<i64> {
 
 /// Whether applying `cmd` depends on the lease table as of this entry
 /// (so the writes before it must be applied first).
-fn reads_leases(cmd: &cairnpb::Command) -> bool {
+fn reads_leases(cmd: &cairnpb::Command, auth: &Auth) -> bool {
+    auth.is_enabled() && touches_leases(cmd)
+}
+
+fn touches_leases(cmd: &cairnpb::Command) -> bool {
     match &cmd.op {
-        Some(Op::Batch(b)) => b.commands.iter().any(reads_leases),
+        Some(Op::Batch(b)) => b.commands.iter().any(touches_leases),
         _ => cmd.user.is_some() && !leases_touched(cmd).is_empty(),
     }
 }
@@ -196,8 +200,11 @@ impl EntryWrites {
                     .collect(),
             )),
             _ => {
-                KvWrite::of(cmd)?;
-                Some(EntryWrites::One(Slot::of(cmd, auth, store)))
+                let w = KvWrite::of(cmd)?;
+                Some(EntryWrites::One(match refusal(cmd, auth, store) {
+                    Some(e) => Slot::Refused(e),
+                    None => Slot::Write(w),
+                }))
             }
         }
     }
@@ -578,7 +585,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(cmd) => {
                     // A user's write whose permission depends on a lease's
                     // keys is decided after the writes before it.
-                    if reads_leases(&cmd.0) && !writes.is_empty() {
+                    if !writes.is_empty() && reads_leases(&cmd.0, &self.auth) {
                         self.apply_writes(&mut writes)?;
                         batched = 0;
                     }
