@@ -341,6 +341,88 @@ async fn plaintext_and_tls_client_listeners_side_by_side() {
     let _ = child.wait();
 }
 
+/// A TLS connection to `addr` presenting certificate `name`; whether the
+/// member kept it (the handshake done, nothing refused by the time it
+/// answers or closes).
+async fn peer_handshake(addr: &str, p: &Pki, name: &str) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pair = p.pair(name);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pair.cert)
+        .expect("cert")
+        .collect::<Result<_, _>>()
+        .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(&pair.key).expect("key");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(p.ca()).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("root");
+    }
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .expect("client cert");
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let Ok(mut tls) = connector.connect(name, tcp).await else {
+        return false;
+    };
+    // TLS 1.3: a refused client certificate shows on the first read.
+    let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_certificates_refused_by_revocation_or_host_name() {
+    let p = Pki::get();
+    let s = p.pair("server");
+    let extra = [
+        "--peer-cert-file",
+        &s.cert,
+        "--peer-key-file",
+        &s.key,
+        "--peer-trusted-ca-file",
+        &p.ca(),
+        "--peer-client-cert-auth",
+        "--peer-crl-file",
+        &p.path("crl.pem"),
+        "--peer-cert-allowed-hostname",
+        "127.0.0.1",
+    ];
+    let mut c = Cluster::launch(1, &extra, "http", "https");
+    c.wait_leader(Duration::from_secs(30)).await;
+    let addr = c.members[0]
+        .peer_url
+        .trim_start_matches("https://")
+        .to_string();
+    assert!(
+        peer_handshake(&addr, p, "server").await,
+        "a good peer refused"
+    );
+    assert!(
+        !peer_handshake(&addr, p, "revoked").await,
+        "a revoked peer kept"
+    );
+    assert!(
+        !peer_handshake(&addr, p, "client").await,
+        "a peer without the host name kept"
+    );
+    let log = c.members[0].log_text();
+    assert!(log.matches("rejected connection").count() >= 2, "{log}");
+    assert!(log.to_lowercase().contains("revoked"), "{log}");
+    c.members[0].kill();
+}
+
 /// Runs `cairn` with `args` and expects it to refuse to start with
 /// `message` on stderr.
 fn refused_start(args: &[&str], message: &str) {

@@ -42,7 +42,8 @@ impl Pki {
 
     /// A certificate of the main CA by name: `server` (127.0.0.1 and
     /// localhost, server and client use; CN "member"), `client` (CN
-    /// "client"), `revoked` (CN "revoked", listed in `crl.pem`),
+    /// "client", no host names), `revoked` (CN "revoked", for 127.0.0.1
+    /// and localhost, listed in `crl.pem`),
     /// `intruder` (CN "intruder", valid for 127.0.0.1 too), `other-client`
     /// (signed by the other CA, `other-ca.pem`).
     pub fn pair(&self, name: &str) -> Pair {
@@ -97,7 +98,7 @@ fn make() -> Pki {
     let local = ["127.0.0.1", "localhost"];
     leaf(&root, "server", "member", &local, 10, &main);
     leaf(&root, "client", "client", &[], 11, &main);
-    leaf(&root, "revoked", "revoked", &[], 12, &main);
+    leaf(&root, "revoked", "revoked", &local, 12, &main);
     leaf(&root, "intruder", "intruder", &local, 13, &main);
     let other = ca("another CA");
     std::fs::write(root.join("other-ca.pem"), other.pem()).expect("write");
