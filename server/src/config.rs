@@ -90,6 +90,11 @@ pub struct Config {
     pub bcrypt_cost: u32,
 }
 
+/// etcd's default `--auth-token-ttl`.
+pub const DEFAULT_AUTH_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// etcd's default `--bcrypt-cost`.
+pub const DEFAULT_BCRYPT_COST: u32 = 10;
+
 /// etcd's default `--max-request-bytes`.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
 /// The gRPC receive limit over `--max-request-bytes` (etcd's).
@@ -121,8 +126,8 @@ impl Default for Config {
             tls: TlsSettings::default(),
             max_concurrent_streams: u32::MAX,
             auth_token: "simple".into(),
-            auth_token_ttl: crate::auth::DEFAULT_TOKEN_TTL,
-            bcrypt_cost: crate::auth::DEFAULT_BCRYPT_COST,
+            auth_token_ttl: DEFAULT_AUTH_TOKEN_TTL,
+            bcrypt_cost: DEFAULT_BCRYPT_COST,
         }
     }
 }

@@ -20,11 +20,14 @@
 //! ```
 //!
 //! Modules, bottom up (each uses only those above it):
+//! - [`durable`]: small files written so a crash leaves the old or the
+//!   new; [`tls`]: TLS for both ports (rustls), etcd's TLS flags.
 //! - [`config`]: a member's configuration, etcd's flags' meanings.
 //! - [`error`]: the typed [`Error`]; [`status`]: etcd's gRPC code and
 //!   message for each (the one place that spells them); [`convert`]:
-//!   etcd's wire messages to and from the kv store's types; [`durable`]:
-//!   small files written so a crash leaves the old or the new.
+//!   etcd's wire messages to and from the kv store's types.
+//! - [`accept`]: accepting connections (handshakes, descriptor
+//!   shortages); [`auth`]: users, roles, permissions and tokens.
 //! - [`raft`]: openraft's type configuration, the adapters over Cairn's
 //!   storage engines ([`cairn_kv`], [`cairn_raft_log`]), the apply
 //!   observer, and the peer transport.

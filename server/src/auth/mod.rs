@@ -33,11 +33,6 @@ pub use self::state::{AuthState, ROOT};
 use self::token::Tokens;
 use crate::error::Error;
 
-/// etcd's defaults: simple tokens, 300 s, bcrypt cost 10.
-pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
-/// bcrypt's cost unless `--bcrypt-cost` says otherwise.
-pub const DEFAULT_BCRYPT_COST: u32 = 10;
-
 /// One member's auth: the state as applied, tokens, passwords.
 pub struct Auth {
     /// Replaced whole at each change (readers keep the `Arc` they took).

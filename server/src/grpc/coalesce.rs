@@ -350,7 +350,7 @@ impl Wake for Call {
 /// A call's future, polled with the call's own waker.
 ///
 /// Its answer, if given before the call produced anything (status in the
-/// headers), also goes through [`super::refusals::early_answer`]: this
+/// headers), also goes through `super::refusals::early_answer`: this
 /// wrapper is every call's one, and a layer of its own measured 2% more
 /// server CPU per put.
 pub struct Tracked<F> {

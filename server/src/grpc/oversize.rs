@@ -5,7 +5,7 @@
 //! `OUT_OF_RANGE` there; etcd (grpc-go) answers `RESOURCE_EXHAUSTED`,
 //! `grpc: received message larger than max (N vs. M)`, and clients key
 //! on the code (a client that sees OUT_OF_RANGE may take it for a
-//! compacted revision). [`rewrite`] turns that one answer into etcd's;
+//! compacted revision). `rewrite` turns that one answer into etcd's;
 //! `super::refusals` applies it to every answer given before a call
 //! started (status in the response headers).
 

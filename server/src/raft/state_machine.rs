@@ -261,8 +261,8 @@ impl StateMachine {
         let auth = Auth::open(
             &store,
             "simple",
-            crate::auth::DEFAULT_TOKEN_TTL,
-            crate::auth::DEFAULT_BCRYPT_COST,
+            crate::config::DEFAULT_AUTH_TOKEN_TTL,
+            crate::config::DEFAULT_BCRYPT_COST,
         )
         .map_err(io::Error::other)?;
         Ok(Self {

@@ -16,7 +16,8 @@
 //!   `--peer-cert-allowed-hostname`), and the self-signed peers of
 //!   `--peer-auto-tls`, whose certificates no one can verify.
 //! - `auto`: the self-signed certificates of `--auto-tls` and
-//!   `--peer-auto-tls`, kept under the data dir as etcd keeps them.
+//!   `--peer-auto-tls`, kept under the data dir as etcd keeps them;
+//!   `pem`: reading certificates, keys and revocation lists.
 //!
 //! Rules, as etcd: a URL's scheme decides, so `http://` and `https://`
 //! listeners can serve side by side and an `https://` listener never
