@@ -95,9 +95,19 @@ impl TlsInfo {
             });
         }
         let (cert, key) = auto::self_cert(dir, hosts)?;
+        // etcd's auto TLS replaces the whole TLS setting, so certificate
+        // authentication without a CA to check against is dropped there
+        // too (said here rather than silently).
+        let client_cert_auth = self.client_cert_auth && self.trusted_ca_file.is_some();
+        if self.client_cert_auth && !client_cert_auth {
+            tracing::warn!(
+                "auto TLS without a trusted CA file: client certificate authentication is off"
+            );
+        }
         Ok(TlsInfo {
             cert_file: Some(cert),
             key_file: Some(key),
+            client_cert_auth,
             ..self.clone()
         })
     }
