@@ -2,7 +2,7 @@
 //! of anything but an intact image fails, never panics, and leaves a
 //! store that reopens empty; nothing damaged is ever served.
 //!
-//! Bounded for the test command (`PROPTEST_CASES` raises it); inputs that
+//! A bounded number of cases for the test command; inputs that
 //! found a bug are kept in `fuzz.proptest-regressions` beside this file.
 
 use bytes::Bytes;

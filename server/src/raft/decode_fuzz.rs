@@ -1,10 +1,11 @@
-//! The peer protocol's decoders fed arbitrary bytes (proptest, bounded
-//! for the test command; `PROPTEST_CASES` raises it): every message a
-//! peer can send — openraft's requests and answers, forwarded requests,
-//! snapshot headers, the append connection's frames and hello — is
+//! The peer protocol's decoders fed arbitrary bytes (proptest, a bounded
+//! number of cases for the test command): every message a peer can send
+//! — openraft's requests and answers, forwarded requests, snapshot
+//! headers, the append connection's frames — is
 //! refused or decoded, never a panic, and a decoded message encodes back
 //! to what was read. Inputs that found a bug are kept in
-//! `decode_fuzz.proptest-regressions` beside this file.
+//! `server/proptest-regressions/raft/decode_fuzz.txt` (proptest's
+//! regression file, re-run first).
 
 use proptest::prelude::*;
 use tokio::io::AsyncWriteExt;
