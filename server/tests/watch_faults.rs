@@ -610,10 +610,16 @@ async fn watch_on_a_member_catching_up_from_a_snapshot_never_goes_back() {
     revs.sort();
     let last = *revs.last().expect("writes");
     stop_at.store(last, std::sync::atomic::Ordering::Release);
-    tokio::time::timeout(Duration::from_secs(60), w)
-        .await
-        .expect("the follower's watcher caught up")
-        .expect("watcher");
+    match tokio::time::timeout(Duration::from_secs(60), w).await {
+        Ok(done) => done.expect("watcher"),
+        Err(_) => {
+            c.dump_logs();
+            let seen = log.lock().map(|l| l.len()).unwrap_or(0);
+            panic!(
+                "the follower's watcher did not catch up to {last} in 60 s ({seen} events seen)"
+            );
+        }
+    }
     assert!(
         c.members[f]
             .log_text()

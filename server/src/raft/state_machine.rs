@@ -508,7 +508,11 @@ fn remove_others(dir: &Path, keep: &str) -> io::Result<()> {
     for ent in fs::read_dir(dir)? {
         let ent = ent?;
         let name = ent.file_name().to_string_lossy().to_string();
-        if name.starts_with("snapshot-") && !name.starts_with(&format!("{keep}.")) {
+        // Only finished snapshots' files: a `.tmp` beside them is another
+        // writer's file on its way (a snapshot being built while one is
+        // installed), and removing it failed that writer's rename.
+        let finished = name.ends_with(".img") || name.ends_with(".meta");
+        if finished && name.starts_with("snapshot-") && !name.starts_with(&format!("{keep}.")) {
             fs::remove_file(ent.path())?;
         }
     }
