@@ -9,7 +9,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::reload::Reloading;
 use super::verify::SelfSignedPeer;
-use super::{pem, TlsInfo, TlsSettings, HANDSHAKE_TIMEOUT};
+use super::{pem, TlsInfo, TlsSettings};
 
 /// The peer port's TLS as a client: this member's certificate (peers may
 /// require it) and the CA that peers' certificates are checked against,
@@ -48,7 +48,7 @@ impl ClientTls {
     }
 
     /// Runs the client side of a handshake with the peer at `host` over
-    /// `tcp`, within [`HANDSHAKE_TIMEOUT`].
+    /// `tcp`, within [`super::HANDSHAKE_TIMEOUT`].
     pub async fn connect(
         &self,
         host: &str,
@@ -58,13 +58,7 @@ impl ClientTls {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
             .to_owned();
         let connector = tokio_rustls::TlsConnector::from(self.config.get());
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"),
-            )),
-        }
+        super::within_timeout(connector.connect(name, tcp)).await
     }
 }
 

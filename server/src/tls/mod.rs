@@ -45,6 +45,20 @@ pub use self::verify::common_name;
 /// finishes them would hold them forever).
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Runs a handshake, failing it if it does not finish within
+/// [`HANDSHAKE_TIMEOUT`] (both sides of both ports use this).
+async fn within_timeout<T>(
+    handshake: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"),
+        )),
+    }
+}
+
 /// One port's TLS configuration, as etcd's flags give it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsInfo {

@@ -9,7 +9,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::reload::Reloading;
 use super::verify::{AllowedIdentity, Identity};
-use super::{pem, TlsInfo, TlsSettings, HANDSHAKE_TIMEOUT};
+use super::{pem, TlsInfo, TlsSettings};
 
 /// A port's TLS: the certificate it presents and what it requires of the
 /// other side, reloaded when a file changes.
@@ -55,16 +55,10 @@ impl ServerTls {
     }
 
     /// Runs the server side of a handshake on `tcp`, within
-    /// [`HANDSHAKE_TIMEOUT`].
+    /// [`super::HANDSHAKE_TIMEOUT`].
     pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.get());
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"),
-            )),
-        }
+        super::within_timeout(acceptor.accept(tcp)).await
     }
 }
 
