@@ -19,7 +19,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cairn_kv::{Store, Write as KvBatchWrite, Written};
 use cairn_proto::cairnpb::{self, command::Op, command_response::Result as Res};
@@ -50,6 +50,10 @@ struct Applied {
 pub struct StateMachine {
     store: Arc<Store>,
     snap_dir: PathBuf,
+    /// Held while snapshot files are written, removed or opened: a
+    /// snapshot built while one is installed (or opened to be sent) would
+    /// otherwise remove the other's files under it.
+    snapshot_files: Arc<Mutex<()>>,
     applied: Applied,
     /// Told of each applied revision's events and of lease grants and
     /// revokes (watches and the lessor).
@@ -268,6 +272,7 @@ impl StateMachine {
         Ok(Self {
             store,
             snap_dir: snap_dir.to_path_buf(),
+            snapshot_files: Arc::default(),
             applied,
             observer: Arc::new(Unobserved),
             auth: Arc::new(auth),
@@ -476,24 +481,29 @@ impl StateMachine {
 
     /// The current snapshot's id, from the `.meta` files present.
     fn current_snapshot_id(&self) -> io::Result<Option<String>> {
-        let mut best: Option<(u64, u64, String)> = None;
-        for ent in fs::read_dir(&self.snap_dir)? {
-            let name = ent?.file_name().to_string_lossy().to_string();
-            let Some(id) = name.strip_suffix(".meta") else {
-                continue;
-            };
-            let mut parts = id.strip_prefix("snapshot-").unwrap_or("").split('-');
-            let (Some(Ok(t)), Some(Ok(i))) =
-                (parts.next().map(str::parse), parts.next().map(str::parse))
-            else {
-                continue;
-            };
-            if best.as_ref().is_none_or(|(bt, bi, _)| (t, i) > (*bt, *bi)) {
-                best = Some((t, i, id.to_string()));
-            }
-        }
-        Ok(best.map(|(_, _, id)| id))
+        Ok(newest_snapshot(&self.snap_dir)?.map(|(_, id)| id))
     }
+}
+
+/// The newest finished snapshot in `dir`: its (term, index) and id.
+fn newest_snapshot(dir: &Path) -> io::Result<Option<((u64, u64), String)>> {
+    let mut best: Option<((u64, u64), String)> = None;
+    for ent in fs::read_dir(dir)? {
+        let name = ent?.file_name().to_string_lossy().to_string();
+        let Some(id) = name.strip_suffix(".meta") else {
+            continue;
+        };
+        let mut parts = id.strip_prefix("snapshot-").unwrap_or("").split('-');
+        let (Some(Ok(t)), Some(Ok(i))) =
+            (parts.next().map(str::parse), parts.next().map(str::parse))
+        else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(at, _)| (t, i) > *at) {
+            best = Some(((t, i), id.to_string()));
+        }
+    }
+    Ok(best)
 }
 
 fn snapshot_id(meta_log: &Option<LogId>) -> String {
@@ -501,6 +511,12 @@ fn snapshot_id(meta_log: &Option<LogId>) -> String {
         Some(l) => format!("snapshot-{}-{}", l.leader_id.term, l.index),
         None => "snapshot-0-0".into(),
     }
+}
+
+/// Takes the snapshot files' lock (a panic while it was held left the
+/// files as they were on disk, which every reader copes with).
+fn lock(files: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    files.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Removes every snapshot file but those of `keep`.
@@ -523,6 +539,7 @@ fn remove_others(dir: &Path, keep: &str) -> io::Result<()> {
 pub struct SnapshotBuilder {
     store: Arc<Store>,
     snap_dir: PathBuf,
+    snapshot_files: Arc<Mutex<()>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -531,13 +548,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let store = Arc::clone(&self.store);
         let dir = self.snap_dir.clone();
-        tokio::task::spawn_blocking(move || build(&store, &dir))
+        let files = Arc::clone(&self.snapshot_files);
+        tokio::task::spawn_blocking(move || build(&store, &dir, &files))
             .await
             .map_err(io::Error::other)?
     }
 }
 
-fn build(store: &Store, dir: &Path) -> io::Result<Snapshot> {
+fn build(store: &Store, dir: &Path, files: &Mutex<()>) -> io::Result<Snapshot> {
     // Everything in the image must be durable in the store too before the
     // log below it can be purged.
     store.flush().map_err(kv_err)?;
@@ -557,6 +575,20 @@ fn build(store: &Store, dir: &Path) -> io::Result<Snapshot> {
     };
     let img = dir.join(format!("{id}.img"));
     let meta_path = dir.join(format!("{id}.meta"));
+    let _files = lock(files);
+    // A snapshot installed from the leader while this one was exported
+    // is newer: it stays the current one, this image is dropped.
+    let ours = applied.log_id.map(|l| (l.leader_id.term, l.index));
+    if let Some((at, newer)) = newest_snapshot(dir)? {
+        if Some(at) > ours {
+            fs::remove_file(&tmp)?;
+            let meta: SnapshotMeta = decode(&fs::read(dir.join(format!("{newer}.meta")))?)?;
+            return Ok(Snapshot {
+                meta,
+                snapshot: File::open(dir.join(format!("{newer}.img")))?,
+            });
+        }
+    }
     fs::rename(&tmp, &img)?;
     write_file(&meta_path, &encode(&meta)?)?;
     remove_others(dir, &id)?;
@@ -638,6 +670,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             store: Arc::clone(&self.store),
             snap_dir: self.snap_dir.clone(),
+            snapshot_files: Arc::clone(&self.snapshot_files),
         }
     }
 
@@ -648,6 +681,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let id = snapshot_id(&meta.last_log_id);
         let (img, meta_path) = self.snapshot_paths(&id);
         let installed = id.clone();
+        let files = Arc::clone(&self.snapshot_files);
         let applied = tokio::task::spawn_blocking(move || -> io::Result<Applied> {
             let mut r = BufReader::new(snapshot);
             let info = store.import(&mut r).map_err(kv_err)?;
@@ -658,6 +692,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut out = File::create(dir.join("installing.img"))?;
             io::copy(&mut f, &mut out)?;
             out.sync_all()?;
+            let _files = lock(&files);
             fs::rename(dir.join("installing.img"), &img)?;
             write_file(&meta_path, &encode(&meta)?)?;
             remove_others(&dir, &id)?;
@@ -675,6 +710,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        let _files = lock(&self.snapshot_files);
         let Some(id) = self.current_snapshot_id()? else {
             return Ok(None);
         };
