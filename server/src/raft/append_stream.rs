@@ -71,8 +71,9 @@ impl Outstanding {
 
 /// The leader side's outgoing half: each request encoded as it is polled
 /// (that is, as it goes on the wire), its send time recorded. A request
-/// that cannot be encoded ends the stream (logged); the missing answer
-/// then times out and openraft starts over.
+/// that cannot be encoded, or whose entries do not follow its
+/// `prev_log_id`, ends the stream (logged); the missing answer then times
+/// out and openraft starts over.
 pub(super) fn requests<S>(
     input: S,
 ) -> (
@@ -84,19 +85,37 @@ where
 {
     let outstanding = OutstandingRef(Arc::default());
     let mark = outstanding.clone();
-    let out = tokio_stream::StreamExt::map_while(input, move |req| match encode(&req) {
-        Ok(payload) => {
-            mark.0.push();
-            Some(RaftMessage {
-                payload: payload.into(),
-            })
+    let out = tokio_stream::StreamExt::map_while(input, move |req| {
+        if !follows_prev(&req) {
+            tracing::error!(
+                request = %req,
+                "an AppendEntries request's entries do not follow its prev_log_id; not sent"
+            );
+            return None;
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode an AppendEntries request");
-            None
+        match encode(&req) {
+            Ok(payload) => {
+                mark.0.push();
+                Some(RaftMessage {
+                    payload: payload.into(),
+                })
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an AppendEntries request");
+                None
+            }
         }
     });
     (out, outstanding)
+}
+
+/// Whether `req`'s first entry (if any) is the one right after its
+/// `prev_log_id`. A request read from a log purged under it (openraft
+/// tolerates a reader starting after the purge point) would otherwise
+/// leave a hole in the follower's log.
+pub(super) fn follows_prev(req: &AppendEntriesRequest<TypeConfig>) -> bool {
+    let next = req.prev_log_id.map_or(0, |p| p.index + 1);
+    req.entries.first().is_none_or(|e| e.log_id.index == next)
 }
 
 /// Shared record of the requests of one stream still unanswered.

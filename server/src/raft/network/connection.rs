@@ -276,6 +276,11 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        if !append_stream::follows_prev(&rpc) {
+            return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "not sent: the entries of {rpc} do not follow its prev_log_id"
+            ))));
+        }
         self.unary(Rpc::Append, &rpc, &option).await
     }
 
