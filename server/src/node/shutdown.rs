@@ -17,6 +17,10 @@ use tokio::task::JoinHandle;
 
 use super::Inner;
 
+/// How long the servers and background tasks get to end on their own
+/// once the member stops.
+const TASKS_GRACE: Duration = Duration::from_secs(3);
+
 impl Inner {
     pub(super) async fn shutdown(&self) {
         if self.shutting_down.swap(true, Ordering::SeqCst) {
@@ -55,15 +59,32 @@ impl Inner {
             }
         }
         self.stop.send_replace(true);
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
+        match tokio::time::timeout(TASKS_GRACE, self.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "raft shutdown"),
+            Err(_) => tracing::warn!(grace = ?TASKS_GRACE, "raft did not stop within the grace period"),
         }
         let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
             Ok(mut v) => std::mem::take(&mut *v),
             Err(_) => Vec::new(),
         };
-        for t in tasks {
-            let _ = t.await;
+        // Servers end gracefully (answering what is in flight) unless a
+        // connection keeps them: then they are cut, so that a stop is
+        // bounded whatever a client or peer does.
+        let deadline = tokio::time::Instant::now() + TASKS_GRACE;
+        let mut cut = 0;
+        for mut t in tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+                cut += 1;
+            }
+        }
+        if cut > 0 {
+            tracing::warn!(
+                tasks = cut,
+                grace = ?TASKS_GRACE,
+                "stopped tasks that had not ended within the grace period"
+            );
         }
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "flushing the store at shutdown");
