@@ -98,7 +98,7 @@ pub use history::History;
 pub use lease::{Lease, Revoked, RevokedKeys};
 pub use request::*;
 pub use revision::Revision;
-pub use snapshot::ImageInfo;
+pub use snapshot::{ImageInfo, Restore};
 pub use state::{Options, NEVER_COMPACTED};
 pub use store::Store;
 pub use txn::{

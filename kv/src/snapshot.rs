@@ -42,6 +42,8 @@ pub struct ImageInfo {
     pub applied: Option<Bytes>,
     /// Records in the image.
     pub records: u64,
+    /// The image's CRC32 (of every byte before it).
+    pub checksum: u32,
 }
 
 struct CrcWriter<'a, W: Write> {
@@ -127,6 +129,7 @@ impl<B: Backend> Store<B> {
             compacted,
             applied,
             records,
+            checksum: crc,
         })
     }
 
@@ -134,9 +137,14 @@ impl<B: Backend> Store<B> {
     /// durably (flushed before returning). If the image is damaged or an
     /// I/O step fails, the store is poisoned: reopened, it is empty.
     pub fn import(&self, r: &mut impl Read) -> Result<ImageInfo> {
+        self.import_with(r, &Restore::default())
+    }
+
+    /// [`Store::import`], changed as `how` says (a restore).
+    pub fn import_with(&self, r: &mut impl Read, how: &Restore) -> Result<ImageInfo> {
         let inner = self.inner();
         inner.check()?;
-        let r = self.import_inner(r);
+        let r = self.import_inner(r, how);
         if r.is_err() {
             inner
                 .poisoned
@@ -145,32 +153,17 @@ impl<B: Backend> Store<B> {
         r
     }
 
-    fn import_inner(&self, r: &mut impl Read) -> Result<ImageInfo> {
+    fn import_inner(&self, r: &mut impl Read, how: &Restore) -> Result<ImageInfo> {
         let inner = self.inner();
-        let mut crc = crc32fast::Hasher::new();
-        let mut read = |n: usize, crc: &mut crc32fast::Hasher| -> Result<Vec<u8>> {
-            // Grown as bytes arrive, not sized from the length field: a
-            // damaged length must not allocate gigabytes up front.
-            let mut b = Vec::with_capacity(n.min(64 << 10));
-            r.by_ref()
-                .take(n as u64)
-                .read_to_end(&mut b)
-                .map_err(|_| bad("truncated image"))?;
-            if b.len() < n {
-                return Err(bad("truncated image"));
-            }
-            crc.update(&b);
-            Ok(b)
+        let mut image = ImageReader::open(r)?;
+        let header = image.header.clone();
+        let current = header.current + how.bump_revision;
+        let compacted = if how.mark_compacted {
+            current
+        } else {
+            header.compacted
         };
-        if read(8, &mut crc)? != MAGIC {
-            return Err(bad("not a cairn-kv image"));
-        }
-        let i64_of = |b: Vec<u8>| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
-        let u32_of = |b: Vec<u8>| u32::from_be_bytes(b.try_into().unwrap_or([0; 4]));
-        let current = i64_of(read(8, &mut crc)?);
-        let compacted = i64_of(read(8, &mut crc)?);
-        let alen = u32_of(read(4, &mut crc)?) as usize;
-        let applied = Bytes::from(read(alen, &mut crc)?);
+        let applied = how.applied.clone().unwrap_or(header.applied);
 
         // No read, write or compaction step runs while the contents are
         // replaced (lock order: read barrier, then state).
@@ -184,24 +177,8 @@ impl<B: Backend> Store<B> {
         batch.put(Meta::Importing.key(), Bytes::from_static(b"1"));
         inner.guard(inner.backend.write(batch).map_err(Error::Backend))?;
         inner.guard(state::wipe(&inner.backend))?;
-        let mut records = 0u64;
         let mut batch = WriteBatch::new();
-        loop {
-            let klen = u32_of(read(4, &mut crc)?);
-            if klen == END {
-                break;
-            }
-            let k = read(klen as usize, &mut crc)?;
-            let vlen = u32_of(read(4, &mut crc)?) as usize;
-            let v = read(vlen, &mut crc)?;
-            if lease::is_lease_key(&k) {
-                lease::decode(&k, &v)?;
-            } else if k == Meta::Auth.key() {
-                // Opaque here; its owner checks it when it loads it.
-            } else {
-                record::revision_of(&k)?;
-                records += 1;
-            }
+        while let Some((k, v)) = image.next_entry()? {
             batch.put(k, v);
             if batch.len() >= 1024 {
                 inner.guard(
@@ -212,13 +189,8 @@ impl<B: Backend> Store<B> {
                 )?;
             }
         }
-        let mut tail = [0u8; 4];
-        r.read_exact(&mut tail)
-            .map_err(|_| bad("truncated image"))?;
-        if u32::from_be_bytes(tail) != crc.finalize() {
-            // Leave the marker: the store opens empty.
-            return Err(bad("image checksum mismatch"));
-        }
+        // A checksum mismatch leaves the marker: the store opens empty.
+        let info = image.finish()?;
         batch.put(Meta::Current.key(), record::encode_i64(current));
         batch.put(Meta::CompactScheduled.key(), record::encode_i64(compacted));
         if !applied.is_empty() {
@@ -243,7 +215,137 @@ impl<B: Backend> Store<B> {
             revision: current,
             compacted,
             applied: (!applied.is_empty()).then_some(applied),
-            records,
+            ..info
+        })
+    }
+}
+
+/// How an image is imported for a restore (`etcdutl snapshot restore`'s
+/// options); the default imports it as it is.
+#[derive(Clone, Debug, Default)]
+pub struct Restore {
+    /// Added to the image's revision: the next write gets a revision
+    /// above any a client saw before the restore.
+    pub bump_revision: i64,
+    /// Marks the (bumped) revision compacted, so that watchers and
+    /// readers of older revisions are told to start over.
+    pub mark_compacted: bool,
+    /// Replaces the image's applied position (a new cluster starts from
+    /// its own).
+    pub applied: Option<Bytes>,
+}
+
+/// Reads an image without importing it: its header and counts, its
+/// checksum checked (`cairnutl snapshot status`).
+pub fn inspect(r: &mut impl Read) -> Result<ImageInfo> {
+    let mut image = ImageReader::open(r)?;
+    while image.next_entry()?.is_some() {}
+    image.finish()
+}
+
+#[derive(Clone)]
+struct Header {
+    current: i64,
+    compacted: i64,
+    applied: Bytes,
+}
+
+/// An image read entry by entry, each checked for what it claims to be,
+/// the checksum checked at the end.
+struct ImageReader<'a, R: Read> {
+    r: &'a mut R,
+    crc: crc32fast::Hasher,
+    header: Header,
+    records: u64,
+}
+
+impl<'a, R: Read> ImageReader<'a, R> {
+    fn open(r: &'a mut R) -> Result<Self> {
+        let mut me = ImageReader {
+            r,
+            crc: crc32fast::Hasher::new(),
+            header: Header {
+                current: 0,
+                compacted: 0,
+                applied: Bytes::new(),
+            },
+            records: 0,
+        };
+        if me.read(8)? != MAGIC {
+            return Err(bad("not a cairn-kv image"));
+        }
+        me.header.current = me.i64()?;
+        me.header.compacted = me.i64()?;
+        let alen = me.u32()? as usize;
+        me.header.applied = Bytes::from(me.read(alen)?);
+        Ok(me)
+    }
+
+    fn read(&mut self, n: usize) -> Result<Vec<u8>> {
+        // Grown as bytes arrive, not sized from the length field: a
+        // damaged length must not allocate gigabytes up front.
+        let mut b = Vec::with_capacity(n.min(64 << 10));
+        self.r
+            .by_ref()
+            .take(n as u64)
+            .read_to_end(&mut b)
+            .map_err(|_| bad("truncated image"))?;
+        if b.len() < n {
+            return Err(bad("truncated image"));
+        }
+        self.crc.update(&b);
+        Ok(b)
+    }
+
+    fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_be_bytes(
+            self.read(8)?.try_into().unwrap_or([0; 8]),
+        ))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(
+            self.read(4)?.try_into().unwrap_or([0; 4]),
+        ))
+    }
+
+    /// The next entry, checked; `None` at the end marker.
+    fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let klen = self.u32()?;
+        if klen == END {
+            return Ok(None);
+        }
+        let k = self.read(klen as usize)?;
+        let vlen = self.u32()? as usize;
+        let v = self.read(vlen)?;
+        if lease::is_lease_key(&k) {
+            lease::decode(&k, &v)?;
+        } else if k == Meta::Auth.key() {
+            // Opaque here; its owner checks it when it loads it.
+        } else {
+            record::revision_of(&k)?;
+            self.records += 1;
+        }
+        Ok(Some((k, v)))
+    }
+
+    /// Checks the checksum after the end marker.
+    fn finish(self) -> Result<ImageInfo> {
+        let mut tail = [0u8; 4];
+        self.r
+            .read_exact(&mut tail)
+            .map_err(|_| bad("truncated image"))?;
+        let crc = self.crc.finalize();
+        if u32::from_be_bytes(tail) != crc {
+            return Err(bad("image checksum mismatch"));
+        }
+        let h = self.header;
+        Ok(ImageInfo {
+            revision: h.current,
+            compacted: h.compacted,
+            applied: (!h.applied.is_empty()).then_some(h.applied),
+            records: self.records,
+            checksum: crc,
         })
     }
 }

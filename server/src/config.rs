@@ -41,6 +41,9 @@ pub struct Config {
     /// Mixed into member and cluster ids, so two clusters started from
     /// the same URLs differ.
     pub initial_cluster_token: String,
+    /// `--force-new-cluster`: start as a one-member cluster of this member
+    /// alone, with everything it had committed (quorum-loss recovery).
+    pub force_new_cluster: bool,
     /// Milliseconds.
     pub heartbeat_interval: u64,
     /// Milliseconds.
@@ -112,6 +115,7 @@ impl Default for Config {
             initial_cluster: vec![("default".into(), vec!["http://localhost:2380".into()])],
             initial_cluster_state: ClusterState::New,
             initial_cluster_token: "etcd-cluster".into(),
+            force_new_cluster: false,
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,

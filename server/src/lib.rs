@@ -42,6 +42,7 @@
 
 pub mod accept;
 pub mod auth;
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod convert;

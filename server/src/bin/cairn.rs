@@ -67,6 +67,10 @@ struct Flags {
         default_value = "etcd-cluster"
     )]
     initial_cluster_token: String,
+    /// Force to create a new one member cluster: this member, with its
+    /// committed data, alone (quorum-loss recovery).
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER")]
+    force_new_cluster: bool,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -209,6 +213,7 @@ struct FileConfig {
     initial_cluster: Option<String>,
     initial_cluster_state: Option<String>,
     initial_cluster_token: Option<String>,
+    force_new_cluster: Option<bool>,
     heartbeat_interval: Option<u64>,
     election_timeout: Option<u64>,
     snapshot_count: Option<u64>,
@@ -297,6 +302,7 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
         initial_cluster: f.initial_cluster.or(d.initial_cluster),
         initial_cluster_state: f.initial_cluster_state.unwrap_or(d.initial_cluster_state),
         initial_cluster_token: f.initial_cluster_token.unwrap_or(d.initial_cluster_token),
+        force_new_cluster: f.force_new_cluster.unwrap_or(d.force_new_cluster),
         heartbeat_interval: f.heartbeat_interval.unwrap_or(d.heartbeat_interval),
         election_timeout: f.election_timeout.unwrap_or(d.election_timeout),
         snapshot_count: f.snapshot_count.unwrap_or(d.snapshot_count),
@@ -353,6 +359,7 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         initial_cluster,
         initial_cluster_state,
         initial_cluster_token: f.initial_cluster_token.clone(),
+        force_new_cluster: f.force_new_cluster,
         heartbeat_interval: f.heartbeat_interval,
         election_timeout: f.election_timeout,
         snapshot_count: f.snapshot_count,

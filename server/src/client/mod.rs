@@ -428,6 +428,21 @@ impl Client {
         })
     }
 
+    /// etcd's Snapshot: a backup of this member's store as it is now,
+    /// in pieces (see [`crate::backup`]), with the header to send with
+    /// each.
+    pub fn snapshot(
+        &self,
+    ) -> Result<(
+        Option<pb::ResponseHeader>,
+        tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    )> {
+        self.require_root()?;
+        let inner = &self.node.inner;
+        let pieces = crate::backup::stream(Arc::clone(&inner.store), inner.cluster_id);
+        Ok((self.current_header(), pieces))
+    }
+
     /// etcd's Hash: of everything this member's store holds.
     pub async fn hash(&self) -> Result<pb::HashResponse> {
         self.require_root()?;

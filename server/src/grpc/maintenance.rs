@@ -1,5 +1,6 @@
-//! `etcdserverpb.Maintenance`: Status, Hash, HashKV and MoveLeader
-//! translated into the [`Client`]'s calls; the rest answer Unimplemented.
+//! `etcdserverpb.Maintenance`: Status, Hash, HashKV, Snapshot and
+//! MoveLeader translated into the [`Client`]'s calls; the rest answer
+//! Unimplemented.
 
 use std::pin::Pin;
 
@@ -31,6 +32,12 @@ impl MaintenanceService {
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
+
+/// A snapshot whose export failed midway: the stream ends with this.
+fn snapshot_failed(e: &std::io::Error) -> Status {
+    tracing::error!(error = %e, "snapshot export failed");
+    Status::internal(format!("snapshot failed: {e}"))
+}
 
 fn unsupported(what: &str) -> Status {
     Status::from(Error::Unsupported(format!("{what} is not supported yet")))
@@ -87,9 +94,44 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unsupported("snapshot"))
+        let (header, pieces) = caller(&self.node, &self.client, &req)?.snapshot()?;
+        // Each piece is sent once the next is known: `remaining_bytes` is
+        // what is known to follow (the next piece; the export's total is
+        // not known before it ends), 0 on the last (the SHA-256).
+        let stream = futures::stream::unfold(
+            (pieces, None::<bytes::Bytes>),
+            move |(mut pieces, held)| {
+                let header = header.clone();
+                async move {
+                    let held = match held {
+                        Some(h) => h,
+                        None => match pieces.recv().await? {
+                            Ok(b) => b,
+                            Err(e) => return Some((Err(snapshot_failed(&e)), (pieces, None))),
+                        },
+                    };
+                    let (next, remaining) = match pieces.recv().await {
+                        Some(Ok(b)) => {
+                            let n = b.len() as u64;
+                            (Some(b), n)
+                        }
+                        Some(Err(e)) => {
+                            return Some((Err(snapshot_failed(&e)), (pieces, None)));
+                        }
+                        None => (None, 0),
+                    };
+                    let resp = pb::SnapshotResponse {
+                        header,
+                        remaining_bytes: remaining,
+                        blob: held,
+                    };
+                    Some((Ok(resp), (pieces, next)))
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(

@@ -7,6 +7,7 @@
 //!
 //! May not: open storage or Raft (that is `start`'s).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use super::StartError;
 use crate::config::Config;
 use crate::raft::forward::{ForwardRequest, ForwardResponse};
 use crate::raft::network::Peers;
+use crate::raft::Member;
 use crate::tls::ClientTls;
 
 /// The identity a member keeps in its data dir.
@@ -35,6 +37,12 @@ impl Identity {
     /// The identity kept in `data_dir`, if any (offline tools).
     pub fn read(data_dir: &Path) -> Result<Option<Identity>, StartError> {
         read_identity(data_dir, &data_dir.join("member").join("cluster"))
+    }
+
+    /// Keeps this identity in `data_dir` (offline tools making a member's
+    /// data dir); an identity already there is left as it is.
+    pub fn write(&self, data_dir: &Path) -> Result<(), StartError> {
+        write_identity(&data_dir.join("member").join("cluster"), self)
     }
 }
 
@@ -68,6 +76,40 @@ pub(super) fn cluster_id(member_ids: &[u64], token: &str) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
     u64::from_be_bytes(b).max(1)
+}
+
+/// A member of a new cluster: its identity and the cluster's initial
+/// members, from `--initial-cluster`, its token and the member's
+/// advertised peer URLs. Every initial member (and every member restored
+/// from one backup) computes the same.
+pub fn new_cluster(
+    name: &str,
+    initial_cluster: &[(String, Vec<String>)],
+    token: &str,
+    advertise_peer_urls: &[String],
+) -> (Identity, BTreeMap<u64, Member>) {
+    let mut members = BTreeMap::new();
+    // Every initial member must propose exactly the same membership, so
+    // client URLs start empty; each member publishes its own once a
+    // leader is elected.
+    for (member_name, urls) in initial_cluster {
+        members.insert(
+            member_id(urls, token, None),
+            Member {
+                name: member_name.clone(),
+                peer_urls: urls.clone(),
+                client_urls: Vec::new(),
+                learner: false,
+            },
+        );
+    }
+    let ids: Vec<u64> = members.keys().copied().collect();
+    let identity = Identity {
+        cluster_id: cluster_id(&ids, token),
+        member_id: member_id(advertise_peer_urls, token, None),
+        name: name.to_string(),
+    };
+    (identity, members)
 }
 
 /// The identity in `path`; `None` for a fresh data dir. A data dir that

@@ -39,6 +39,7 @@ mod lease;
 mod membership;
 mod propose;
 mod read;
+mod recover;
 mod route;
 mod shutdown;
 mod start;

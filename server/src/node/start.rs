@@ -22,9 +22,7 @@ use openraft::errors::RaftError;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 
-use super::identity::{
-    cluster_id, join_identity, member_id, read_identity, write_identity, Identity,
-};
+use super::identity::{join_identity, new_cluster, read_identity, write_identity};
 use super::propose::Proposer;
 use super::{Inner, Node};
 use crate::auth::Auth;
@@ -129,6 +127,12 @@ impl Node {
                 });
             }
         }
+        let restarted = existing.is_some();
+        if config.force_new_cluster && !restarted {
+            return Err(StartError::Config(
+                "--force-new-cluster needs the data dir of a member that has run before".into(),
+            ));
+        }
         let peer_tls = PeerTls::load(&config)?;
         let bootstrap_members: Option<BTreeMap<u64, Member>>;
         let identity = match existing {
@@ -138,34 +142,14 @@ impl Node {
             }
             None => match config.initial_cluster_state {
                 ClusterState::New => {
-                    let mut members = BTreeMap::new();
-                    // Every initial member must propose exactly the same
-                    // membership, so client URLs start empty; each member
-                    // publishes its own once a leader is elected.
-                    for (name, urls) in &config.initial_cluster {
-                        let id = member_id(urls, &config.initial_cluster_token, None);
-                        members.insert(
-                            id,
-                            Member {
-                                name: name.clone(),
-                                peer_urls: urls.clone(),
-                                client_urls: Vec::new(),
-                                learner: false,
-                            },
-                        );
-                    }
-                    let ids: Vec<u64> = members.keys().copied().collect();
-                    let me = member_id(
-                        &config.initial_advertise_peer_urls,
+                    let (identity, members) = new_cluster(
+                        &config.name,
+                        &config.initial_cluster,
                         &config.initial_cluster_token,
-                        None,
+                        &config.initial_advertise_peer_urls,
                     );
                     bootstrap_members = Some(members);
-                    Identity {
-                        cluster_id: cluster_id(&ids, &config.initial_cluster_token),
-                        member_id: me,
-                        name: config.name.clone(),
-                    }
+                    identity
                 }
                 ClusterState::Existing => {
                     bootstrap_members = None;
@@ -180,6 +164,9 @@ impl Node {
             member_dir.join("kv"),
             config.backend,
         )?);
+        if config.force_new_cluster {
+            super::recover::force_new_cluster(&log, &store, identity.member_id)?;
+        }
         let (events, _) = tokio::sync::broadcast::channel(crate::watch::BROADCAST_REVISIONS);
         let lessor = Arc::new(Lessor::default());
         let observer = Observers {

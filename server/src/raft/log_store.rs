@@ -7,6 +7,7 @@
 //! once fdatasynced. Calls that fsync on the caller's thread (vote,
 //! truncate, purge) run on tokio's blocking pool.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
@@ -15,9 +16,9 @@ use std::sync::Arc;
 
 use cairn_raft_log::{Options, RaftLog};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
-use openraft::RaftLogReader;
+use openraft::{EntryPayload, Membership, RaftLogReader};
 
-use super::{decode, encode, Entry, LogId, TypeConfig, Vote};
+use super::{decode, encode, Entry, LogId, Member, TypeConfig, Vote};
 
 /// The Raft log of one member.
 #[derive(Clone)]
@@ -46,6 +47,61 @@ impl LogStore {
         Ok(Self {
             log: Arc::new(RaftLog::open(dir, Options::default())?),
         })
+    }
+
+    /// Appends a membership entry of `members` at `log_id` and marks it
+    /// committed, durably, while no Raft runs over the log: the first
+    /// entry of a member restored from a backup, or the entry that makes
+    /// a forced new cluster. Every entry after `log_id.index - 1` is
+    /// removed first.
+    pub fn commit_membership(
+        &self,
+        log_id: LogId,
+        members: &BTreeMap<u64, Member>,
+    ) -> io::Result<()> {
+        let voters: BTreeSet<u64> = members
+            .iter()
+            .filter(|(_, m)| !m.learner)
+            .map(|(id, _)| *id)
+            .collect();
+        let membership =
+            Membership::new(vec![voters], members.clone()).map_err(io::Error::other)?;
+        let entry = Entry {
+            log_id,
+            payload: EntryPayload::Membership(membership),
+        };
+        let index = log_id.index;
+        match index.checked_sub(1) {
+            Some(prev) if self.log.last_log_id().is_some_and(|l| l.index > prev) => {
+                self.log.truncate_after(prev).map_err(io_err)?
+            }
+            None if !self.log.is_empty() => self.log.truncate_all().map_err(io_err)?,
+            _ => {}
+        }
+        self.log
+            .append(vec![cairn_raft_log::Entry {
+                index,
+                term: log_id.leader_id.term,
+                payload: encode(&entry)?.into(),
+            }])
+            .map_err(io_err)?;
+        self.log.save_committed(index).map_err(io_err)?;
+        self.log.sync().map_err(io_err)
+    }
+
+    /// The last membership in the log up to `upto` (inclusive), if any.
+    pub fn last_membership(&self, upto: u64) -> io::Result<Option<Membership<u64, Member>>> {
+        let entries = self
+            .log
+            .entries(self.log.first_index()..=upto)
+            .map_err(io_err)?;
+        let mut found = None;
+        for raw in entries {
+            if let EntryPayload::Membership(m) = decode::<Entry>(&raw.payload)?.payload {
+                found = Some(m);
+            }
+        }
+        Ok(found)
     }
 
     /// The underlying log (for metrics).

@@ -254,6 +254,15 @@ pub fn applied_log_id(store: &Store) -> io::Result<Option<LogId>> {
     }
 }
 
+/// The membership a store's applied position records (the default, empty
+/// one if none).
+pub fn applied_membership(store: &Store) -> io::Result<StoredMembership> {
+    match store.applied() {
+        Some(raw) if !raw.is_empty() => Ok(decode::<Applied>(&raw)?.membership),
+        _ => Ok(StoredMembership::default()),
+    }
+}
+
 impl StateMachine {
     /// A state machine over `store`, keeping snapshots in `snap_dir`.
     pub fn new(store: Arc<Store>, snap_dir: &Path) -> io::Result<Self> {

