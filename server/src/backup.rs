@@ -7,8 +7,12 @@
 //! kv image (cairn-kv's format: every revision not compacted, the leases,
 //!           the auth state, the applied position with the membership;
 //!           its own CRC32 at its end)
+//! zero bytes up to a multiple of 512 bytes
 //! SHA-256 of every byte before it (32 bytes), as etcd appends one
 //! ```
+//!
+//! The padding is for etcdctl, which takes a file whose size is not 32
+//! more than a multiple of 512 for one without its hash and refuses it.
 //!
 //! The image is exported while writes go on (a point-in-time view of the
 //! store) and streamed in [`CHUNK`]-byte pieces through a bounded
@@ -40,6 +44,9 @@ const HASH_LEN: u64 = 32;
 /// Bytes per streamed piece.
 pub const CHUNK: usize = 64 << 10;
 
+/// The hashed part of a file is a multiple of this many bytes.
+const ALIGN: u64 = 512;
+
 /// Pieces in flight between the exporting thread and the stream.
 const IN_FLIGHT: usize = 8;
 
@@ -70,6 +77,7 @@ pub fn stream(store: Arc<Store>, cluster_id: u64) -> mpsc::Receiver<io::Result<B
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
             sha: Sha256::new(),
+            written: 0,
         };
         let r = write_backup(&store, cluster_id, &mut w).and_then(|_| w.finish());
         if let Err(e) = r {
@@ -93,6 +101,8 @@ struct ChunkWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: Vec<u8>,
     sha: Sha256,
+    /// Bytes written so far.
+    written: u64,
 }
 
 impl ChunkWriter {
@@ -114,8 +124,10 @@ impl ChunkWriter {
         self.send(piece)
     }
 
-    /// Sends what is buffered, then the hash.
+    /// Pads, sends what is buffered, then the hash.
     fn finish(mut self) -> io::Result<()> {
+        let pad = (ALIGN - self.written % ALIGN) % ALIGN;
+        self.write_all(&vec![0u8; pad as usize])?;
         self.send_buffered()?;
         let digest = self.sha.clone().finalize().to_vec();
         self.send(digest)
@@ -126,6 +138,7 @@ impl Write for ChunkWriter {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         let n = b.len().min(CHUNK - self.buf.len());
         self.buf.extend_from_slice(&b[..n]);
+        self.written += n as u64;
         if self.buf.len() == CHUNK {
             self.send_buffered()?;
         }

@@ -154,3 +154,151 @@ fn force_new_cluster_needs_a_member_data_dir() {
         "{err}"
     );
 }
+
+/// Runs cairnutl; returns (success, stdout, stderr).
+fn cairnutl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairnutl"))
+        .args(args)
+        .output()
+        .expect("run cairnutl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Everything under `prefix` as etcdctl prints it in JSON, the header
+/// left out (keys, values, create and mod revisions, versions, leases).
+fn kvs_json(ep: &str, prefix: &str) -> String {
+    let out = ctl(ep, &["get", prefix, "--prefix", "-w", "json", "--consistency=s"]);
+    let at = out.find("\"kvs\"").unwrap_or(out.len());
+    out[at..].to_string()
+}
+
+/// A backup saved with `etcdctl snapshot save` while writes go on, then
+/// checked with `cairnutl snapshot status`; damaged copies are refused;
+/// a new three-member cluster is restored from it (revision bumped and
+/// marked compacted) and serves the same keys at the same revisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_restored_from_an_etcdctl_snapshot() {
+    let c = Cluster::start(3, &[]).await;
+    let all = c.endpoints();
+    for i in 0..300 {
+        ctl(&all, &["put", &format!("b/{i:03}"), &format!("v{i}")]);
+    }
+    ctl(&all, &["put", "b/010", "overwritten"]);
+    ctl(&all, &["del", "b/020"]);
+    let lease = ctl(&all, &["lease", "grant", "600"]);
+    let lease_id = lease.split_whitespace().nth(1).expect("lease id").to_string();
+    ctl(&all, &["put", "b/leased", "x", &format!("--lease={lease_id}")]);
+    let before = kvs_json(&all, "b/");
+
+    // Writes go on while the backup streams.
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let ep = c.members[leader].endpoint();
+    let writer = {
+        let all = all.clone();
+        std::thread::spawn(move || {
+            for i in 0..100 {
+                ctl(&all, &["put", &format!("during/{i:03}"), "x"]);
+            }
+        })
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("backup.db");
+    let f = file.to_str().expect("utf-8 path");
+    let saved = ctl(&ep, &["snapshot", "save", f]);
+    assert!(saved.contains("Snapshot saved at"), "{saved}");
+    writer.join().expect("writer");
+
+    let (ok, out, err) = cairnutl(&["snapshot", "status", f, "-w", "json"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let revision = status["revision"].as_i64().expect("revision");
+    assert!(revision >= 303, "{status}");
+    assert!(status["totalKey"].as_u64().expect("keys") >= 302, "{status}");
+    assert_eq!(
+        status["totalSize"].as_u64(),
+        Some(std::fs::metadata(&file).expect("size").len())
+    );
+
+    // A flipped byte, a truncated copy and a foreign file are refused.
+    let raw = std::fs::read(&file).expect("read backup");
+    let flipped = dir.path().join("flipped.db");
+    let mut b = raw.clone();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x40;
+    std::fs::write(&flipped, &b).expect("write");
+    let truncated = dir.path().join("truncated.db");
+    std::fs::write(&truncated, &raw[..raw.len() - 100]).expect("write");
+    let foreign = dir.path().join("foreign.db");
+    std::fs::write(&foreign, vec![7u8; 4096]).expect("write");
+    for (bad, want) in [
+        (&flipped, "integrity check failed"),
+        (&truncated, "integrity check failed"),
+        (&foreign, "is not a Cairn snapshot file"),
+    ] {
+        let p = bad.to_str().expect("utf-8");
+        let (ok, _, err) = cairnutl(&["snapshot", "status", p]);
+        assert!(!ok && err.contains(want), "status of {p}: {err}");
+        let target = dir.path().join("never");
+        let (ok, _, err) = cairnutl(&[
+            "snapshot",
+            "restore",
+            p,
+            "--data-dir",
+            target.to_str().expect("utf-8"),
+        ]);
+        assert!(!ok && err.contains(want), "restore of {p}: {err}");
+        assert!(!target.exists(), "a refused restore left {target:?}");
+    }
+
+    // Every member of the new cluster is restored from the same file.
+    let mut r = Cluster::prepare(3, &["--heartbeat-interval", "50", "--election-timeout", "500"], "http", "http");
+    for m in &r.members {
+        let (ok, out, err) = cairnutl(&[
+            "snapshot",
+            "restore",
+            f,
+            "--data-dir",
+            m.data_dir.to_str().expect("utf-8"),
+            "--name",
+            &m.name,
+            "--initial-cluster",
+            &m.initial_cluster,
+            "--initial-cluster-token",
+            "restored",
+            "--initial-advertise-peer-urls",
+            &m.peer_url,
+            "--bump-revision",
+            "1000",
+            "--mark-compacted",
+        ]);
+        assert!(ok, "restore {}: {err}", m.name);
+        assert!(out.contains(&format!("at revision {revision}")), "{out}");
+    }
+    // A data dir in use is not restored over.
+    let (ok, _, err) = cairnutl(&[
+        "snapshot",
+        "restore",
+        f,
+        "--data-dir",
+        r.members[0].data_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(!ok && err.contains("not empty"), "{err}");
+    for m in &mut r.members {
+        m.start();
+    }
+    r.wait_leader(Duration::from_secs(30)).await;
+    let rall = r.endpoints();
+    assert_eq!(kvs_json(&rall, "b/"), before, "restored keys differ");
+    // The new revisions continue above the bumped one; revisions below it
+    // are compacted.
+    let mut kv = r.members[0].kv().await;
+    let next = put(&mut kv, "after", "1").await;
+    assert_eq!(next, revision + 1000 + 1);
+    let (ok, _, err) = etcdctl(&rall, &["get", "b/001", &format!("--rev={revision}")]);
+    assert!(!ok && err.contains("required revision has been compacted"), "{err}");
+    assert_eq!(ctl(&rall, &["member", "list"]).lines().count(), 3);
+}

@@ -6,13 +6,25 @@
 //!   which engine its store runs on, its revisions, keys, hash and size.
 //! - `cairnutl hashkv --data-dir DIR [--rev N] [-w table|json]`: etcd's
 //!   HashKV of the kv history up to a revision, to compare members.
+//! - `cairnutl snapshot status FILE [-w table|json]`: what a backup file
+//!   (`etcdctl snapshot save`) holds, its checksums checked.
+//! - `cairnutl snapshot restore FILE --data-dir DIR --name N
+//!   --initial-cluster ... --initial-cluster-token T
+//!   --initial-advertise-peer-urls U [--bump-revision N --mark-compacted]
+//!   [--skip-hash-check]`: a member's data dir for a new cluster made from
+//!   a backup (etcd's `etcdutl snapshot restore`); every member of the new
+//!   cluster is restored from the same file.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use cairn::kv::{BackendKind, Store};
-use cairn::node::identity::Identity;
+use bytes::Bytes;
+use cairn::config::Config;
+use cairn::kv::{BackendKind, Restore, Store};
+use cairn::node::identity::{new_cluster, Identity};
+use cairn::raft::log_store::LogStore;
+use cairn::raft::LogId;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -49,6 +61,59 @@ enum Command {
         /// Output format.
         #[arg(short = 'w', long = "write-out", value_enum, default_value_t = Format::Table)]
         write_out: Format,
+    },
+    /// Backup files: their status, and restoring a member from one.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// What a backup file holds: its hash, revision, keys and size.
+    Status {
+        /// The backup file (written by `etcdctl snapshot save`).
+        file: PathBuf,
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value_t = Format::Table)]
+        write_out: Format,
+    },
+    /// Makes a member's data dir of a new cluster from a backup file.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data dir to create (must not exist or be empty).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The member's name in the new cluster.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// The new cluster's members: name=peer-url,...
+        #[arg(long, default_value = "default=http://localhost:2380")]
+        initial_cluster: String,
+        /// The new cluster's token.
+        #[arg(long, default_value = "etcd-cluster")]
+        initial_cluster_token: String,
+        /// This member's peer URLs.
+        #[arg(long, default_value = "http://localhost:2380")]
+        initial_advertise_peer_urls: String,
+        /// Added to the backup's revision, so that every revision after
+        /// the restore is above any a client saw before it.
+        #[arg(long, default_value_t = 0)]
+        bump_revision: i64,
+        /// Marks the bumped revision compacted: watchers and readers of
+        /// older revisions are told to start over (Kubernetes informers
+        /// re-list instead of missing events).
+        #[arg(long)]
+        mark_compacted: bool,
+        /// Does not check the file's SHA-256 (the kv image's own checksum
+        /// still is).
+        #[arg(long)]
+        skip_hash_check: bool,
+        /// The storage engine of the new data dir.
+        #[arg(long, default_value = "fjall")]
+        backend: String,
     },
 }
 
@@ -141,6 +206,152 @@ fn hashkv(data_dir: &Path, rev: i64, format: Format) -> Result<()> {
     Ok(())
 }
 
+fn snapshot_status(file: &Path, format: Format) -> Result<()> {
+    let s = cairn::backup::inspect(file)
+        .with_context(|| format!("checking {}", file.display()))?;
+    let hash = format!("{:08x}", s.image.checksum);
+    let rows = [
+        ("hash", hash.clone()),
+        ("revision", s.image.revision.to_string()),
+        ("compacted revision", s.image.compacted.to_string()),
+        ("total keys", s.image.records.to_string()),
+        ("total size", s.size.to_string()),
+        ("cluster id", format!("{:x}", s.cluster_id)),
+    ];
+    let value = json!({
+        "hash": s.image.checksum,
+        "revision": s.image.revision,
+        "compactRevision": s.image.compacted,
+        "totalKey": s.image.records,
+        "totalSize": s.size,
+        "clusterId": s.cluster_id,
+    });
+    print(format, &rows, value);
+    Ok(())
+}
+
+struct RestoreArgs {
+    file: PathBuf,
+    data_dir: PathBuf,
+    name: String,
+    initial_cluster: String,
+    token: String,
+    advertise: String,
+    bump_revision: i64,
+    mark_compacted: bool,
+    skip_hash_check: bool,
+    backend: String,
+}
+
+fn snapshot_restore(a: &RestoreArgs) -> Result<()> {
+    if a.bump_revision < 0 {
+        bail!("--bump-revision must not be negative");
+    }
+    if a.mark_compacted && a.bump_revision == 0 {
+        bail!("--mark-compacted requires --bump-revision > 0");
+    }
+    let initial_cluster =
+        Config::parse_initial_cluster(&a.initial_cluster).map_err(anyhow::Error::msg)?;
+    let advertise: Vec<String> = a
+        .advertise
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect();
+    let mut mine = match initial_cluster.iter().find(|(n, _)| *n == a.name) {
+        Some((_, urls)) => urls.clone(),
+        None => bail!(
+            "member {:?} is not in --initial-cluster {:?}",
+            a.name,
+            a.initial_cluster
+        ),
+    };
+    let mut want = advertise.clone();
+    mine.sort();
+    want.sort();
+    if mine != want {
+        bail!(
+            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+            a.name,
+            mine.join(","),
+            want.join(",")
+        );
+    }
+    let kind: BackendKind = a.backend.parse().map_err(anyhow::Error::msg)?;
+    let empty = match std::fs::read_dir(&a.data_dir) {
+        Ok(mut it) => it.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => bail!("data-dir {:?} could not be read: {e}", a.data_dir),
+    };
+    if !empty {
+        bail!("data-dir {:?} not empty or could not be read", a.data_dir);
+    }
+    let made = restore_into(a, kind, &initial_cluster, &advertise);
+    if made.is_err() {
+        // Nothing half-made is left for a member to start from.
+        let _ = std::fs::remove_dir_all(&a.data_dir);
+    }
+    made
+}
+
+fn restore_into(
+    a: &RestoreArgs,
+    kind: BackendKind,
+    initial_cluster: &[(String, Vec<String>)],
+    advertise: &[String],
+) -> Result<()> {
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(a.data_dir.join("member"))
+            .with_context(|| format!("creating {}", a.data_dir.display()))?;
+    }
+    let member = a.data_dir.join("member");
+    let store = Store::open_path_with(member.join("kv"), kind)
+        .with_context(|| format!("creating the store in {}", member.display()))?;
+    let how = Restore {
+        bump_revision: a.bump_revision,
+        mark_compacted: a.mark_compacted,
+        // The new cluster starts from its own first entry.
+        applied: Some(Bytes::new()),
+    };
+    let summary = cairn::backup::restore(&a.file, &store, &how, a.skip_hash_check)
+        .with_context(|| format!("restoring {}", a.file.display()))?;
+    drop(store);
+    let (identity, members) =
+        new_cluster(&a.name, initial_cluster, &a.token, advertise);
+    let log = LogStore::open(&member.join("wal")).context("creating the raft log")?;
+    log.commit_membership(LogId::new_term_index(0, 0), &members)
+        .context("writing the new cluster's membership")?;
+    drop(log);
+    identity.write(&a.data_dir)?;
+    let taken_at = summary.image.revision - a.bump_revision;
+    let bumped = if a.bump_revision > 0 {
+        format!(
+            "; revisions continue above {}{}",
+            summary.image.revision,
+            if a.mark_compacted {
+                ", all below it compacted"
+            } else {
+                ""
+            }
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "restored snapshot at revision {taken_at} ({} key revisions){bumped} into {}: member {:x} of cluster {:x}",
+        summary.image.records,
+        a.data_dir.display(),
+        identity.member_id,
+        identity.cluster_id
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
@@ -153,6 +364,35 @@ fn main() -> ExitCode {
             rev,
             write_out,
         } => hashkv(&data_dir, rev, write_out),
+        Command::Snapshot {
+            command: SnapshotCommand::Status { file, write_out },
+        } => snapshot_status(&file, write_out),
+        Command::Snapshot {
+            command:
+                SnapshotCommand::Restore {
+                    file,
+                    data_dir,
+                    name,
+                    initial_cluster,
+                    initial_cluster_token,
+                    initial_advertise_peer_urls,
+                    bump_revision,
+                    mark_compacted,
+                    skip_hash_check,
+                    backend,
+                },
+        } => snapshot_restore(&RestoreArgs {
+            file,
+            data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.cairn"))),
+            name,
+            initial_cluster,
+            token: initial_cluster_token,
+            advertise: initial_advertise_peer_urls,
+            bump_revision,
+            mark_compacted,
+            skip_hash_check,
+            backend,
+        }),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

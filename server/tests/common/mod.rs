@@ -266,6 +266,16 @@ impl Cluster {
     /// (`http`, `https`) and does not wait: a TLS cluster is waited for
     /// with etcdctl ([`Cluster::wait_ready_ctl`]).
     pub fn launch(n: usize, extra: &[&str], client: &str, peer: &str) -> Cluster {
+        let mut c = Cluster::prepare(n, extra, client, peer);
+        for m in &mut c.members {
+            m.start();
+        }
+        c
+    }
+
+    /// [`Cluster::launch`] without starting anyone (their data dirs are
+    /// made first, e.g. restored from a backup).
+    pub fn prepare(n: usize, extra: &[&str], client: &str, peer: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !extra.iter().any(|e| e == "--election-timeout") {
@@ -296,7 +306,6 @@ impl Cluster {
             .join(",");
         for m in &mut members {
             m.initial_cluster = ic.clone();
-            m.start();
         }
         Cluster {
             dir,
