@@ -189,6 +189,23 @@ async fn etcdctl_auth_and_permissions_across_members() {
         "etcdserver: permission denied",
     );
     ok(&e2, ALICE, &["member", "list"]);
+    // A backup holds every key: root only.
+    let backups = tempfile::tempdir().expect("tempdir");
+    let backup = backups.path().join("b.db");
+    let backup = backup.to_str().expect("utf-8");
+    refused(
+        &e2,
+        ALICE,
+        &["snapshot", "save", backup],
+        "etcdserver: permission denied",
+    );
+    refused(
+        &e2,
+        None,
+        &["snapshot", "save", backup],
+        "etcdserver: user name is empty",
+    );
+    ok(&e2, ROOT, &["snapshot", "save", backup]);
 
     // Admin commands, as etcd answers them.
     refused(
