@@ -60,7 +60,9 @@ pub enum BackupError {
     #[error("{0}")]
     Invalid(String),
     /// The file's SHA-256 does not match its contents.
-    #[error("snapshot file integrity check failed: the SHA-256 at its end does not match its contents")]
+    #[error(
+        "snapshot file integrity check failed: the SHA-256 at its end does not match its contents"
+    )]
     HashMismatch,
     /// The kv image inside is damaged.
     #[error("snapshot file's kv image: {0}")]
@@ -108,10 +110,7 @@ struct ChunkWriter {
 impl ChunkWriter {
     fn send(&mut self, piece: Vec<u8>) -> io::Result<()> {
         self.tx.blocking_send(Ok(Bytes::from(piece))).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the snapshot's receiver is gone",
-            )
+            io::Error::new(io::ErrorKind::BrokenPipe, "the snapshot's receiver is gone")
         })
     }
 

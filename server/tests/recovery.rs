@@ -107,7 +107,10 @@ async fn quorum_lost_recovered_from_the_survivor() {
         );
     }
     let after = put(&mut kv, "after", "2").await;
-    assert!(after > last_acked, "revision went back: {after} <= {last_acked}");
+    assert!(
+        after > last_acked,
+        "revision went back: {after} <= {last_acked}"
+    );
     let members = ctl(&sep, &["member", "list"]);
     assert_eq!(members.lines().count(), 1, "{members}");
 
@@ -143,8 +146,14 @@ fn force_new_cluster_needs_a_member_data_dir() {
         .args(["--name", "x", "--force-new-cluster"])
         .arg("--data-dir")
         .arg(&data)
-        .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", free_port())])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", free_port())])
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ])
+        .args([
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ])
         .output()
         .expect("run cairn");
     assert!(!out.status.success());
@@ -171,7 +180,10 @@ fn cairnutl(args: &[&str]) -> (bool, String, String) {
 /// Everything under `prefix` as etcdctl prints it in JSON, the header
 /// left out (keys, values, create and mod revisions, versions, leases).
 fn kvs_json(ep: &str, prefix: &str) -> String {
-    let out = ctl(ep, &["get", prefix, "--prefix", "-w", "json", "--consistency=s"]);
+    let out = ctl(
+        ep,
+        &["get", prefix, "--prefix", "-w", "json", "--consistency=s"],
+    );
     let at = out.find("\"kvs\"").unwrap_or(out.len());
     out[at..].to_string()
 }
@@ -190,8 +202,15 @@ async fn cluster_restored_from_an_etcdctl_snapshot() {
     ctl(&all, &["put", "b/010", "overwritten"]);
     ctl(&all, &["del", "b/020"]);
     let lease = ctl(&all, &["lease", "grant", "600"]);
-    let lease_id = lease.split_whitespace().nth(1).expect("lease id").to_string();
-    ctl(&all, &["put", "b/leased", "x", &format!("--lease={lease_id}")]);
+    let lease_id = lease
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    ctl(
+        &all,
+        &["put", "b/leased", "x", &format!("--lease={lease_id}")],
+    );
     let before = kvs_json(&all, "b/");
 
     // Writes go on while the backup streams.
@@ -217,7 +236,10 @@ async fn cluster_restored_from_an_etcdctl_snapshot() {
     let status: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     let revision = status["revision"].as_i64().expect("revision");
     assert!(revision >= 303, "{status}");
-    assert!(status["totalKey"].as_u64().expect("keys") >= 302, "{status}");
+    assert!(
+        status["totalKey"].as_u64().expect("keys") >= 302,
+        "{status}"
+    );
     assert_eq!(
         status["totalSize"].as_u64(),
         Some(std::fs::metadata(&file).expect("size").len())
@@ -255,7 +277,12 @@ async fn cluster_restored_from_an_etcdctl_snapshot() {
     }
 
     // Every member of the new cluster is restored from the same file.
-    let mut r = Cluster::prepare(3, &["--heartbeat-interval", "50", "--election-timeout", "500"], "http", "http");
+    let mut r = Cluster::prepare(
+        3,
+        &["--heartbeat-interval", "50", "--election-timeout", "500"],
+        "http",
+        "http",
+    );
     for m in &r.members {
         let (ok, out, err) = cairnutl(&[
             "snapshot",
@@ -299,6 +326,9 @@ async fn cluster_restored_from_an_etcdctl_snapshot() {
     let next = put(&mut kv, "after", "1").await;
     assert_eq!(next, revision + 1000 + 1);
     let (ok, _, err) = etcdctl(&rall, &["get", "b/001", &format!("--rev={revision}")]);
-    assert!(!ok && err.contains("required revision has been compacted"), "{err}");
+    assert!(
+        !ok && err.contains("required revision has been compacted"),
+        "{err}"
+    );
     assert_eq!(ctl(&rall, &["member", "list"]).lines().count(), 3);
 }

@@ -207,8 +207,7 @@ fn hashkv(data_dir: &Path, rev: i64, format: Format) -> Result<()> {
 }
 
 fn snapshot_status(file: &Path, format: Format) -> Result<()> {
-    let s = cairn::backup::inspect(file)
-        .with_context(|| format!("checking {}", file.display()))?;
+    let s = cairn::backup::inspect(file).with_context(|| format!("checking {}", file.display()))?;
     let hash = format!("{:08x}", s.image.checksum);
     let rows = [
         ("hash", hash.clone()),
@@ -321,8 +320,7 @@ fn restore_into(
     let summary = cairn::backup::restore(&a.file, &store, &how, a.skip_hash_check)
         .with_context(|| format!("restoring {}", a.file.display()))?;
     drop(store);
-    let (identity, members) =
-        new_cluster(&a.name, initial_cluster, &a.token, advertise);
+    let (identity, members) = new_cluster(&a.name, initial_cluster, &a.token, advertise);
     let log = LogStore::open(&member.join("wal")).context("creating the raft log")?;
     log.commit_membership(LogId::new_term_index(0, 0), &members)
         .context("writing the new cluster's membership")?;

@@ -100,10 +100,8 @@ impl Maintenance for MaintenanceService {
         // Each piece is sent once the next is known: `remaining_bytes` is
         // what is known to follow (the next piece; the export's total is
         // not known before it ends), 0 on the last (the SHA-256).
-        let stream = futures::stream::unfold(
-            (pieces, None::<bytes::Bytes>),
-            move |(mut pieces, held)| {
-                let header = header.clone();
+        let stream =
+            futures::stream::unfold((pieces, None::<bytes::Bytes>), move |(mut pieces, held)| {
                 async move {
                     let held = match held {
                         Some(h) => h,
@@ -129,8 +127,7 @@ impl Maintenance for MaintenanceService {
                     };
                     Some((Ok(resp), (pieces, next)))
                 }
-            },
-        );
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -63,7 +63,11 @@ pub(super) fn force_new_cluster(
                 .filter(|a| a.index == committed)
                 .map(|a| a.leader_id.term)
         })
-        .ok_or_else(|| refused(format!("the term of committed entry {committed} is unknown")))?;
+        .ok_or_else(|| {
+            refused(format!(
+                "the term of committed entry {committed} is unknown"
+            ))
+        })?;
     let in_log = if committed >= raw.first_index() {
         log.last_membership(committed)?
     } else {

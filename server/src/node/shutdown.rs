@@ -62,7 +62,9 @@ impl Inner {
         match tokio::time::timeout(TASKS_GRACE, self.raft.shutdown()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "raft shutdown"),
-            Err(_) => tracing::warn!(grace = ?TASKS_GRACE, "raft did not stop within the grace period"),
+            Err(_) => {
+                tracing::warn!(grace = ?TASKS_GRACE, "raft did not stop within the grace period")
+            }
         }
         let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
             Ok(mut v) => std::mem::take(&mut *v),
