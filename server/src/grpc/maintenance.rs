@@ -100,34 +100,34 @@ impl Maintenance for MaintenanceService {
         // Each piece is sent once the next is known: `remaining_bytes` is
         // what is known to follow (the next piece; the export's total is
         // not known before it ends), 0 on the last (the SHA-256).
-        let stream =
-            futures::stream::unfold((pieces, None::<bytes::Bytes>), move |(mut pieces, held)| {
-                async move {
-                    let held = match held {
-                        Some(h) => h,
-                        None => match pieces.recv().await? {
-                            Ok(b) => b,
-                            Err(e) => return Some((Err(snapshot_failed(&e)), (pieces, None))),
-                        },
-                    };
-                    let (next, remaining) = match pieces.recv().await {
-                        Some(Ok(b)) => {
-                            let n = b.len() as u64;
-                            (Some(b), n)
-                        }
-                        Some(Err(e)) => {
-                            return Some((Err(snapshot_failed(&e)), (pieces, None)));
-                        }
-                        None => (None, 0),
-                    };
-                    let resp = pb::SnapshotResponse {
-                        header,
-                        remaining_bytes: remaining,
-                        blob: held,
-                    };
-                    Some((Ok(resp), (pieces, next)))
-                }
-            });
+        let stream = futures::stream::unfold(
+            (pieces, None::<bytes::Bytes>),
+            move |(mut pieces, held)| async move {
+                let held = match held {
+                    Some(h) => h,
+                    None => match pieces.recv().await? {
+                        Ok(b) => b,
+                        Err(e) => return Some((Err(snapshot_failed(&e)), (pieces, None))),
+                    },
+                };
+                let (next, remaining) = match pieces.recv().await {
+                    Some(Ok(b)) => {
+                        let n = b.len() as u64;
+                        (Some(b), n)
+                    }
+                    Some(Err(e)) => {
+                        return Some((Err(snapshot_failed(&e)), (pieces, None)));
+                    }
+                    None => (None, 0),
+                };
+                let resp = pb::SnapshotResponse {
+                    header,
+                    remaining_bytes: remaining,
+                    blob: held,
+                };
+                Some((Ok(resp), (pieces, next)))
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 
