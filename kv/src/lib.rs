@@ -70,7 +70,6 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-mod auth;
 pub mod backend;
 pub mod compact;
 pub mod error;
@@ -79,6 +78,7 @@ pub mod history;
 pub mod key_index;
 pub mod lease;
 mod lease_ops;
+mod owned;
 pub mod range;
 pub mod record;
 pub mod request;
@@ -96,6 +96,7 @@ pub use backend::{Backend, BackendKind, Engine, FjallBackend, WriteBatch};
 pub use error::{Error, Result};
 pub use history::History;
 pub use lease::{Lease, Revoked, RevokedKeys};
+pub use owned::Owned;
 pub use request::*;
 pub use revision::Revision;
 pub use snapshot::{ImageInfo, Restore};

@@ -53,6 +53,9 @@ pub enum Meta {
     /// The auth state (users, roles, whether auth is on), as the caller
     /// encodes it: opaque here, replicated and imaged with the rest.
     Auth,
+    /// The raised alarms, as the caller encodes them: opaque here,
+    /// replicated and imaged with the rest.
+    Alarms,
 }
 
 impl Meta {
@@ -65,6 +68,7 @@ impl Meta {
             Meta::CompactFinished => b"mcompact_finished",
             Meta::Importing => b"mimporting",
             Meta::Auth => b"mauth",
+            Meta::Alarms => b"malarms",
         }
     }
 }

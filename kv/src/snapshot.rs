@@ -5,7 +5,7 @@
 //! current i64 BE | compacted i64 BE | applied length u32 BE | applied bytes
 //! entries: key length u32 BE | backend key | value length u32 BE | value
 //!   first the history records, oldest first; then the lease table;
-//!   then the auth state, if any (key "mauth")
+//!   then the owned entries present (auth state "mauth", alarms "malarms")
 //! //! end: u32::MAX | CRC32 of every byte before it, u32 BE
 //! ```
 //!
@@ -81,14 +81,13 @@ impl<B: Backend> Store<B> {
                 .iter()
                 .map(|(id, l)| (lease::lease_key(*id), lease::encode(l.ttl, l.remaining_ttl)))
                 .collect();
-            // The auth state as of the same moment (it changes only under
-            // the state lock).
-            if let Some(auth) = inner
-                .backend
-                .get(Meta::Auth.key())
-                .map_err(Error::Backend)?
-            {
-                leases.push((Bytes::from_static(Meta::Auth.key()), auth));
+            // The owned entries as of the same moment (they change only
+            // under the state lock).
+            for which in crate::Owned::ALL {
+                let key = which.meta().key();
+                if let Some(v) = inner.backend.get(key).map_err(Error::Backend)? {
+                    leases.push((Bytes::from_static(key), v));
+                }
             }
             (st.current, st.compacted, st.applied.clone(), leases)
         };
@@ -320,7 +319,7 @@ impl<'a, R: Read> ImageReader<'a, R> {
         let v = self.read(vlen)?;
         if lease::is_lease_key(&k) {
             lease::decode(&k, &v)?;
-        } else if k == Meta::Auth.key() {
+        } else if crate::Owned::is_key(&k) {
             // Opaque here; its owner checks it when it loads it.
         } else {
             record::revision_of(&k)?;

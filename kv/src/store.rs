@@ -443,6 +443,13 @@ impl<B: Backend> Store<B> {
     pub fn size_on_disk(&self) -> Result<u64> {
         self.inner.backend.size_on_disk().map_err(Error::Backend)
     }
+
+    /// Gives back to the file system the space of data removed by
+    /// compaction (etcd's defragment), while reads and writes go on.
+    pub fn defragment(&self) -> Result<()> {
+        self.inner.check()?;
+        self.inner.backend.defragment().map_err(Error::Backend)
+    }
 }
 
 impl<B: Backend> Drop for Store<B> {

@@ -130,6 +130,15 @@ impl Backend for FjallBackend {
     fn size_on_disk(&self) -> Result<u64, BackendError> {
         Ok(self.db.disk_space()?)
     }
+
+    fn defragment(&self) -> Result<(), BackendError> {
+        // Everything in memory to tables, then every table merged into
+        // one run: deleted and overwritten versions are dropped and their
+        // files removed. Reads and writes go on meanwhile.
+        self.kv.rotate_memtable_and_wait()?;
+        self.kv.major_compact()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -92,6 +92,9 @@ pub trait Backend: Send + Sync + 'static {
     fn flush(&self) -> Result<(), BackendError>;
     /// Bytes the engine occupies on disk.
     fn size_on_disk(&self) -> Result<u64, BackendError>;
+    /// Gives back to the file system what removed data still occupies,
+    /// while reads and writes go on.
+    fn defragment(&self) -> Result<(), BackendError>;
 }
 
 /// Which engine a store runs on.
@@ -258,6 +261,14 @@ impl Backend for Engine {
             Engine::Fjall(b) => b.size_on_disk(),
             #[cfg(feature = "sled")]
             Engine::Sled(b) => b.size_on_disk(),
+        }
+    }
+
+    fn defragment(&self) -> Result<(), BackendError> {
+        match self {
+            Engine::Fjall(b) => b.defragment(),
+            #[cfg(feature = "sled")]
+            Engine::Sled(b) => b.defragment(),
         }
     }
 }

@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_kv::Store;
+use cairn_kv::{Owned, Store};
 use cairn_proto::cairnpb::AuthCommand;
 
 pub use self::perm::Need;
@@ -71,7 +71,7 @@ impl Auth {
                 "--bcrypt-cost {bcrypt_cost} is out of range (4 to 31)"
             ));
         }
-        let state = decode_state(store.auth_state().map_err(|e| e.to_string())?)?;
+        let state = decode_state(store.owned(Owned::Auth).map_err(|e| e.to_string())?)?;
         Ok(Self {
             enabled: AtomicBool::new(state.enabled),
             state: RwLock::new(Arc::new(state)),
@@ -106,7 +106,7 @@ impl Auth {
     /// Reads the state again from `store` (after a snapshot replaced its
     /// contents).
     pub fn reload(&self, store: &Store) -> std::io::Result<()> {
-        let raw = store.auth_state().map_err(std::io::Error::other)?;
+        let raw = store.owned(Owned::Auth).map_err(std::io::Error::other)?;
         let state = decode_state(raw).map_err(std::io::Error::other)?;
         self.replace(state);
         Ok(())
@@ -134,7 +134,7 @@ impl Auth {
             location: "auth state".into(),
             reason: e.to_string(),
         })?;
-        store.put_auth_state(Bytes::from(raw), applied)?;
+        store.put_owned(Owned::Auth, Bytes::from(raw), applied)?;
         let revision = next.revision;
         if next.enabled != current.enabled {
             tracing::info!(
