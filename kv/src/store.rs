@@ -445,9 +445,12 @@ impl<B: Backend> Store<B> {
     }
 
     /// Gives back to the file system the space of data removed by
-    /// compaction (etcd's defragment), while reads and writes go on.
+    /// compaction (etcd's defragment), while reads and writes go on. A
+    /// compaction under way finishes first, so its space is given back
+    /// too.
     pub fn defragment(&self) -> Result<()> {
         self.inner.check()?;
+        self.wait_for_compaction()?;
         self.inner.backend.defragment().map_err(Error::Backend)
     }
 }

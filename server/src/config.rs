@@ -44,6 +44,9 @@ pub struct Config {
     /// `--force-new-cluster`: start as a one-member cluster of this member
     /// alone, with everything it had committed (quorum-loss recovery).
     pub force_new_cluster: bool,
+    /// `--quota-backend-bytes`: above this store size, NOSPACE is raised
+    /// and writes that add data are refused (0: 2 GiB, etcd's default).
+    pub quota_backend_bytes: u64,
     /// Milliseconds.
     pub heartbeat_interval: u64,
     /// Milliseconds.
@@ -116,6 +119,7 @@ impl Default for Config {
             initial_cluster_state: ClusterState::New,
             initial_cluster_token: "etcd-cluster".into(),
             force_new_cluster: false,
+            quota_backend_bytes: 0,
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,

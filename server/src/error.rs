@@ -108,6 +108,9 @@ pub enum Error {
     PermissionNotGranted,
     /// A change that would lock root out while auth is on.
     InvalidAuthMgmt,
+    /// A write while the NOSPACE alarm is raised (the store is over
+    /// `--quota-backend-bytes`).
+    NoSpace,
 }
 
 impl From<kv::Error> for Error {
@@ -162,6 +165,7 @@ const APPLY_KINDS: &[(&str, Error)] = &[
     ("role_not_granted", Error::RoleNotGranted),
     ("permission_not_granted", Error::PermissionNotGranted),
     ("invalid_auth_mgmt", Error::InvalidAuthMgmt),
+    ("no_space", Error::NoSpace),
 ];
 
 impl Error {

@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 pub mod accept;
+pub mod alarm;
 pub mod auth;
 pub mod backup;
 pub mod client;

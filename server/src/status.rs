@@ -25,6 +25,7 @@ pub mod msg {
     pub const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
     pub const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
     pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
+    pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
     pub const NO_LEADER: &str = "etcdserver: no leader";
     pub const NOT_LEADER: &str = "etcdserver: not leader";
     pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
@@ -109,6 +110,7 @@ pub fn code(e: &Error) -> Code {
         | Error::Raft(_) => Code::Unavailable,
         Error::Storage(_) | Error::Internal(_) => Code::Internal,
         Error::Unsupported(_) => Code::Unimplemented,
+        Error::NoSpace => Code::ResourceExhausted,
     }
 }
 
@@ -155,6 +157,7 @@ pub fn message(e: &Error) -> Cow<'static, str> {
         Error::RoleNotGranted => msg::ROLE_NOT_GRANTED,
         Error::PermissionNotGranted => msg::PERMISSION_NOT_GRANTED,
         Error::InvalidAuthMgmt => msg::INVALID_AUTH_MGMT,
+        Error::NoSpace => msg::NO_SPACE,
         Error::MembershipRefused(why) | Error::Raft(why) | Error::Storage(why) => {
             return Cow::Owned(format!("etcdserver: {why}"))
         }

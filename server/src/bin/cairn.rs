@@ -71,6 +71,10 @@ struct Flags {
     /// committed data, alone (quorum-loss recovery).
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER")]
     force_new_cluster: bool,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults
+    /// to 2 GiB).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    quota_backend_bytes: u64,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -214,6 +218,7 @@ struct FileConfig {
     initial_cluster_state: Option<String>,
     initial_cluster_token: Option<String>,
     force_new_cluster: Option<bool>,
+    quota_backend_bytes: Option<u64>,
     heartbeat_interval: Option<u64>,
     election_timeout: Option<u64>,
     snapshot_count: Option<u64>,
@@ -303,6 +308,7 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
         initial_cluster_state: f.initial_cluster_state.unwrap_or(d.initial_cluster_state),
         initial_cluster_token: f.initial_cluster_token.unwrap_or(d.initial_cluster_token),
         force_new_cluster: f.force_new_cluster.unwrap_or(d.force_new_cluster),
+        quota_backend_bytes: f.quota_backend_bytes.unwrap_or(d.quota_backend_bytes),
         heartbeat_interval: f.heartbeat_interval.unwrap_or(d.heartbeat_interval),
         election_timeout: f.election_timeout.unwrap_or(d.election_timeout),
         snapshot_count: f.snapshot_count.unwrap_or(d.snapshot_count),
@@ -360,6 +366,7 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         initial_cluster_state,
         initial_cluster_token: f.initial_cluster_token.clone(),
         force_new_cluster: f.force_new_cluster,
+        quota_backend_bytes: f.quota_backend_bytes,
         heartbeat_interval: f.heartbeat_interval,
         election_timeout: f.election_timeout,
         snapshot_count: f.snapshot_count,

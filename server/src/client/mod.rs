@@ -414,6 +414,12 @@ impl Client {
         if st.leader == 0 {
             errors.push(Error::NoLeader.to_string());
         }
+        for a in self.node.inner.alarms.list(pb::AlarmType::None as i32) {
+            let name = pb::AlarmType::try_from(a.alarm)
+                .map(|t| t.as_str_name())
+                .unwrap_or("UNKNOWN");
+            errors.push(format!("memberID:{} alarm:{name} ", a.member_id));
+        }
         Ok(pb::StatusResponse {
             header: self.current_header(),
             version: ETCD_VERSION.into(),
@@ -441,6 +447,39 @@ impl Client {
         let inner = &self.node.inner;
         let pieces = crate::backup::stream(Arc::clone(&inner.store), inner.cluster_id);
         Ok((self.current_header(), pieces))
+    }
+
+    /// etcd's Alarm: lists (any user), raises or clears (root only) an
+    /// alarm, through Raft as etcd does.
+    pub async fn alarm(&self, req: pb::AlarmRequest) -> Result<pb::AlarmResponse> {
+        if req.action == pb::alarm_request::AlarmAction::Get as i32 {
+            self.require_user()?;
+        } else {
+            self.require_root()?;
+        }
+        match self.propose(Op::Alarm(req)).await? {
+            Res::Alarm(mut r) => {
+                r.header = self.current_header();
+                Ok(r)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// etcd's Defragment: gives this member's store's unused space back
+    /// to the file system, while reads and writes go on.
+    pub async fn defragment(&self) -> Result<pb::DefragmentResponse> {
+        self.require_root()?;
+        let store = Arc::clone(&self.node.inner.store);
+        let size = blocking(move || {
+            store.defragment()?;
+            store.size_on_disk()
+        })
+        .await?;
+        self.node.inner.quota.sampled(size);
+        Ok(pb::DefragmentResponse {
+            header: self.current_header(),
+        })
     }
 
     /// etcd's Hash: of everything this member's store holds.

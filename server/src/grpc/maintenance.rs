@@ -1,6 +1,5 @@
-//! `etcdserverpb.Maintenance`: Status, Hash, HashKV, Snapshot and
-//! MoveLeader translated into the [`Client`]'s calls; the rest answer
-//! Unimplemented.
+//! `etcdserverpb.Maintenance` translated into the [`Client`]'s calls;
+//! Downgrade answers Unimplemented.
 
 use std::pin::Pin;
 
@@ -39,21 +38,19 @@ fn snapshot_failed(e: &std::io::Error) -> Status {
     Status::internal(format!("snapshot failed: {e}"))
 }
 
-fn unsupported(what: &str) -> Status {
-    Status::from(Error::Unsupported(format!("{what} is not supported yet")))
-}
-
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     type SnapshotStream = SnapshotStream;
 
     async fn alarm(
         &self,
-        _req: Request<pb::AlarmRequest>,
+        req: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        Err(Status::from(Error::Unsupported(
-            "alarms are not supported yet".into(),
-        )))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?
+                .alarm(req.into_inner())
+                .await?,
+        ))
     }
 
     async fn status(
@@ -67,9 +64,11 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Err(unsupported("defragment"))
+        Ok(Response::new(
+            caller(&self.node, &self.client, &req)?.defragment().await?,
+        ))
     }
 
     async fn hash(

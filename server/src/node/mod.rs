@@ -42,6 +42,7 @@ mod read;
 mod recover;
 mod route;
 mod shutdown;
+mod space;
 mod start;
 mod write;
 
@@ -111,6 +112,10 @@ pub(crate) struct Inner {
     proposer: Proposer,
     /// Users, roles and tokens, as applied so far.
     pub(crate) auth: Arc<crate::auth::Auth>,
+    /// The cluster's raised alarms (shared with the state machine).
+    pub(crate) alarms: Arc<crate::alarm::Alarms>,
+    /// This member's space quota.
+    pub(crate) quota: crate::alarm::Quota,
 }
 
 /// Raft state as etcd's Status reports it.
@@ -231,6 +236,8 @@ impl Inner {
 
     fn spawn_background(self: &Arc<Self>) {
         let t = tokio::spawn(Arc::clone(self).run_lessor(self.stop.subscribe()));
+        self.push_task(t);
+        let t = tokio::spawn(Arc::clone(self).sample_size(self.stop.subscribe()));
         self.push_task(t);
         self.spawn_membership_tasks();
     }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use super::identity::{join_identity, new_cluster, read_identity, write_identity};
 use super::propose::Proposer;
 use super::{Inner, Node};
+use crate::alarm::{Alarms, Quota};
 use crate::auth::Auth;
 use crate::config::{host_port, ClusterState, Config};
 use crate::lease::{IdGen, Lessor};
@@ -182,9 +183,11 @@ impl Node {
             )
             .map_err(StartError::Config)?,
         );
+        let alarms = Arc::new(Alarms::open(&store)?);
         let sm = StateMachine::new(Arc::clone(&store), &member_dir.join("snap"))?
             .with_observer(Arc::new(observer))
-            .with_auth(Arc::clone(&auth));
+            .with_auth(Arc::clone(&auth))
+            .with_alarms(Arc::clone(&alarms));
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -246,6 +249,8 @@ impl Node {
             lease_ids: IdGen::new(identity.member_id),
             proposer: Proposer::new(raft.clone()),
             auth,
+            alarms,
+            quota: Quota::new(config.quota_backend_bytes),
         });
 
         // Peer service first, so the others can reach us while we bootstrap.

@@ -31,6 +31,15 @@ impl Inner {
     /// Replicates `cmd` and answers what applying it produced, forwarding
     /// to the leader if this member is not it.
     pub async fn write(&self, cmd: cairnpb::Command) -> Result<cairnpb::CommandResponse, Error> {
+        self.check_space(&cmd).await?;
+        self.replicate(cmd).await
+    }
+
+    /// [`Inner::write`] without the space check.
+    pub(super) async fn replicate(
+        &self,
+        cmd: cairnpb::Command,
+    ) -> Result<cairnpb::CommandResponse, Error> {
         let deadline = Instant::now() + self.timeout();
         let batch = batchable(&cmd);
         let cmd = &cmd;

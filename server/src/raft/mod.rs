@@ -137,6 +137,7 @@ impl fmt::Display for Command {
             }
             Some(Op::Batch(b)) => write!(f, "batch of {} writes", b.commands.len()),
             Some(Op::Auth(_)) => f.write_str("auth change"),
+            Some(Op::Alarm(a)) => write!(f, "alarm {} {} of {:x}", a.action, a.alarm, a.member_id),
             None => f.write_str("empty"),
         }
     }

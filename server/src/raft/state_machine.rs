@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::apply::{ApplyObserver, Unobserved};
 use super::{decode, encode, CommandResponse, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::alarm::Alarms;
 use crate::auth::{perm, Auth, Need};
 use crate::convert;
 use crate::durable::{sync_dir, write_file};
@@ -61,6 +62,9 @@ pub struct StateMachine {
     /// The auth state: changed by auth commands, and deciding whether
     /// each user's write may be applied.
     auth: Arc<Auth>,
+    /// The raised alarms: changed by alarm commands; NOSPACE refuses
+    /// writes that add data.
+    alarms: Arc<Alarms>,
 }
 
 /// Most kv writes applied as one kv batch (a batch entry's all go into
@@ -102,11 +106,11 @@ enum Slot {
 }
 
 impl Slot {
-    fn of(cmd: &cairnpb::Command, auth: &Auth, store: &Store) -> Slot {
+    fn of(cmd: &cairnpb::Command, rules: &Rules) -> Slot {
         let Some(w) = KvWrite::of(cmd) else {
             return Slot::Refused(not_batchable_error());
         };
-        match refusal(cmd, auth, store) {
+        match rules.refusal(cmd) {
             Some(e) => Slot::Refused(e),
             None => Slot::Write(w),
         }
@@ -120,9 +124,28 @@ impl Slot {
     }
 }
 
+/// What decides, as of an entry, whether its command may be applied.
+struct Rules<'a> {
+    auth: &'a Auth,
+    alarms: &'a Alarms,
+    store: &'a Store,
+}
+
+impl Rules<'_> {
+    /// Why `cmd` may not be applied as of this entry: it adds data while
+    /// NOSPACE is raised, or its user may not make it; `None` if it may
+    /// (or, for the auth rule, the command is the member's own).
+    fn refusal(&self, cmd: &cairnpb::Command) -> Option<cairnpb::ApplyError> {
+        if self.alarms.nospace() && crate::alarm::adds_data(cmd) {
+            return Error::to_apply_error(&Error::NoSpace);
+        }
+        auth_refusal(cmd, self.auth, self.store)
+    }
+}
+
 /// Why `cmd`'s user may not make its write, under the auth state as of
 /// this entry; `None` if it may (or the command is the member's own).
-fn refusal(cmd: &cairnpb::Command, auth: &Auth, store: &Store) -> Option<cairnpb::ApplyError> {
+fn auth_refusal(cmd: &cairnpb::Command, auth: &Auth, store: &Store) -> Option<cairnpb::ApplyError> {
     let user = cmd.user.as_deref()?;
     if !auth.is_enabled() {
         return None;
@@ -195,17 +218,14 @@ enum EntryWrites {
 }
 
 impl EntryWrites {
-    fn of(cmd: &cairnpb::Command, auth: &Auth, store: &Store) -> Option<EntryWrites> {
+    fn of(cmd: &cairnpb::Command, rules: &Rules) -> Option<EntryWrites> {
         match &cmd.op {
             Some(Op::Batch(b)) => Some(EntryWrites::Batch(
-                b.commands
-                    .iter()
-                    .map(|c| Slot::of(c, auth, store))
-                    .collect(),
+                b.commands.iter().map(|c| Slot::of(c, rules)).collect(),
             )),
             _ => {
                 let w = KvWrite::of(cmd)?;
-                Some(EntryWrites::One(match refusal(cmd, auth, store) {
+                Some(EntryWrites::One(match rules.refusal(cmd) {
                     Some(e) => Slot::Refused(e),
                     None => Slot::Write(w),
                 }))
@@ -279,13 +299,29 @@ impl StateMachine {
         )
         .map_err(io::Error::other)?;
         Ok(Self {
-            store,
             snap_dir: snap_dir.to_path_buf(),
             snapshot_files: Arc::default(),
             applied,
             observer: Arc::new(Unobserved),
             auth: Arc::new(auth),
+            alarms: Arc::new(Alarms::open(&store)?),
+            store,
         })
+    }
+
+    /// Applies alarm commands to, and refuses writes under NOSPACE with,
+    /// `alarms` (the member's).
+    pub fn with_alarms(mut self, alarms: Arc<Alarms>) -> Self {
+        self.alarms = alarms;
+        self
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            auth: &self.auth,
+            alarms: &self.alarms,
+            store: &self.store,
+        }
     }
 
     /// Applies auth commands to, and checks users' writes against,
@@ -390,6 +426,13 @@ impl StateMachine {
     /// `self.applied` with it.
     fn execute(&self, cmd: &cairnpb::Command) -> io::Result<CommandResponse> {
         let pos = self.position()?;
+        if let Some(e) = self.rules().refusal(cmd) {
+            // Deterministic: nothing written but the position.
+            self.store.record_applied(&pos).map_err(kv_err)?;
+            return Ok(CommandResponse(cairnpb::CommandResponse {
+                result: Some(Res::Error(e)),
+            }));
+        }
         let result = match &cmd.op {
             // `apply` hands every kv write to `apply_writes`.
             Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Batch(_)) => {
@@ -430,11 +473,10 @@ impl StateMachine {
                     result: Some(result),
                 }));
             }
-            Some(Op::LeaseRevoke(_)) if refusal(cmd, &self.auth, &self.store).is_some() => {
-                let e = refusal(cmd, &self.auth, &self.store).unwrap_or_else(not_batchable_error);
-                self.store.record_applied(&pos).map_err(kv_err)?;
+            Some(Op::Alarm(a)) => {
+                let r = self.alarms.apply(a, &self.store, &pos)?;
                 return Ok(CommandResponse(cairnpb::CommandResponse {
-                    result: Some(Res::Error(e)),
+                    result: Some(Res::Alarm(r)),
                 }));
             }
             Some(Op::LeaseRevoke(r)) => self.store.lease_revoke_deferred(r.id, &pos).map(|a| {
@@ -634,7 +676,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         self.apply_writes(&mut writes)?;
                         batched = 0;
                     }
-                    match EntryWrites::of(&cmd.0, &self.auth, &self.store) {
+                    match EntryWrites::of(&cmd.0, &self.rules()) {
                         Some(w) => {
                             batched += w.len();
                             writes.push((entry.log_id, w, responder));
@@ -714,6 +756,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(io::Error::other)??;
         tracing::info!(snapshot = %installed, "installed a snapshot from the leader");
         self.auth.reload(&self.store)?;
+        self.alarms.reload(&self.store)?;
         self.applied = applied;
         Ok(())
     }

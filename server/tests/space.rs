@@ -1,0 +1,119 @@
+//! Space with real processes: a member whose store goes over
+//! `--quota-backend-bytes` raises NOSPACE; every member then refuses
+//! writes that add data with etcd's error while reads, deletes and
+//! compaction go on; compaction, defragment and `alarm disarm` bring
+//! writes back, as etcd's runbook says.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cairn::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn::proto::etcdserverpb::{PutRequest, StatusRequest};
+use common::*;
+
+async fn db_size(m: &Member) -> i64 {
+    let mut c = MaintenanceClient::new(m.channel().await);
+    c.status(StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .db_size
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nospace_alarm_refuses_writes_until_space_is_reclaimed_and_disarmed() {
+    // The quota sits a few MiB above what an empty store takes.
+    let probe = Cluster::start(1, &[]).await;
+    let base = db_size(&probe.members[0]).await;
+    drop(probe);
+    let quota = (base + (6 << 20)).to_string();
+    let c = Cluster::start(3, &["--quota-backend-bytes", &quota]).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let mut kv = c.members[leader].kv().await;
+    let value = vec![b'x'; 256 << 10];
+    let mut refused = None;
+    for i in 0..400 {
+        let r = kv
+            .put(PutRequest {
+                key: format!("big/{}", i % 4).into_bytes().into(),
+                value: value.clone().into(),
+                ..Default::default()
+            })
+            .await;
+        if let Err(s) = r {
+            refused = Some((i, s));
+            break;
+        }
+        if i % 20 == 19 {
+            // Let the size sampler see the growth.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let (after, status) = refused.expect("no write was refused within 100 MiB over the quota");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "etcdserver: mvcc: database space exceeded"
+    );
+    eprintln!("NOSPACE after {after} writes of 256 KiB (quota {quota} bytes)");
+
+    // Raised for the cluster: listed, reported, enforced by every member.
+    let all = c.endpoints();
+    let alarms = ctl(&all, &["alarm", "list"]);
+    assert!(alarms.contains("alarm:NOSPACE"), "{alarms}");
+    let status = ctl(&all, &["endpoint", "status", "-w", "json"]);
+    assert!(status.contains("alarm:NOSPACE"), "{status}");
+    for m in &c.members {
+        let (ok, _, err) = etcdctl(&m.endpoint(), &["put", "small", "1"]);
+        assert!(
+            !ok && err.contains("database space exceeded"),
+            "{}: {err}",
+            m.name
+        );
+    }
+    let (ok, _, err) = etcdctl(&all, &["lease", "grant", "60"]);
+    assert!(!ok && err.contains("database space exceeded"), "{err}");
+    // Reads, deletes and compaction go on.
+    assert_eq!(
+        ctl(&all, &["get", "big/0", "--print-value-only"]).len(),
+        value.len() + 1
+    );
+    ctl(&all, &["del", "big/3"]);
+    let rev = ctl(&all, &["get", "big/0", "-w", "json"]);
+    let rev: serde_json::Value = serde_json::from_str(rev.trim()).expect("json");
+    let rev = rev["header"]["revision"].as_i64().expect("revision");
+    ctl(&all, &["compaction", &rev.to_string(), "--physical"]);
+    let defrag = ctl(&all, &["defrag"]);
+    assert!(defrag.contains("Finished defragmenting"), "{defrag}");
+    // What defragment frees goes back as fjall retires its old journal
+    // (in the background, after the flush).
+    for m in &c.members {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let size = db_size(m).await;
+            if size < base + (6 << 20) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} is still over the quota after compaction and defragment: {size} bytes",
+                m.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    ctl(&all, &["alarm", "disarm"]);
+    let alarms = ctl(&all, &["alarm", "list"]);
+    assert!(alarms.trim().is_empty(), "{alarms}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, _, err) = etcdctl(&all, &["put", "small", "2"]);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes did not come back: {err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ctl(&all, &["get", "small", "--print-value-only"]), "2\n");
+}
