@@ -75,14 +75,13 @@ pub enum BackupError {
 pub fn stream(store: Arc<Store>, cluster_id: u64) -> mpsc::Receiver<io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
-        let mut w = ChunkWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-            sha: Sha256::new(),
-            written: 0,
+        let pieces = tx.clone();
+        let send = move |piece: Vec<u8>| {
+            pieces.blocking_send(Ok(Bytes::from(piece))).map_err(|_| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "the snapshot's receiver is gone")
+            })
         };
-        let r = write_backup(&store, cluster_id, &mut w).and_then(|_| w.finish());
-        if let Err(e) = r {
+        if let Err(e) = write_backup(&store, cluster_id, send) {
             // The receiver may be gone: nothing to tell then.
             let _ = tx.blocking_send(Err(e));
         }
@@ -90,37 +89,71 @@ pub fn stream(store: Arc<Store>, cluster_id: u64) -> mpsc::Receiver<io::Result<B
     rx
 }
 
-/// Writes a whole backup of `store` to `w`, the hash included.
-fn write_backup(store: &Store, cluster_id: u64, w: &mut ChunkWriter) -> io::Result<ImageInfo> {
-    w.write_all(MAGIC)?;
-    w.write_all(&cluster_id.to_be_bytes())?;
-    store.export(w).map_err(io::Error::other)
+/// Writes a backup of `store` to `path`, durably: to `path` with `.part`
+/// appended, fsynced, then renamed (a crash leaves the old file or the
+/// new one, never half of one). Blocking.
+pub fn write_file(store: &Store, cluster_id: u64, path: &Path) -> io::Result<ImageInfo> {
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
+    let mut f = File::create(&part)?;
+    let info = {
+        let out = &mut f;
+        write_backup(store, cluster_id, |piece: Vec<u8>| out.write_all(&piece))
+    };
+    let info = match info.and_then(|i| f.sync_all().map(|()| i)) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            return Err(e);
+        }
+    };
+    drop(f);
+    std::fs::rename(&part, path)?;
+    if let Some(dir) = path.parent() {
+        crate::durable::sync_dir(dir)?;
+    }
+    Ok(info)
 }
 
-/// Cuts what is written into pieces, hashing them, and hands them to the
-/// stream; blocks while the stream is [`IN_FLIGHT`] pieces behind.
-struct ChunkWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
+/// Writes a whole backup of `store`, padded and hashed, in pieces handed
+/// to `send`.
+fn write_backup(
+    store: &Store,
+    cluster_id: u64,
+    send: impl FnMut(Vec<u8>) -> io::Result<()>,
+) -> io::Result<ImageInfo> {
+    let mut w = ChunkWriter {
+        send,
+        buf: Vec::with_capacity(CHUNK),
+        sha: Sha256::new(),
+        written: 0,
+    };
+    w.write_all(MAGIC)?;
+    w.write_all(&cluster_id.to_be_bytes())?;
+    let info = store.export(&mut w).map_err(io::Error::other)?;
+    w.finish()?;
+    Ok(info)
+}
+
+/// Cuts what is written into pieces, hashing them, and hands them to
+/// `send` (which may block: the stream is [`IN_FLIGHT`] pieces behind).
+struct ChunkWriter<F: FnMut(Vec<u8>) -> io::Result<()>> {
+    send: F,
     buf: Vec<u8>,
     sha: Sha256,
     /// Bytes written so far.
     written: u64,
 }
 
-impl ChunkWriter {
-    fn send(&mut self, piece: Vec<u8>) -> io::Result<()> {
-        self.tx.blocking_send(Ok(Bytes::from(piece))).map_err(|_| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "the snapshot's receiver is gone")
-        })
-    }
-
+impl<F: FnMut(Vec<u8>) -> io::Result<()>> ChunkWriter<F> {
     fn send_buffered(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         self.sha.update(&piece);
-        self.send(piece)
+        (self.send)(piece)
     }
 
     /// Pads, sends what is buffered, then the hash.
@@ -129,11 +162,11 @@ impl ChunkWriter {
         self.write_all(&vec![0u8; pad as usize])?;
         self.send_buffered()?;
         let digest = self.sha.clone().finalize().to_vec();
-        self.send(digest)
+        (self.send)(digest)
     }
 }
 
-impl Write for ChunkWriter {
+impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for ChunkWriter<F> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         let n = b.len().min(CHUNK - self.buf.len());
         self.buf.extend_from_slice(&b[..n]);

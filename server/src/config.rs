@@ -16,6 +16,28 @@ pub enum ClusterState {
     Existing,
 }
 
+/// Scheduled backups: a backup file of the member's store every `every`,
+/// into `dir` (default `<data-dir>/backups`), the newest `keep` kept.
+#[derive(Clone, Debug)]
+pub struct BackupSchedule {
+    /// How often; `None`: never.
+    pub every: Option<std::time::Duration>,
+    /// Where the files go; `None`: `<data-dir>/backups`.
+    pub dir: Option<PathBuf>,
+    /// How many files are kept.
+    pub keep: usize,
+}
+
+impl Default for BackupSchedule {
+    fn default() -> Self {
+        BackupSchedule {
+            every: None,
+            dir: None,
+            keep: 5,
+        }
+    }
+}
+
 /// The configuration of one member. [`Config::default`] is etcd's default:
 /// a single member named `default`, data in `default.cairn`, clients on
 /// `localhost:2379`, peers on `localhost:2380`.
@@ -47,6 +69,9 @@ pub struct Config {
     /// `--quota-backend-bytes`: above this store size, NOSPACE is raised
     /// and writes that add data are refused (0: 2 GiB, etcd's default).
     pub quota_backend_bytes: u64,
+    /// Scheduled backups (`--snapshot-interval`, `--snapshot-dir`,
+    /// `--snapshot-retention`).
+    pub backups: BackupSchedule,
     /// Milliseconds.
     pub heartbeat_interval: u64,
     /// Milliseconds.
@@ -120,6 +145,7 @@ impl Default for Config {
             initial_cluster_token: "etcd-cluster".into(),
             force_new_cluster: false,
             quota_backend_bytes: 0,
+            backups: BackupSchedule::default(),
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,

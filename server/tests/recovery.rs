@@ -332,3 +332,109 @@ async fn cluster_restored_from_an_etcdctl_snapshot() {
     );
     assert_eq!(ctl(&rall, &["member", "list"]).lines().count(), 3);
 }
+
+/// Scheduled backups go to their own directory, the newest two kept;
+/// with every member's data lost, the member is restored from the newest
+/// one and serves everything written before it (the recovery point the
+/// restore prints).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_everything_restored_from_a_scheduled_backup() {
+    let backups = tempfile::tempdir().expect("tempdir");
+    let bdir = backups.path().join("m0");
+    let b = bdir.to_str().expect("utf-8").to_string();
+    let mut c = Cluster::start(
+        1,
+        &[
+            "--snapshot-interval",
+            "300ms",
+            "--snapshot-retention",
+            "2",
+            "--snapshot-dir",
+            &b,
+        ],
+    )
+    .await;
+    let ep = c.members[0].endpoint();
+    let mut kv = c.members[0].kv().await;
+    let mut last = 0;
+    for i in 0..100 {
+        last = put(&mut kv, &format!("s/{i:03}"), &i.to_string()).await;
+    }
+    drop(kv);
+    // Wait for a backup holding the last write, and for older ones to
+    // have been pruned.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let newest = loop {
+        let mut files: Vec<String> = std::fs::read_dir(&bdir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        let written = c.members[0]
+            .log_text()
+            .matches("scheduled backup written")
+            .count();
+        if let Some(newest) = files.last() {
+            let p = bdir.join(newest);
+            let (ok, out, _) = cairnutl(&[
+                "snapshot",
+                "status",
+                p.to_str().expect("utf-8"),
+                "-w",
+                "json",
+            ]);
+            let rev = serde_json::from_str::<serde_json::Value>(out.trim())
+                .ok()
+                .and_then(|v| v["revision"].as_i64());
+            if ok && rev >= Some(last) && written >= 4 {
+                assert_eq!(files.len(), 2, "retention 2 kept {files:?}");
+                assert!(
+                    files
+                        .iter()
+                        .all(|f| f.starts_with("backup-") && f.ends_with(".db")),
+                    "{files:?}"
+                );
+                break p;
+            }
+        }
+        if Instant::now() > deadline {
+            c.dump_logs();
+            panic!("no backup at revision {last} within 20 s: {files:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Everything is lost but the backups.
+    c.members[0].kill();
+    std::fs::remove_dir_all(&c.members[0].data_dir).expect("remove data dir");
+    let m = &c.members[0];
+    let (ok, out, err) = cairnutl(&[
+        "snapshot",
+        "restore",
+        newest.to_str().expect("utf-8"),
+        "--data-dir",
+        m.data_dir.to_str().expect("utf-8"),
+        "--name",
+        &m.name,
+        "--initial-cluster",
+        &m.initial_cluster,
+        "--initial-advertise-peer-urls",
+        &m.peer_url,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("restored snapshot at revision"), "{out}");
+    c.members[0].start();
+    c.wait_leader(Duration::from_secs(20)).await;
+    assert_eq!(ctl(&ep, &["get", "s/099", "--print-value-only"]), "99\n");
+    let keys = ctl(&ep, &["get", "s/", "--prefix", "--keys-only"]);
+    assert_eq!(
+        keys.lines().filter(|l| !l.is_empty()).count(),
+        100,
+        "{keys}"
+    );
+    let mut kv = c.members[0].kv().await;
+    assert!(put(&mut kv, "after", "1").await > last);
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn::config::{parse_duration, DEFAULT_MAX_REQUEST_BYTES};
+use cairn::config::{parse_duration, BackupSchedule, DEFAULT_MAX_REQUEST_BYTES};
 use cairn::tls::{TlsInfo, TlsSettings, TlsVersion};
 use cairn::{ClusterState, Config, Node};
 use clap::Parser;
@@ -75,6 +75,16 @@ struct Flags {
     /// to 2 GiB).
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     quota_backend_bytes: u64,
+    /// Write a backup of this member's store every so often (e.g. 1h;
+    /// 0: never).
+    #[arg(long, env = "CAIRN_SNAPSHOT_INTERVAL", default_value = "0")]
+    snapshot_interval: String,
+    /// Where scheduled backups go (default: <data-dir>/backups).
+    #[arg(long, env = "CAIRN_SNAPSHOT_DIR")]
+    snapshot_dir: Option<PathBuf>,
+    /// How many scheduled backups to keep (the newest).
+    #[arg(long, env = "CAIRN_SNAPSHOT_RETENTION", default_value_t = 5)]
+    snapshot_retention: usize,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -219,6 +229,9 @@ struct FileConfig {
     initial_cluster_token: Option<String>,
     force_new_cluster: Option<bool>,
     quota_backend_bytes: Option<u64>,
+    snapshot_interval: Option<String>,
+    snapshot_dir: Option<PathBuf>,
+    snapshot_retention: Option<usize>,
     heartbeat_interval: Option<u64>,
     election_timeout: Option<u64>,
     snapshot_count: Option<u64>,
@@ -309,6 +322,9 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
         initial_cluster_token: f.initial_cluster_token.unwrap_or(d.initial_cluster_token),
         force_new_cluster: f.force_new_cluster.unwrap_or(d.force_new_cluster),
         quota_backend_bytes: f.quota_backend_bytes.unwrap_or(d.quota_backend_bytes),
+        snapshot_interval: f.snapshot_interval.unwrap_or(d.snapshot_interval),
+        snapshot_dir: f.snapshot_dir.or(d.snapshot_dir),
+        snapshot_retention: f.snapshot_retention.unwrap_or(d.snapshot_retention),
         heartbeat_interval: f.heartbeat_interval.unwrap_or(d.heartbeat_interval),
         election_timeout: f.election_timeout.unwrap_or(d.election_timeout),
         snapshot_count: f.snapshot_count.unwrap_or(d.snapshot_count),
@@ -367,6 +383,16 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         initial_cluster_token: f.initial_cluster_token.clone(),
         force_new_cluster: f.force_new_cluster,
         quota_backend_bytes: f.quota_backend_bytes,
+        backups: BackupSchedule {
+            every: match f.snapshot_interval.trim() {
+                "" | "0" | "0s" => None,
+                every => {
+                    Some(parse_duration(every).map_err(|e| format!("--snapshot-interval: {e}"))?)
+                }
+            },
+            dir: f.snapshot_dir.clone(),
+            keep: f.snapshot_retention,
+        },
         heartbeat_interval: f.heartbeat_interval,
         election_timeout: f.election_timeout,
         snapshot_count: f.snapshot_count,

@@ -33,6 +33,7 @@
 //! a second start would trust. A data dir that is not empty but has no
 //! identity file is refused, never overwritten.
 
+mod backups;
 mod forwarded;
 pub mod identity;
 mod lease;
@@ -239,6 +240,10 @@ impl Inner {
         self.push_task(t);
         let t = tokio::spawn(Arc::clone(self).sample_size(self.stop.subscribe()));
         self.push_task(t);
+        if let Some(every) = self.config.backups.every {
+            let t = tokio::spawn(Arc::clone(self).run_backups(every, self.stop.subscribe()));
+            self.push_task(t);
+        }
         self.spawn_membership_tasks();
     }
 }

@@ -1,0 +1,143 @@
+//! Scheduled backups (`--snapshot-interval`, `--snapshot-dir`,
+//! `--snapshot-retention`): every interval, a backup file of this
+//! member's store (the format `etcdctl snapshot save` gets, see
+//! [`crate::backup`]), written atomically, named after the time it was
+//! taken, the newest N kept.
+//!
+//! Owns: the schedule, the file names and the pruning.
+//!
+//! May not: write anything but `backup-*.db` files (and their `.part`
+//! while one is written) in the backup directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::Inner;
+
+const PREFIX: &str = "backup-";
+const SUFFIX: &str = ".db";
+
+impl Inner {
+    /// Where scheduled backups go.
+    pub(crate) fn backup_dir(&self) -> PathBuf {
+        self.config
+            .backups
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.config.data_dir.join("backups"))
+    }
+
+    /// Writes a backup every `every` until the member stops.
+    pub(super) async fn run_backups(
+        self: Arc<Self>,
+        every: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let dir = self.backup_dir();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let me = Arc::clone(&self);
+            let into = dir.clone();
+            let r = tokio::task::spawn_blocking(move || me.write_backup(&into)).await;
+            match r {
+                Ok(Ok((path, revision))) => tracing::info!(
+                    path = %path.display(),
+                    revision,
+                    "scheduled backup written"
+                ),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, dir = %dir.display(), "scheduled backup failed")
+                }
+                Err(e) => tracing::error!(error = %e, "scheduled backup task failed"),
+            }
+        }
+    }
+
+    /// Writes one backup into `dir` and prunes the old ones; answers the
+    /// file and the revision it holds. Blocking.
+    fn write_backup(&self, dir: &Path) -> std::io::Result<(PathBuf, i64)> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let path = dir.join(format!("{PREFIX}{}{SUFFIX}", stamp(SystemTime::now())));
+        let info = crate::backup::write_file(&self.store, self.cluster_id, &path)?;
+        prune(dir, self.config.backups.keep.max(1))?;
+        Ok((path, info.revision))
+    }
+}
+
+/// `2026-12-07T04-20-00.123Z`: UTC, sorts as it reads.
+fn stamp(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}-{:02}-{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Removes all but the newest `keep` backups in `dir`, and any `.part`
+/// left by a crash.
+fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
+    let mut backups = Vec::new();
+    for ent in std::fs::read_dir(dir)? {
+        let name = ent?.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(PREFIX) {
+            continue;
+        }
+        if name.ends_with(SUFFIX) {
+            backups.push(name);
+        } else if name.ends_with(".part") {
+            std::fs::remove_file(dir.join(&name))?;
+        }
+    }
+    backups.sort();
+    let excess = backups.len().saturating_sub(keep);
+    for name in &backups[..excess] {
+        std::fs::remove_file(dir.join(name))?;
+    }
+    crate::durable::sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_sort_as_time_goes() {
+        let a = stamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_615_291_005));
+        let b = stamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_615_291_010));
+        assert_eq!(a, "2026-12-07T03-48-11.005Z");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn prune_keeps_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..5 {
+            std::fs::write(dir.path().join(format!("{PREFIX}{i}{SUFFIX}")), b"x").expect("write");
+        }
+        std::fs::write(dir.path().join(format!("{PREFIX}9{SUFFIX}.part")), b"x").expect("write");
+        std::fs::write(dir.path().join("other.db"), b"x").expect("write");
+        prune(dir.path(), 2).expect("prune");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["backup-3.db", "backup-4.db", "other.db"]);
+    }
+}
