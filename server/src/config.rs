@@ -16,6 +16,49 @@ pub enum ClusterState {
     Existing,
 }
 
+/// Auto-compaction, as etcd's `--auto-compaction-mode` and
+/// `--auto-compaction-retention` say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep about this much time of history.
+    Periodic(std::time::Duration),
+    /// Keep this many revisions of history.
+    Revision(i64),
+}
+
+impl AutoCompaction {
+    /// From the two flags' values; `Ok(None)`: off. A periodic retention
+    /// without a unit is in hours, as etcd reads it.
+    pub fn parse(mode: &str, retention: &str) -> Result<Option<AutoCompaction>, String> {
+        let retention = retention.trim();
+        match mode {
+            "periodic" => {
+                if let Ok(hours) = retention.parse::<u64>() {
+                    return Ok((hours > 0).then(|| {
+                        AutoCompaction::Periodic(std::time::Duration::from_secs(hours * 3600))
+                    }));
+                }
+                if matches!(retention, "" | "0s") {
+                    return Ok(None);
+                }
+                parse_duration(retention)
+                    .map(|d| Some(AutoCompaction::Periodic(d)))
+                    .map_err(|e| format!("--auto-compaction-retention: {e}"))
+            }
+            "revision" => match retention.parse::<i64>() {
+                Ok(0) => Ok(None),
+                Ok(n) if n > 0 => Ok(Some(AutoCompaction::Revision(n))),
+                _ => Err(format!(
+                    "--auto-compaction-retention: {retention:?} is not a number of revisions"
+                )),
+            },
+            other => Err(format!(
+                "invalid auto compaction mode {other:?}: valid values are \"periodic\", \"revision\""
+            )),
+        }
+    }
+}
+
 /// Scheduled backups: a backup file of the member's store every `every`,
 /// into `dir` (default `<data-dir>/backups`), the newest `keep` kept.
 #[derive(Clone, Debug)]
@@ -72,6 +115,9 @@ pub struct Config {
     /// Scheduled backups (`--snapshot-interval`, `--snapshot-dir`,
     /// `--snapshot-retention`).
     pub backups: BackupSchedule,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`; `None`:
+    /// off (a retention of 0).
+    pub auto_compaction: Option<AutoCompaction>,
     /// Milliseconds.
     pub heartbeat_interval: u64,
     /// Milliseconds.
@@ -146,6 +192,7 @@ impl Default for Config {
             force_new_cluster: false,
             quota_backend_bytes: 0,
             backups: BackupSchedule::default(),
+            auto_compaction: None,
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,

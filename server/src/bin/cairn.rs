@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn::config::{parse_duration, BackupSchedule, DEFAULT_MAX_REQUEST_BYTES};
+use cairn::config::{parse_duration, AutoCompaction, BackupSchedule, DEFAULT_MAX_REQUEST_BYTES};
 use cairn::tls::{TlsInfo, TlsSettings, TlsVersion};
 use cairn::{ClusterState, Config, Node};
 use clap::Parser;
@@ -85,6 +85,13 @@ struct Flags {
     /// How many scheduled backups to keep (the newest).
     #[arg(long, env = "CAIRN_SNAPSHOT_RETENTION", default_value_t = 5)]
     snapshot_retention: usize,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// Auto compaction retention for mvcc key value store. 0 means
+    /// disable auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    auto_compaction_retention: String,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -232,6 +239,10 @@ struct FileConfig {
     snapshot_interval: Option<String>,
     snapshot_dir: Option<PathBuf>,
     snapshot_retention: Option<usize>,
+    auto_compaction_mode: Option<String>,
+    /// A number (hours or revisions) or a duration, as etcd's YAML has it.
+    #[serde(deserialize_with = "scalar_as_string")]
+    auto_compaction_retention: Option<String>,
     heartbeat_interval: Option<u64>,
     election_timeout: Option<u64>,
     snapshot_count: Option<u64>,
@@ -283,6 +294,22 @@ fn load_file(path: &PathBuf) -> Result<Flags, String> {
 }
 
 /// The flags a configuration file's text sets.
+/// A YAML scalar, number or string, as its text.
+fn scalar_as_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Int(i64),
+        Float(f64),
+        Text(String),
+    }
+    Ok(Option::<Scalar>::deserialize(d)?.map(|s| match s {
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => f.to_string(),
+        Scalar::Text(t) => t,
+    }))
+}
+
 fn from_yaml(raw: &str) -> Result<Flags, String> {
     let f: FileConfig = serde_yaml_ng::from_str(raw).map_err(|e| e.to_string())?;
     let d = Flags::parse_from(["cairn"]);
@@ -325,6 +352,10 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
         snapshot_interval: f.snapshot_interval.unwrap_or(d.snapshot_interval),
         snapshot_dir: f.snapshot_dir.or(d.snapshot_dir),
         snapshot_retention: f.snapshot_retention.unwrap_or(d.snapshot_retention),
+        auto_compaction_mode: f.auto_compaction_mode.unwrap_or(d.auto_compaction_mode),
+        auto_compaction_retention: f
+            .auto_compaction_retention
+            .unwrap_or(d.auto_compaction_retention),
         heartbeat_interval: f.heartbeat_interval.unwrap_or(d.heartbeat_interval),
         election_timeout: f.election_timeout.unwrap_or(d.election_timeout),
         snapshot_count: f.snapshot_count.unwrap_or(d.snapshot_count),
@@ -383,6 +414,10 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         initial_cluster_token: f.initial_cluster_token.clone(),
         force_new_cluster: f.force_new_cluster,
         quota_backend_bytes: f.quota_backend_bytes,
+        auto_compaction: AutoCompaction::parse(
+            &f.auto_compaction_mode,
+            &f.auto_compaction_retention,
+        )?,
         backups: BackupSchedule {
             every: match f.snapshot_interval.trim() {
                 "" | "0" | "0s" => None,
@@ -649,6 +684,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// etcd's auto-compaction flags and config keys: a bare periodic
+    /// retention is hours; the YAML value may be a number.
+    #[test]
+    fn auto_compaction_as_etcd_reads_it() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["cairn"];
+            all.extend_from_slice(args);
+            to_config(&Flags::parse_from(all)).map(|c| c.auto_compaction)
+        };
+        assert_eq!(parse(&[]), Ok(None));
+        assert_eq!(
+            parse(&["--auto-compaction-retention", "2"]),
+            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(7200))))
+        );
+        assert_eq!(
+            parse(&["--auto-compaction-retention", "30m"]),
+            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(1800))))
+        );
+        assert_eq!(
+            parse(&[
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "1000"
+            ]),
+            Ok(Some(AutoCompaction::Revision(1000)))
+        );
+        assert!(parse(&[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1h"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--auto-compaction-mode",
+            "daily",
+            "--auto-compaction-retention",
+            "1"
+        ])
+        .is_err());
+        let f = from_yaml("auto-compaction-mode: revision\nauto-compaction-retention: 500\n")
+            .expect("yaml");
+        assert_eq!(
+            to_config(&f).map(|c| c.auto_compaction),
+            Ok(Some(AutoCompaction::Revision(500)))
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@
 //! identity file is refused, never overwritten.
 
 mod backups;
+mod compactor;
 mod forwarded;
 pub mod identity;
 mod lease;
@@ -240,6 +241,10 @@ impl Inner {
         self.push_task(t);
         let t = tokio::spawn(Arc::clone(self).sample_size(self.stop.subscribe()));
         self.push_task(t);
+        if let Some(mode) = self.config.auto_compaction {
+            let t = tokio::spawn(Arc::clone(self).run_auto_compaction(mode, self.stop.subscribe()));
+            self.push_task(t);
+        }
         if let Some(every) = self.config.backups.every {
             let t = tokio::spawn(Arc::clone(self).run_backups(every, self.stop.subscribe()));
             self.push_task(t);
