@@ -1,5 +1,7 @@
 //! Alarms, as etcd has them: NOSPACE (a member's store went over
-//! `--quota-backend-bytes`) and CORRUPT. Raised and cleared through Raft
+//! `--quota-backend-bytes`) and CORRUPT (a member's data differs from the
+//! leader's at the same revision: every kv call is refused then, on every
+//! member, until an operator clears it). Raised and cleared through Raft
 //! and kept in the store (an owned entry, carried in snapshots), so every
 //! member sees the same alarms from the same log entry on: while NOSPACE
 //! is raised, every member refuses, at apply, the puts, txns that put and
@@ -34,6 +36,8 @@ pub struct Alarms {
     list: RwLock<Vec<AlarmMember>>,
     /// Whether NOSPACE is among them (read on every write).
     nospace: AtomicBool,
+    /// Whether CORRUPT is among them (read on every kv call).
+    corrupt: AtomicBool,
 }
 
 impl Alarms {
@@ -62,11 +66,19 @@ impl Alarms {
     }
 
     fn set(&self, list: Vec<AlarmMember>) {
-        let nospace = list.iter().any(|a| a.alarm == AlarmType::Nospace as i32);
+        let raised = |t: AlarmType| list.iter().any(|a| a.alarm == t as i32);
+        let nospace = raised(AlarmType::Nospace);
+        let corrupt = raised(AlarmType::Corrupt);
         if let Ok(mut l) = self.list.write() {
             *l = list;
         }
         self.nospace.store(nospace, Ordering::Release);
+        self.corrupt.store(corrupt, Ordering::Release);
+    }
+
+    /// Whether CORRUPT is raised.
+    pub fn corrupt(&self) -> bool {
+        self.corrupt.load(Ordering::Acquire)
     }
 
     /// Whether NOSPACE is raised.
@@ -136,6 +148,23 @@ impl Alarms {
             alarms: changed.into_iter().collect(),
         })
     }
+}
+
+/// Whether CORRUPT refuses `cmd` (etcd's rule: every kv call, compaction,
+/// lease grant and revoke; alarms, auth and lease checkpoints go on).
+pub fn corrupt_refuses(cmd: &cairnpb::Command) -> bool {
+    matches!(
+        cmd.op,
+        Some(
+            Op::Put(_)
+                | Op::DeleteRange(_)
+                | Op::Txn(_)
+                | Op::Batch(_)
+                | Op::Compact(_)
+                | Op::LeaseGrant(_)
+                | Op::LeaseRevoke(_)
+        )
+    )
 }
 
 /// Whether `cmd` adds data: what NOSPACE refuses (etcd's rule: puts, txns

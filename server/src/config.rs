@@ -118,6 +118,9 @@ pub struct Config {
     /// `--auto-compaction-mode` and `--auto-compaction-retention`; `None`:
     /// off (a retention of 0).
     pub auto_compaction: Option<AutoCompaction>,
+    /// `--experimental-corrupt-check-time`: how often the leader compares
+    /// members' hashes; `None`: never.
+    pub corrupt_check_every: Option<std::time::Duration>,
     /// Milliseconds.
     pub heartbeat_interval: u64,
     /// Milliseconds.
@@ -193,6 +196,7 @@ impl Default for Config {
             quota_backend_bytes: 0,
             backups: BackupSchedule::default(),
             auto_compaction: None,
+            corrupt_check_every: None,
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,

@@ -111,6 +111,9 @@ pub enum Error {
     /// A write while the NOSPACE alarm is raised (the store is over
     /// `--quota-backend-bytes`).
     NoSpace,
+    /// Any kv call while the CORRUPT alarm is raised (a member's data
+    /// differs from the others').
+    Corrupt,
 }
 
 impl From<kv::Error> for Error {
@@ -166,6 +169,7 @@ const APPLY_KINDS: &[(&str, Error)] = &[
     ("permission_not_granted", Error::PermissionNotGranted),
     ("invalid_auth_mgmt", Error::InvalidAuthMgmt),
     ("no_space", Error::NoSpace),
+    ("corrupt", Error::Corrupt),
 ];
 
 impl Error {

@@ -26,6 +26,7 @@ pub mod msg {
     pub const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
     pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
     pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+    pub const CORRUPT: &str = "etcdserver: corrupt cluster";
     pub const NO_LEADER: &str = "etcdserver: no leader";
     pub const NOT_LEADER: &str = "etcdserver: not leader";
     pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
@@ -111,6 +112,7 @@ pub fn code(e: &Error) -> Code {
         Error::Storage(_) | Error::Internal(_) => Code::Internal,
         Error::Unsupported(_) => Code::Unimplemented,
         Error::NoSpace => Code::ResourceExhausted,
+        Error::Corrupt => Code::DataLoss,
     }
 }
 
@@ -158,6 +160,7 @@ pub fn message(e: &Error) -> Cow<'static, str> {
         Error::PermissionNotGranted => msg::PERMISSION_NOT_GRANTED,
         Error::InvalidAuthMgmt => msg::INVALID_AUTH_MGMT,
         Error::NoSpace => msg::NO_SPACE,
+        Error::Corrupt => msg::CORRUPT,
         Error::MembershipRefused(why) | Error::Raft(why) | Error::Storage(why) => {
             return Cow::Owned(format!("etcdserver: {why}"))
         }

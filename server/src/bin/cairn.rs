@@ -92,6 +92,13 @@ struct Flags {
     /// disable auto compaction.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     auto_compaction_retention: String,
+    /// Duration of time between cluster corruption check passes (0: off).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0"
+    )]
+    experimental_corrupt_check_time: String,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -240,6 +247,7 @@ struct FileConfig {
     snapshot_dir: Option<PathBuf>,
     snapshot_retention: Option<usize>,
     auto_compaction_mode: Option<String>,
+    experimental_corrupt_check_time: Option<String>,
     /// A number (hours or revisions) or a duration, as etcd's YAML has it.
     #[serde(deserialize_with = "scalar_as_string")]
     auto_compaction_retention: Option<String>,
@@ -353,6 +361,9 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
         snapshot_dir: f.snapshot_dir.or(d.snapshot_dir),
         snapshot_retention: f.snapshot_retention.unwrap_or(d.snapshot_retention),
         auto_compaction_mode: f.auto_compaction_mode.unwrap_or(d.auto_compaction_mode),
+        experimental_corrupt_check_time: f
+            .experimental_corrupt_check_time
+            .unwrap_or(d.experimental_corrupt_check_time),
         auto_compaction_retention: f
             .auto_compaction_retention
             .unwrap_or(d.auto_compaction_retention),
@@ -414,17 +425,16 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         initial_cluster_token: f.initial_cluster_token.clone(),
         force_new_cluster: f.force_new_cluster,
         quota_backend_bytes: f.quota_backend_bytes,
+        corrupt_check_every: optional_duration(
+            &f.experimental_corrupt_check_time,
+            "--experimental-corrupt-check-time",
+        )?,
         auto_compaction: AutoCompaction::parse(
             &f.auto_compaction_mode,
             &f.auto_compaction_retention,
         )?,
         backups: BackupSchedule {
-            every: match f.snapshot_interval.trim() {
-                "" | "0" | "0s" => None,
-                every => {
-                    Some(parse_duration(every).map_err(|e| format!("--snapshot-interval: {e}"))?)
-                }
-            },
+            every: optional_duration(&f.snapshot_interval, "--snapshot-interval")?,
             dir: f.snapshot_dir.clone(),
             keep: f.snapshot_retention,
         },
@@ -474,6 +484,16 @@ fn to_config(f: &Flags) -> Result<Config, String> {
             max_version: tls_version(&f.tls_max_version, "--tls-max-version")?,
         },
     })
+}
+
+/// A duration flag where 0 means off.
+fn optional_duration(v: &str, flag: &str) -> Result<Option<Duration>, String> {
+    match v.trim() {
+        "" | "0" | "0s" => Ok(None),
+        d => parse_duration(d)
+            .map(Some)
+            .map_err(|e| format!("{flag}: {e}")),
+    }
 }
 
 fn tls_version(v: &Option<String>, flag: &str) -> Result<Option<TlsVersion>, String> {

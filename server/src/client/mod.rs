@@ -155,6 +155,10 @@ impl Client {
         if !req.serializable {
             self.node.inner.read_barrier().await?;
         }
+        // After the barrier: a CORRUPT raised before the read is seen.
+        if self.node.inner.alarms.corrupt() {
+            return Err(Error::Corrupt);
+        }
         // After the barrier: the auth state is at least as new as the read.
         self.check(|| perm::needs_of_range(&req))?;
         let store = Arc::clone(&self.node.inner.store);

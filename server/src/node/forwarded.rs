@@ -1,7 +1,7 @@
 //! Serving what other members forward to this one while it leads:
 //! writes (proposed together, see [`super::propose`]), read indexes,
-//! membership changes, lease renewals and time-to-live questions, and the
-//! cluster info a joining member asks for.
+//! membership changes, lease renewals and time-to-live questions, the
+//! cluster info a joining member asks for, and (any member) its HashKV.
 //!
 //! Owns: the node's [`ForwardHandler`]. A request this member cannot
 //! serve as leader is answered [`ForwardResponse::NotLeader`], so the
@@ -58,6 +58,17 @@ impl ForwardHandler for Inner {
                     Ok(Some(())) => ForwardResponse::Membership,
                     Ok(None) => ForwardResponse::NotLeader,
                     Err(e) => ForwardResponse::Error(e),
+                }
+            }
+            ForwardRequest::HashKv { revision } => {
+                let store = std::sync::Arc::clone(&self.store);
+                match tokio::task::spawn_blocking(move || store.hash_kv(revision)).await {
+                    Ok(Ok(h)) => ForwardResponse::HashKv {
+                        hash: h.hash,
+                        compact_revision: h.compact_revision,
+                    },
+                    Ok(Err(e)) => ForwardResponse::Error(Error::from(e)),
+                    Err(e) => ForwardResponse::Error(Error::Internal(e.to_string())),
                 }
             }
             r @ (ForwardRequest::LeaseRenew(_) | ForwardRequest::LeaseTimeToLive { .. }) => {

@@ -35,6 +35,7 @@
 
 mod backups;
 mod compactor;
+mod corruption;
 mod forwarded;
 pub mod identity;
 mod lease;
@@ -241,6 +242,10 @@ impl Inner {
         self.push_task(t);
         let t = tokio::spawn(Arc::clone(self).sample_size(self.stop.subscribe()));
         self.push_task(t);
+        if let Some(every) = self.config.corrupt_check_every {
+            let t = tokio::spawn(Arc::clone(self).run_corrupt_check(every, self.stop.subscribe()));
+            self.push_task(t);
+        }
         if let Some(mode) = self.config.auto_compaction {
             let t = tokio::spawn(Arc::clone(self).run_auto_compaction(mode, self.stop.subscribe()));
             self.push_task(t);

@@ -31,6 +31,9 @@ impl Inner {
     /// Replicates `cmd` and answers what applying it produced, forwarding
     /// to the leader if this member is not it.
     pub async fn write(&self, cmd: cairnpb::Command) -> Result<cairnpb::CommandResponse, Error> {
+        if self.alarms.corrupt() && crate::alarm::corrupt_refuses(&cmd) {
+            return Err(Error::Corrupt);
+        }
         self.check_space(&cmd).await?;
         self.replicate(cmd).await
     }

@@ -69,6 +69,12 @@ pub enum ForwardRequest {
         /// Whether to list its keys.
         keys: bool,
     },
+    /// The receiver's HashKV up to `revision` (any member answers; the
+    /// leader compares members' to find a corrupt one).
+    HashKv {
+        /// Hash the history up to this revision.
+        revision: i64,
+    },
 }
 
 /// A lease's time to live as the leader answers it.
@@ -106,6 +112,13 @@ pub enum ForwardResponse {
     LeaseRenewed(i64),
     /// A lease's time to live.
     LeaseTimeToLive(TimeToLive),
+    /// The receiver's HashKV.
+    HashKv {
+        /// The hash.
+        hash: u32,
+        /// The receiver's compaction revision.
+        compact_revision: i64,
+    },
     /// The receiver is not the leader (nothing was proposed); ask again.
     NotLeader,
     /// The request failed on the leader.

@@ -136,6 +136,9 @@ impl Rules<'_> {
     /// NOSPACE is raised, or its user may not make it; `None` if it may
     /// (or, for the auth rule, the command is the member's own).
     fn refusal(&self, cmd: &cairnpb::Command) -> Option<cairnpb::ApplyError> {
+        if self.alarms.corrupt() && crate::alarm::corrupt_refuses(cmd) {
+            return Error::to_apply_error(&Error::Corrupt);
+        }
         if self.alarms.nospace() && crate::alarm::adds_data(cmd) {
             return Error::to_apply_error(&Error::NoSpace);
         }
