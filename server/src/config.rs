@@ -121,6 +121,9 @@ pub struct Config {
     /// `--experimental-corrupt-check-time`: how often the leader compares
     /// members' hashes; `None`: never.
     pub corrupt_check_every: Option<std::time::Duration>,
+    /// `--experimental-initial-corrupt-check`: compare this member's data
+    /// with the others' before serving, and refuse to start if it differs.
+    pub initial_corrupt_check: bool,
     /// Milliseconds.
     pub heartbeat_interval: u64,
     /// Milliseconds.
@@ -197,6 +200,7 @@ impl Default for Config {
             backups: BackupSchedule::default(),
             auto_compaction: None,
             corrupt_check_every: None,
+            initial_corrupt_check: false,
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,

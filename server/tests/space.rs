@@ -229,9 +229,26 @@ async fn a_member_whose_data_differs_raises_corrupt() {
         );
     }
     assert!(
-        c.members.iter().any(|m| m
-            .log_text()
-            .contains("a member's data differs from the leader's")),
+        c.members
+            .iter()
+            .any(|m| m.log_text().contains("a member's data differs")),
         "the leader did not log what it found"
     );
+    // Restarted with --experimental-initial-corrupt-check, the altered
+    // member compares itself with the others and refuses to serve.
+    c.members[f].stop();
+    c.members[f]
+        .extra
+        .push("--experimental-initial-corrupt-check".into());
+    c.members[f].start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.members[f].is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the altered member started with --experimental-initial-corrupt-check"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = c.members[f].log_text();
+    assert!(log.contains("found data inconsistency with peers"), "{log}");
 }

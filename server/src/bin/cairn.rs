@@ -99,6 +99,9 @@ struct Flags {
         default_value = "0"
     )]
     experimental_corrupt_check_time: String,
+    /// Check the data against the other members' before serving.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK")]
+    experimental_initial_corrupt_check: bool,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -248,6 +251,7 @@ struct FileConfig {
     snapshot_retention: Option<usize>,
     auto_compaction_mode: Option<String>,
     experimental_corrupt_check_time: Option<String>,
+    experimental_initial_corrupt_check: Option<bool>,
     /// A number (hours or revisions) or a duration, as etcd's YAML has it.
     #[serde(deserialize_with = "scalar_as_string")]
     auto_compaction_retention: Option<String>,
@@ -364,6 +368,9 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
         experimental_corrupt_check_time: f
             .experimental_corrupt_check_time
             .unwrap_or(d.experimental_corrupt_check_time),
+        experimental_initial_corrupt_check: f
+            .experimental_initial_corrupt_check
+            .unwrap_or(d.experimental_initial_corrupt_check),
         auto_compaction_retention: f
             .auto_compaction_retention
             .unwrap_or(d.auto_compaction_retention),
@@ -425,6 +432,7 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         initial_cluster_token: f.initial_cluster_token.clone(),
         force_new_cluster: f.force_new_cluster,
         quota_backend_bytes: f.quota_backend_bytes,
+        initial_corrupt_check: f.experimental_initial_corrupt_check,
         corrupt_check_every: optional_duration(
             &f.experimental_corrupt_check_time,
             "--experimental-corrupt-check-time",

@@ -1,9 +1,10 @@
-//! Corruption checks (etcd's `--experimental-corrupt-check-time`): the
-//! leader compares its HashKV with every other member's at its current
-//! revision, and raises CORRUPT for a member whose hash differs at the
-//! same compaction revision. A member behind (the revision not applied
-//! there yet), unreachable or compacted differently is skipped until the
-//! next check.
+//! Corruption checks. Periodic (etcd's `--experimental-corrupt-check-time`):
+//! the leader compares its HashKV with every other member's at the lower
+//! of their current revisions, and raises CORRUPT for a member whose hash
+//! differs at the same compaction revision. At start
+//! (`--experimental-initial-corrupt-check`): a member compares itself
+//! with the others the same way and refuses to serve if one differs. An
+//! unreachable member, or one compacted differently, is skipped.
 //!
 //! Owns: the check and its schedule.
 //!
@@ -44,12 +45,38 @@ impl Inner {
     /// Compares every other member's HashKV with this one's; raises
     /// CORRUPT for each that differs. Answers the members found corrupt.
     pub(crate) async fn check_corruption(&self) -> Result<Vec<u64>, Error> {
-        let revision = self.store.current_revision();
-        let store = Arc::clone(&self.store);
-        let mine = tokio::task::spawn_blocking(move || store.hash_kv(revision))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
-        let mut corrupt = Vec::new();
+        let corrupt = self.differing_members().await?;
+        for &id in &corrupt {
+            let raise = AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: id,
+                alarm: AlarmType::Corrupt as i32,
+            };
+            self.propose(Op::Alarm(raise)).await?;
+        }
+        Ok(corrupt)
+    }
+
+    /// etcd's `--experimental-initial-corrupt-check`: refuses to serve a
+    /// store that differs from a reachable member's.
+    pub(crate) async fn initial_corrupt_check(&self) -> Result<(), Error> {
+        let differ = self.differing_members().await?;
+        if differ.is_empty() {
+            tracing::info!("initial corruption check passed");
+            return Ok(());
+        }
+        Err(Error::Internal(format!(
+            "{:x} found data inconsistency with peers",
+            self.id
+        )))
+    }
+
+    /// The other members whose HashKV differs from this member's at the
+    /// same revision and compaction (the lower of the two current
+    /// revisions). Unreachable members are skipped.
+    async fn differing_members(&self) -> Result<Vec<u64>, Error> {
+        let current = self.store.current_revision();
+        let mut differ = Vec::new();
         for m in self.members() {
             if m.id == self.id {
                 continue;
@@ -57,35 +84,36 @@ impl Inner {
             let Some(url) = m.member.peer_urls.first() else {
                 continue;
             };
-            let answer = self
-                .peers
-                .forward(url, ForwardRequest::HashKv { revision })
-                .await;
-            let Ok(ForwardResponse::HashKv {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(5),
+                self.peers
+                    .forward(url, ForwardRequest::HashKv { revision: current }),
+            )
+            .await;
+            let Ok(Ok(ForwardResponse::HashKv {
                 hash,
                 compact_revision,
-            }) = answer
+                revision,
+            })) = answer
             else {
                 continue;
             };
+            let store = Arc::clone(&self.store);
+            let mine = tokio::task::spawn_blocking(move || store.hash_kv(revision))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
             if compact_revision != mine.compact_revision || hash == mine.hash {
                 continue;
             }
             tracing::error!(
                 member = %format!("{:x}", m.id),
                 revision,
-                leader_hash = mine.hash,
+                hash = mine.hash,
                 member_hash = hash,
-                "a member's data differs from the leader's at the same revision: raising CORRUPT"
+                "a member's data differs from this member's at the same revision"
             );
-            let raise = AlarmRequest {
-                action: AlarmAction::Activate as i32,
-                member_id: m.id,
-                alarm: AlarmType::Corrupt as i32,
-            };
-            self.propose(Op::Alarm(raise)).await?;
-            corrupt.push(m.id);
+            differ.push(m.id);
         }
-        Ok(corrupt)
+        Ok(differ)
     }
 }

@@ -62,10 +62,12 @@ impl ForwardHandler for Inner {
             }
             ForwardRequest::HashKv { revision } => {
                 let store = std::sync::Arc::clone(&self.store);
+                let revision = revision.min(store.current_revision());
                 match tokio::task::spawn_blocking(move || store.hash_kv(revision)).await {
                     Ok(Ok(h)) => ForwardResponse::HashKv {
                         hash: h.hash,
                         compact_revision: h.compact_revision,
+                        revision,
                     },
                     Ok(Err(e)) => ForwardResponse::Error(Error::from(e)),
                     Err(e) => ForwardResponse::Error(Error::Internal(e.to_string())),

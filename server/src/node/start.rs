@@ -68,6 +68,10 @@ pub enum StartError {
     /// The running cluster could not be joined.
     #[error("cannot join the cluster: {0}")]
     Join(String),
+    /// `--experimental-initial-corrupt-check` found this member's data
+    /// different from another member's.
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 /// at least a quarter of the election timeout. openraft gives up on a
@@ -289,6 +293,12 @@ impl Node {
         write_identity(&identity_path, &identity)?;
 
         inner.spawn_background();
+        if config.initial_corrupt_check {
+            if let Err(e) = inner.initial_corrupt_check().await {
+                inner.shutdown().await;
+                return Err(StartError::Corrupt(e.to_string()));
+            }
+        }
         tracing::info!(
             name = %config.name,
             member_id = %format!("{:x}", inner.id),

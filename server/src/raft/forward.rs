@@ -69,8 +69,9 @@ pub enum ForwardRequest {
         /// Whether to list its keys.
         keys: bool,
     },
-    /// The receiver's HashKV up to `revision` (any member answers; the
-    /// leader compares members' to find a corrupt one).
+    /// The receiver's HashKV up to `revision`, or up to its current
+    /// revision if that is lower (any member answers; members' hashes are
+    /// compared to find a corrupt one).
     HashKv {
         /// Hash the history up to this revision.
         revision: i64,
@@ -118,6 +119,8 @@ pub enum ForwardResponse {
         hash: u32,
         /// The receiver's compaction revision.
         compact_revision: i64,
+        /// The revision hashed up to.
+        revision: i64,
     },
     /// The receiver is not the leader (nothing was proposed); ask again.
     NotLeader,
