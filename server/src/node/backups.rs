@@ -1,13 +1,14 @@
 //! Scheduled backups (`--snapshot-interval`, `--snapshot-dir`,
 //! `--snapshot-retention`): every interval, a backup file of this
 //! member's store (the format `etcdctl snapshot save` gets, see
-//! [`crate::backup`]), written atomically, named after the time it was
-//! taken, the newest N kept.
+//! [`crate::backup`]), written atomically, named after the member and the
+//! time it was taken (`backup-<name>-<UTC time>.db`), the newest N of the
+//! member's kept (members may share a directory).
 //!
 //! Owns: the schedule, the file names and the pruning.
 //!
-//! May not: write anything but `backup-*.db` files (and their `.part`
-//! while one is written) in the backup directory.
+//! May not: write or remove anything but this member's `backup-*.db`
+//! files (and their `.part` while one is written) in the directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,9 +68,10 @@ impl Inner {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let path = dir.join(format!("{PREFIX}{}{SUFFIX}", stamp(SystemTime::now())));
+        let prefix = format!("{PREFIX}{}-", self.config.name);
+        let path = dir.join(format!("{prefix}{}{SUFFIX}", stamp(SystemTime::now())));
         let info = crate::backup::write_file(&self.store, self.cluster_id, &path)?;
-        prune(dir, self.config.backups.keep.max(1))?;
+        prune(dir, &prefix, self.config.backups.keep.max(1))?;
         Ok((path, info.revision))
     }
 }
@@ -89,13 +91,13 @@ fn stamp(t: SystemTime) -> String {
     )
 }
 
-/// Removes all but the newest `keep` backups in `dir`, and any `.part`
-/// left by a crash.
-fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
+/// Removes all but the newest `keep` backups named `prefix...` in `dir`,
+/// and any of their `.part` left by a crash.
+fn prune(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<()> {
     let mut backups = Vec::new();
     for ent in std::fs::read_dir(dir)? {
         let name = ent?.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(PREFIX) {
+        if !name.starts_with(prefix) {
             continue;
         }
         if name.ends_with(SUFFIX) {
@@ -128,16 +130,26 @@ mod tests {
     fn prune_keeps_the_newest() {
         let dir = tempfile::tempdir().expect("tempdir");
         for i in 0..5 {
-            std::fs::write(dir.path().join(format!("{PREFIX}{i}{SUFFIX}")), b"x").expect("write");
+            std::fs::write(dir.path().join(format!("backup-m0-{i}{SUFFIX}")), b"x").expect("write");
         }
-        std::fs::write(dir.path().join(format!("{PREFIX}9{SUFFIX}.part")), b"x").expect("write");
+        std::fs::write(dir.path().join(format!("backup-m0-9{SUFFIX}.part")), b"x").expect("write");
+        // Another member's, and a file of someone else: left alone.
+        std::fs::write(dir.path().join(format!("backup-m1-0{SUFFIX}")), b"x").expect("write");
         std::fs::write(dir.path().join("other.db"), b"x").expect("write");
-        prune(dir.path(), 2).expect("prune");
+        prune(dir.path(), "backup-m0-", 2).expect("prune");
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .expect("dir")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["backup-3.db", "backup-4.db", "other.db"]);
+        assert_eq!(
+            left,
+            [
+                "backup-m0-3.db",
+                "backup-m0-4.db",
+                "backup-m1-0.db",
+                "other.db"
+            ]
+        );
     }
 }
