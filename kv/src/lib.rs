@@ -26,7 +26,8 @@
 //! - [`store`]: the [`Store`]: open, read, write, flush; crash behaviour.
 //! - Calls on the store kept beside their subject: `lease_ops` (grant,
 //!   revoke, checkpoint), [`history`] (events since a revision, for
-//!   watchers), [`snapshot`] (point-in-time images, export / import).
+//!   watchers), [`snapshot`] (point-in-time images, export / import),
+//!   `owned` (entries kept for the server unread: auth state, alarms).
 //!
 //! The store knows nothing about Raft or gRPC: the caller passes an opaque
 //! *applied position* with each write, stored atomically with it.
