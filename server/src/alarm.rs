@@ -110,6 +110,7 @@ impl Alarms {
         };
         let changed = match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => {
+                store.record_applied(applied).map_err(io::Error::other)?;
                 return Ok(AlarmResponse {
                     header: None,
                     alarms: self.list(req.alarm),
@@ -288,6 +289,7 @@ mod tests {
             .apply(&req(AlarmAction::Get, 0, AlarmType::None), &store, b"p4")
             .expect("get");
         assert_eq!(all.alarms.len(), 2);
+        assert_eq!(store.applied().as_deref(), Some(&b"p4"[..]));
         assert_eq!(alarms.list(AlarmType::Corrupt as i32).len(), 1);
         // Kept in the store: a reopened member sees them.
         let again = Alarms::open(&store).expect("reload");
