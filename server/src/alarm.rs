@@ -114,7 +114,7 @@ impl Alarms {
                 return Ok(AlarmResponse {
                     header: None,
                     alarms: self.list(req.alarm),
-                })
+                });
             }
             Ok(AlarmAction::Activate) => {
                 if req.alarm == AlarmType::None as i32 || list.contains(&this) {
