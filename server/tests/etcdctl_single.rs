@@ -291,19 +291,6 @@ async fn sled_backend_serves_and_its_data_dir_refuses_fjall() {
     assert_eq!(before, after, "the refused data dir was touched");
 }
 
-/// Runs `cairnutl` with `args`: (success, stdout, stderr).
-fn cairnutl(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairnutl"))
-        .args(args)
-        .output()
-        .expect("run cairnutl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `cairnutl status -w json` of data dir `dir`, which must succeed.
 fn cairnutl_status(dir: &str) -> serde_json::Value {
     let (ok, out, err) = cairnutl(&["status", "--data-dir", dir, "-w", "json"]);

@@ -164,19 +164,6 @@ fn force_new_cluster_needs_a_member_data_dir() {
     );
 }
 
-/// Runs cairnutl; returns (success, stdout, stderr).
-fn cairnutl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairnutl"))
-        .args(args)
-        .output()
-        .expect("run cairnutl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Everything under `prefix` as etcdctl prints it in JSON, the header
 /// left out (keys, values, create and mod revisions, versions, leases).
 fn kvs_json(ep: &str, prefix: &str) -> String {

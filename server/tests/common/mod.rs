@@ -481,6 +481,19 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Runs `cairnutl` with `args`: (success, stdout, stderr).
+pub fn cairnutl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairnutl"))
+        .args(args)
+        .output()
+        .expect("run cairnutl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs etcdctl (v3 API) against `endpoints`; returns (success, stdout, stderr).
 pub fn etcdctl(endpoints: &str, args: &[&str]) -> (bool, String, String) {
     etcdctl_stdin(endpoints, args, None)
