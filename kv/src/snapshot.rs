@@ -23,8 +23,9 @@ use bytes::Bytes;
 
 use crate::backend::{Backend, WriteBatch};
 use crate::error::{Error, Result};
-use crate::lease;
-use crate::record::{self, Meta};
+use crate::lease::{self, Lease};
+use crate::record::{self, Meta, Record};
+use crate::revision::Revision;
 use crate::state;
 use crate::store::Store;
 
@@ -46,16 +47,130 @@ pub struct ImageInfo {
     pub checksum: u32,
 }
 
-struct CrcWriter<'a, W: Write> {
-    w: &'a mut W,
+/// Writes an image entry by entry: how [`Store::export`] writes one, and
+/// how a store's contents made elsewhere (an import from another
+/// format) become an image [`Store::import`] takes.
+#[derive(Debug)]
+pub struct ImageWriter<W: Write> {
+    w: W,
     crc: crc32fast::Hasher,
+    current: i64,
+    compacted: i64,
+    applied: Bytes,
+    /// Backend entries of records written (a tombstone run counts once).
+    records: u64,
 }
 
-impl<W: Write> CrcWriter<'_, W> {
+impl<W: Write> ImageWriter<W> {
+    /// Starts an image of a store at revision `current`, compacted at
+    /// `compacted`, whose applied position is `applied` (empty: none).
+    pub fn new(w: W, current: i64, compacted: i64, applied: &[u8]) -> Result<Self> {
+        let mut me = ImageWriter {
+            w,
+            crc: crc32fast::Hasher::new(),
+            current,
+            compacted,
+            applied: Bytes::copy_from_slice(applied),
+            records: 0,
+        };
+        me.put(MAGIC)?;
+        me.put(&current.to_be_bytes())?;
+        me.put(&compacted.to_be_bytes())?;
+        me.put(&(applied.len() as u32).to_be_bytes())?;
+        me.put(applied)?;
+        Ok(me)
+    }
+
     fn put(&mut self, b: &[u8]) -> Result<()> {
         self.crc.update(b);
         self.w.write_all(b).map_err(io_err)
     }
+
+    fn entry(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
+        self.put(&(k.len() as u32).to_be_bytes())?;
+        self.put(k)?;
+        self.put(&(v.len() as u32).to_be_bytes())?;
+        self.put(v)
+    }
+
+    /// Adds the record `rec` at `rev`. Revisions need not come in order,
+    /// but each may come once, and none above the image's revision.
+    pub fn record(&mut self, rev: Revision, rec: &Record) -> Result<()> {
+        if rev.main > self.current || rev.main < 1 || rev.sub < 0 {
+            return Err(bad("a record outside the image's revisions"));
+        }
+        if let Record::Put(kv) = rec {
+            if kv.mod_revision != rev.main {
+                return Err(bad("a put whose mod revision is not its revision"));
+            }
+        }
+        self.entry(&record::record_key(rev), &rec.encode())?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Adds the lease `l`.
+    pub fn lease(&mut self, l: &Lease) -> Result<()> {
+        if l.id == 0 {
+            return Err(bad("a lease with id 0"));
+        }
+        self.entry(
+            &lease::lease_key(l.id),
+            &lease::encode(l.ttl, l.remaining_ttl),
+        )
+    }
+
+    /// Adds the owned entry `which` (encoded by its owner).
+    pub fn owned(&mut self, which: crate::Owned, value: &[u8]) -> Result<()> {
+        self.entry(which.meta().key(), value)
+    }
+
+    /// Ends the image: the end marker and the checksum.
+    pub fn finish(mut self) -> Result<ImageInfo> {
+        self.put(&END.to_be_bytes())?;
+        let crc = self.crc.clone().finalize();
+        self.w.write_all(&crc.to_be_bytes()).map_err(io_err)?;
+        self.w.flush().map_err(io_err)?;
+        Ok(ImageInfo {
+            revision: self.current,
+            compacted: self.compacted,
+            applied: (!self.applied.is_empty()).then_some(self.applied),
+            records: self.records,
+            checksum: crc,
+        })
+    }
+}
+
+/// One entry of an image, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageEntry {
+    /// A record at its revision (a tombstone run comes as its tombstones).
+    Record(Revision, Record),
+    /// A lease.
+    Lease(Lease),
+    /// An owned entry, as its owner encoded it.
+    Owned(crate::Owned, Bytes),
+}
+
+/// Reads the image in `r` whole, handing each entry to `f` in the order
+/// it is stored (records by revision when [`Store::export`] wrote it),
+/// then checks its checksum: an error from `f` or a damaged image ends
+/// the reading.
+pub fn read(r: &mut impl Read, mut f: impl FnMut(ImageEntry) -> Result<()>) -> Result<ImageInfo> {
+    let mut image = ImageReader::open(r)?;
+    while let Some((k, v)) = image.next_entry()? {
+        if lease::is_lease_key(&k) {
+            f(ImageEntry::Lease(lease::decode(&k, &v)?))?;
+        } else if let Some(which) = crate::Owned::ALL.into_iter().find(|o| o.meta().key() == k) {
+            f(ImageEntry::Owned(which, Bytes::from(v)))?;
+        } else {
+            let rev = record::revision_of(&k)?;
+            Record::decode_each(rev, &Bytes::from(v), |rev, rec| {
+                f(ImageEntry::Record(rev, rec))
+            })?;
+        }
+    }
+    image.finish()
 }
 
 fn io_err(e: std::io::Error) -> Error {
@@ -91,45 +206,24 @@ impl<B: Backend> Store<B> {
             }
             (st.current, st.compacted, st.applied.clone(), leases)
         };
-        let mut out = CrcWriter {
+        let mut out = ImageWriter::new(
             w,
-            crc: crc32fast::Hasher::new(),
-        };
-        out.put(MAGIC)?;
-        out.put(&current.to_be_bytes())?;
-        out.put(&compacted.to_be_bytes())?;
-        let a = applied.clone().unwrap_or_default();
-        out.put(&(a.len() as u32).to_be_bytes())?;
-        out.put(&a)?;
-        let mut records = 0u64;
+            current,
+            compacted,
+            applied.as_deref().unwrap_or_default(),
+        )?;
         for item in inner.backend.scan(
             &record::records_start(),
             &record::records_end_after(current),
         ) {
             let (k, v) = item.map_err(Error::Backend)?;
-            out.put(&(k.len() as u32).to_be_bytes())?;
-            out.put(&k)?;
-            out.put(&(v.len() as u32).to_be_bytes())?;
-            out.put(&v)?;
-            records += 1;
+            out.entry(&k, &v)?;
+            out.records += 1;
         }
         for (k, v) in &leases {
-            out.put(&(k.len() as u32).to_be_bytes())?;
-            out.put(k)?;
-            out.put(&(v.len() as u32).to_be_bytes())?;
-            out.put(v)?;
+            out.entry(k, v)?;
         }
-        out.put(&END.to_be_bytes())?;
-        let crc = out.crc.clone().finalize();
-        out.w.write_all(&crc.to_be_bytes()).map_err(io_err)?;
-        out.w.flush().map_err(io_err)?;
-        Ok(ImageInfo {
-            revision: current,
-            compacted,
-            applied,
-            records,
-            checksum: crc,
-        })
+        out.finish()
     }
 
     /// Replaces the store's whole contents with the image read from `r`,

@@ -254,6 +254,14 @@ pub fn inspect(path: &Path) -> Result<Summary, BackupError> {
     })
 }
 
+/// The kv image inside the backup at `path`, its SHA-256 checked first
+/// unless `skip_hash_check` (the image's own checksum is checked by its
+/// reader), with the cluster it was taken from.
+pub fn open_image(path: &Path, skip_hash_check: bool) -> Result<(u64, impl Read), BackupError> {
+    let (_, cluster_id, image) = open_checked(path, skip_hash_check)?;
+    Ok((cluster_id, image))
+}
+
 /// Replaces `store`'s contents with the backup at `path`, changed as
 /// `how` says; the SHA-256 is checked first unless `skip_hash_check`
 /// (the kv image's own checksum always is).

@@ -27,7 +27,10 @@
 //!   message for each (the one place that spells them); [`convert`]:
 //!   etcd's wire messages to and from the kv store's types.
 //! - [`accept`]: accepting connections (handshakes, descriptor
-//!   shortages); [`auth`]: users, roles, permissions and tokens.
+//!   shortages); [`auth`]: users, roles, permissions and tokens;
+//!   [`alarm`]: the NOSPACE and CORRUPT alarms.
+//! - [`backup`]: the backup file (`etcdctl snapshot save`, restores);
+//!   [`migrate`]: etcd's backend files to and from kv images.
 //! - [`raft`]: openraft's type configuration, the adapters over Cairn's
 //!   storage engines ([`cairn_kv`], [`cairn_raft_log`]), the apply
 //!   observer, and the peer transport.
@@ -51,6 +54,7 @@ pub mod durable;
 pub mod error;
 pub mod grpc;
 pub mod lease;
+pub mod migrate;
 pub mod node;
 pub mod raft;
 pub mod status;

@@ -53,7 +53,7 @@ impl std::fmt::Debug for Auth {
 fn decode_state(raw: Option<Bytes>) -> Result<AuthState, String> {
     match raw {
         None => Ok(AuthState::default()),
-        Some(b) => postcard::from_bytes(&b).map_err(|e| format!("unreadable auth state: {e}")),
+        Some(b) => AuthState::from_bytes(&b),
     }
 }
 
@@ -130,9 +130,9 @@ impl Auth {
             store.record_applied(applied)?;
             return Ok(Ok(next.revision));
         }
-        let raw = postcard::to_stdvec(&next).map_err(|e| cairn_kv::Error::Corrupt {
+        let raw = next.to_bytes().map_err(|reason| cairn_kv::Error::Corrupt {
             location: "auth state".into(),
-            reason: e.to_string(),
+            reason,
         })?;
         store.put_owned(Owned::Auth, Bytes::from(raw), applied)?;
         let revision = next.revision;

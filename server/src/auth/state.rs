@@ -105,6 +105,16 @@ pub struct AuthState {
 }
 
 impl AuthState {
+    /// The state as the store keeps it (an owned entry).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        postcard::to_stdvec(self).map_err(|e| format!("auth state: {e}"))
+    }
+
+    /// Decodes [`AuthState::to_bytes`].
+    pub fn from_bytes(raw: &[u8]) -> Result<AuthState, String> {
+        postcard::from_bytes(raw).map_err(|e| format!("unreadable auth state: {e}"))
+    }
+
     /// Whether `user` holds the root role.
     pub fn is_root(&self, user: &str) -> bool {
         self.users.get(user).is_some_and(|u| u.roles.contains(ROOT))

@@ -14,19 +14,27 @@
 //!   [--skip-hash-check]`: a member's data dir for a new cluster made from
 //!   a backup (etcd's `etcdutl snapshot restore`); every member of the new
 //!   cluster is restored from the same file.
+//! - `cairnutl migrate --from-etcd-db FILE --data-dir DIR [--name …
+//!   (as restore)]`: a new member's data dir from an etcd backend (an
+//!   etcd snapshot file or `member/snap/db`), every key revision, lease,
+//!   user and role as etcd had them.
+//! - `cairnutl migrate --to-etcd-db FILE (--data-dir DIR | --snapshot
+//!   BACKUP)`: an etcd snapshot file of a stopped member's keyspace or of
+//!   a backup, for `etcdctl snapshot restore`.
+
+mod migrate;
+mod restore;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use cairn::config::Config;
-use cairn::kv::{BackendKind, Restore, Store};
-use cairn::node::identity::{new_cluster, Identity};
-use cairn::raft::log_store::LogStore;
-use cairn::raft::LogId;
+use cairn::kv::{BackendKind, Store};
+use cairn::node::identity::Identity;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
+
+use self::restore::NewMember;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,6 +75,9 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Moves a keyspace between etcd and Cairn: an etcd backend into a
+    /// new member's data dir, or a Cairn keyspace into an etcd snapshot.
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,21 +94,8 @@ enum SnapshotCommand {
     Restore {
         /// The backup file.
         file: PathBuf,
-        /// The data dir to create (must not exist or be empty).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The member's name in the new cluster.
-        #[arg(long, default_value = "default")]
-        name: String,
-        /// The new cluster's members: name=peer-url,...
-        #[arg(long, default_value = "default=http://localhost:2380")]
-        initial_cluster: String,
-        /// The new cluster's token.
-        #[arg(long, default_value = "etcd-cluster")]
-        initial_cluster_token: String,
-        /// This member's peer URLs.
-        #[arg(long, default_value = "http://localhost:2380")]
-        initial_advertise_peer_urls: String,
+        #[command(flatten)]
+        member: NewMember,
         /// Added to the backup's revision, so that every revision after
         /// the restore is above any a client saw before it.
         #[arg(long, default_value_t = 0)]
@@ -111,9 +109,6 @@ enum SnapshotCommand {
         /// still is).
         #[arg(long)]
         skip_hash_check: bool,
-        /// The storage engine of the new data dir.
-        #[arg(long, default_value = "fjall")]
-        backend: String,
     },
 }
 
@@ -124,7 +119,7 @@ enum Format {
 }
 
 /// A data dir's store, opened over the engine that made it.
-fn open_store(data_dir: &Path) -> Result<(Store, BackendKind)> {
+pub(crate) fn open_store(data_dir: &Path) -> Result<(Store, BackendKind)> {
     let kv = data_dir.join("member").join("kv");
     let kind = BackendKind::detect(&kv)
         .with_context(|| format!("reading {}", kv.display()))?
@@ -229,127 +224,6 @@ fn snapshot_status(file: &Path, format: Format) -> Result<()> {
     Ok(())
 }
 
-struct RestoreArgs {
-    file: PathBuf,
-    data_dir: PathBuf,
-    name: String,
-    initial_cluster: String,
-    token: String,
-    advertise: String,
-    bump_revision: i64,
-    mark_compacted: bool,
-    skip_hash_check: bool,
-    backend: String,
-}
-
-fn snapshot_restore(a: &RestoreArgs) -> Result<()> {
-    if a.bump_revision < 0 {
-        bail!("--bump-revision must not be negative");
-    }
-    if a.mark_compacted && a.bump_revision == 0 {
-        bail!("--mark-compacted requires --bump-revision > 0");
-    }
-    let initial_cluster =
-        Config::parse_initial_cluster(&a.initial_cluster).map_err(anyhow::Error::msg)?;
-    let advertise: Vec<String> = a
-        .advertise
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
-        .collect();
-    let mut mine = match initial_cluster.iter().find(|(n, _)| *n == a.name) {
-        Some((_, urls)) => urls.clone(),
-        None => bail!(
-            "member {:?} is not in --initial-cluster {:?}",
-            a.name,
-            a.initial_cluster
-        ),
-    };
-    let mut want = advertise.clone();
-    mine.sort();
-    want.sort();
-    if mine != want {
-        bail!(
-            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
-            a.name,
-            mine.join(","),
-            want.join(",")
-        );
-    }
-    let kind: BackendKind = a.backend.parse().map_err(anyhow::Error::msg)?;
-    let empty = match std::fs::read_dir(&a.data_dir) {
-        Ok(mut it) => it.next().is_none(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => bail!("data-dir {:?} could not be read: {e}", a.data_dir),
-    };
-    if !empty {
-        bail!("data-dir {:?} not empty or could not be read", a.data_dir);
-    }
-    let made = restore_into(a, kind, &initial_cluster, &advertise);
-    if made.is_err() {
-        // Nothing half-made is left for a member to start from.
-        let _ = std::fs::remove_dir_all(&a.data_dir);
-    }
-    made
-}
-
-fn restore_into(
-    a: &RestoreArgs,
-    kind: BackendKind,
-    initial_cluster: &[(String, Vec<String>)],
-    advertise: &[String],
-) -> Result<()> {
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(a.data_dir.join("member"))
-            .with_context(|| format!("creating {}", a.data_dir.display()))?;
-    }
-    let member = a.data_dir.join("member");
-    let store = Store::open_path_with(member.join("kv"), kind)
-        .with_context(|| format!("creating the store in {}", member.display()))?;
-    let how = Restore {
-        bump_revision: a.bump_revision,
-        mark_compacted: a.mark_compacted,
-        // The new cluster starts from its own first entry.
-        applied: Some(Bytes::new()),
-    };
-    let summary = cairn::backup::restore(&a.file, &store, &how, a.skip_hash_check)
-        .with_context(|| format!("restoring {}", a.file.display()))?;
-    drop(store);
-    let (identity, members) = new_cluster(&a.name, initial_cluster, &a.token, advertise);
-    let log = LogStore::open(&member.join("wal")).context("creating the raft log")?;
-    log.commit_membership(LogId::new_term_index(0, 0), &members)
-        .context("writing the new cluster's membership")?;
-    drop(log);
-    identity.write(&a.data_dir)?;
-    let taken_at = summary.image.revision - a.bump_revision;
-    let bumped = if a.bump_revision > 0 {
-        format!(
-            "; revisions continue above {}{}",
-            summary.image.revision,
-            if a.mark_compacted {
-                ", all below it compacted"
-            } else {
-                ""
-            }
-        )
-    } else {
-        String::new()
-    };
-    println!(
-        "restored snapshot at revision {taken_at} ({} key revisions){bumped} into {}: member {:x} of cluster {:x}",
-        summary.image.records,
-        a.data_dir.display(),
-        identity.member_id,
-        identity.cluster_id
-    );
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
@@ -369,28 +243,19 @@ fn main() -> ExitCode {
             command:
                 SnapshotCommand::Restore {
                     file,
-                    data_dir,
-                    name,
-                    initial_cluster,
-                    initial_cluster_token,
-                    initial_advertise_peer_urls,
+                    member,
                     bump_revision,
                     mark_compacted,
                     skip_hash_check,
-                    backend,
                 },
-        } => snapshot_restore(&RestoreArgs {
-            file,
-            data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.cairn"))),
-            name,
-            initial_cluster,
-            token: initial_cluster_token,
-            advertise: initial_advertise_peer_urls,
+        } => restore::snapshot_restore(
+            &file,
+            &member,
             bump_revision,
             mark_compacted,
             skip_hash_check,
-            backend,
-        }),
+        ),
+        Command::Migrate(m) => migrate::run(&m),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,544 @@
+//! Moving a keyspace between etcd and Cairn: etcd's backend layout read
+//! into a kv image ([`from_etcd_db`]), and a kv image written out in
+//! etcd's layout ([`to_etcd_db`]), so that `cairnutl migrate` moves a
+//! cluster either way with every key, value, revision, version and lease
+//! as it was (what Kubernetes' resourceVersions are made of).
+//!
+//! etcd's layout (its bbolt buckets; integers big-endian):
+//!
+//! ```text
+//! key:        main u64 | '_' | sub u64 [| 't' for a deletion]
+//!             → mvccpb.KeyValue (a deletion's holds only the key)
+//! meta:       "finishedCompactRev", "scheduledCompactRev" → main | '_' | sub
+//!             "consistent_index" → u64
+//! lease:      id u64 → leasepb.Lease { ID = 1, TTL = 2, RemainingTTL = 3 }
+//! auth:       "authEnabled" → 1 byte, "authRevision" → u64
+//! authUsers:  name → authpb.User;  authRoles: name → authpb.Role
+//! members, members_removed, cluster, alarm: the cluster's own, not moved
+//! ```
+//!
+//! etcd's revision after a restart is the highest revision in `key`, or
+//! its compaction revision if that is higher; both directions keep that
+//! rule. A file this module does not understand (a key of another
+//! length, a record that does not decode, a nested bucket) is refused
+//! with what and where, never skipped.
+//!
+//! May not: touch a running member; it reads and writes files only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::path::Path;
+
+use bytes::Bytes;
+use cairn_bbolt::{Db, Entry, Writer};
+use cairn_kv::record::Record;
+use cairn_kv::snapshot::{self, ImageEntry, ImageWriter};
+use cairn_kv::{ImageInfo, KeyValue, Lease, Owned, Revision, NEVER_COMPACTED};
+use cairn_proto::authpb;
+use cairn_proto::mvccpb;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::auth::state::{Access, AuthState, Permission, Role, User};
+
+/// Bytes of the SHA-256 etcd appends to a snapshot file.
+const HASH_LEN: u64 = 32;
+
+/// etcd's `leasepb.Lease`, as stored in its `lease` bucket.
+#[derive(Clone, PartialEq, Message)]
+struct LeasePb {
+    #[prost(int64, tag = "1")]
+    id: i64,
+    #[prost(int64, tag = "2")]
+    ttl: i64,
+    #[prost(int64, tag = "3")]
+    remaining_ttl: i64,
+}
+
+/// Why a migration cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// A file could not be read or written.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The etcd file is not a bbolt file, or a damaged one.
+    #[error("{0}")]
+    Bbolt(#[from] cairn_bbolt::Error),
+    /// The etcd file is a bbolt file, but not one etcd wrote as expected.
+    #[error("not an etcd backend: {0}")]
+    Layout(String),
+    /// The snapshot's SHA-256 does not match its contents.
+    #[error(
+        "snapshot file integrity check failed: the SHA-256 at its end does not match its contents"
+    )]
+    HashMismatch,
+    /// The kv image could not be written or read.
+    #[error("kv image: {0}")]
+    Image(#[from] cairn_kv::Error),
+}
+
+fn layout(what: impl Into<String>) -> MigrateError {
+    MigrateError::Layout(what.into())
+}
+
+/// What an etcd file held.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdSummary {
+    /// The revision etcd would start at.
+    pub revision: i64,
+    /// Its compaction revision ([`NEVER_COMPACTED`] if none).
+    pub compacted: i64,
+    /// Key revisions (puts and deletions).
+    pub records: u64,
+    /// Leases.
+    pub leases: u64,
+    /// Users.
+    pub users: u64,
+    /// Roles.
+    pub roles: u64,
+    /// Whether the file's SHA-256 was there and checked.
+    pub hash_checked: bool,
+}
+
+fn etcd_revision(main: i64, sub: i64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..8].copy_from_slice(&(main as u64).to_be_bytes());
+    k[8] = b'_';
+    k[9..].copy_from_slice(&(sub as u64).to_be_bytes());
+    k
+}
+
+/// An etcd `key` bucket key: the revision, and whether it is a deletion.
+fn parse_key_bucket_key(k: &[u8]) -> Result<(Revision, bool), MigrateError> {
+    let tombstone = match k.len() {
+        17 => false,
+        18 if k[17] == b't' => true,
+        _ => {
+            return Err(layout(format!(
+                "a key bucket key of {} bytes: {k:?}",
+                k.len()
+            )))
+        }
+    };
+    parse_revision(&k[..17]).map(|r| (r, tombstone))
+}
+
+fn parse_revision(b: &[u8]) -> Result<Revision, MigrateError> {
+    if b.len() != 17 || b[8] != b'_' {
+        return Err(layout(format!("a revision that is not main_sub: {b:?}")));
+    }
+    let word = |r: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(r);
+        u64::from_be_bytes(a)
+    };
+    let (main, sub) = (word(&b[..8]), word(&b[9..]));
+    if main == 0 || main > i64::MAX as u64 || sub > i64::MAX as u64 {
+        return Err(layout(format!("revision {main}_{sub} out of range")));
+    }
+    Ok(Revision::new(main as i64, sub as i64))
+}
+
+/// Checks the SHA-256 etcd appends to a snapshot (a file whose size is
+/// 32 past a multiple of 512); a file without one (`member/snap/db`) is
+/// taken as it is. Whether a hash was there.
+fn check_hash(path: &Path, skip_hash_check: bool) -> Result<bool, MigrateError> {
+    let size = std::fs::metadata(path)?.len();
+    if size % 512 != HASH_LEN {
+        return Ok(false);
+    }
+    if skip_hash_check {
+        return Ok(false);
+    }
+    let mut f = File::open(path)?;
+    let mut sha = Sha256::new();
+    io::copy(&mut (&mut f).take(size - HASH_LEN), &mut sha)?;
+    let mut want = [0u8; HASH_LEN as usize];
+    f.read_exact(&mut want)?;
+    if sha.finalize().as_slice() != want {
+        return Err(MigrateError::HashMismatch);
+    }
+    Ok(true)
+}
+
+/// The top-level bucket `name`, or `None`; a nested bucket inside any
+/// bucket this module reads is refused.
+fn bucket(db: &Db, name: &str) -> Result<Option<cairn_bbolt::Bucket>, MigrateError> {
+    Ok(db.bucket(name.as_bytes())?)
+}
+
+fn each_value(
+    db: &Db,
+    name: &str,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), MigrateError>,
+) -> Result<(), MigrateError> {
+    let Some(b) = bucket(db, name)? else {
+        return Ok(());
+    };
+    let mut failed = None;
+    db.walk(&b, |e| match e {
+        Entry::Value(k, v) => f(k, v).map_err(|e| {
+            failed = Some(e);
+            cairn_bbolt::Error::Invalid("stopped".into())
+        }),
+        Entry::Bucket(n) => {
+            failed = Some(layout(format!(
+                "a bucket {:?} nested in {name}",
+                String::from_utf8_lossy(&n.name)
+            )));
+            Err(cairn_bbolt::Error::Invalid("stopped".into()))
+        }
+    })
+    .map_err(|e| failed.take().unwrap_or(MigrateError::Bbolt(e)))
+}
+
+/// Reads the etcd backend at `path` (a snapshot file, its SHA-256 checked
+/// unless `skip_hash_check`, or a member's `member/snap/db`) and writes
+/// it to `out` as a kv image: every key revision not compacted, the
+/// leases, users and roles, at etcd's revision. `applied` is the image's
+/// applied position.
+pub fn from_etcd_db(
+    path: &Path,
+    skip_hash_check: bool,
+    out: impl Write,
+    applied: &[u8],
+) -> Result<(EtcdSummary, ImageInfo), MigrateError> {
+    let hash_checked = check_hash(path, skip_hash_check)?;
+    let db = Db::open(path)?;
+    let mut sum = EtcdSummary {
+        hash_checked,
+        compacted: NEVER_COMPACTED,
+        ..Default::default()
+    };
+
+    // The compaction revision: the scheduled one if it is past the one
+    // finished (etcd finishes it when it starts).
+    each_value(&db, "meta", |k, v| {
+        if k == b"finishedCompactRev" || k == b"scheduledCompactRev" {
+            sum.compacted = sum.compacted.max(parse_revision(v)?.main);
+        }
+        Ok(())
+    })?;
+    // First pass over the keys: the highest revision (the image's header
+    // comes first).
+    let mut highest = 0;
+    each_value(&db, "key", |k, _| {
+        let (rev, _) = parse_key_bucket_key(k)?;
+        highest = highest.max(rev.main);
+        Ok(())
+    })?;
+    sum.revision = highest.max(sum.compacted).max(1);
+
+    let mut image = ImageWriter::new(out, sum.revision, sum.compacted, applied)?;
+    each_value(&db, "key", |k, v| {
+        let (rev, tombstone) = parse_key_bucket_key(k)?;
+        let kv =
+            mvccpb::KeyValue::decode(v).map_err(|e| layout(format!("the record at {rev}: {e}")))?;
+        if kv.key.is_empty() {
+            return Err(layout(format!("the record at {rev} has no key")));
+        }
+        let record = if tombstone {
+            Record::Tombstone(Bytes::from(kv.key))
+        } else {
+            if kv.mod_revision != rev.main || kv.create_revision < 1 || kv.version < 1 {
+                return Err(layout(format!(
+                    "the record at {rev} says mod revision {}, create revision {}, version {}",
+                    kv.mod_revision, kv.create_revision, kv.version
+                )));
+            }
+            Record::Put(KeyValue {
+                key: Bytes::from(kv.key),
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+                version: kv.version,
+                value: Bytes::from(kv.value),
+                lease: kv.lease,
+            })
+        };
+        image.record(rev, &record)?;
+        sum.records += 1;
+        Ok(())
+    })?;
+    each_value(&db, "lease", |k, v| {
+        let l = LeasePb::decode(v).map_err(|e| layout(format!("lease {k:?}: {e}")))?;
+        let id = <[u8; 8]>::try_from(k)
+            .map(i64::from_be_bytes)
+            .map_err(|_| layout(format!("a lease key of {} bytes", k.len())))?;
+        if id != l.id || id <= 0 {
+            return Err(layout(format!("lease {id} says it is lease {}", l.id)));
+        }
+        image.lease(&Lease {
+            id,
+            ttl: l.ttl,
+            remaining_ttl: l.remaining_ttl,
+        })?;
+        sum.leases += 1;
+        Ok(())
+    })?;
+    if let Some(auth) = read_auth(&db)? {
+        sum.users = auth.users.len() as u64;
+        sum.roles = auth.roles.len() as u64;
+        let raw = auth.to_bytes().map_err(layout)?;
+        image.owned(Owned::Auth, &raw)?;
+    }
+    let info = image.finish()?;
+    Ok((sum, info))
+}
+
+/// etcd's users, roles and auth switch as Cairn's auth state; `None` if
+/// auth was never used.
+fn read_auth(db: &Db) -> Result<Option<AuthState>, MigrateError> {
+    let mut st = AuthState::default();
+    let mut used = false;
+    each_value(db, "auth", |k, v| {
+        match k {
+            b"authEnabled" => st.enabled = v == [1],
+            b"authRevision" => {
+                let r = <[u8; 8]>::try_from(v)
+                    .map_err(|_| layout("an authRevision that is not 8 bytes"))?;
+                st.revision = u64::from_be_bytes(r);
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    each_value(db, "authUsers", |k, v| {
+        used = true;
+        let u = authpb::User::decode(v).map_err(|e| layout(format!("user {k:?}: {e}")))?;
+        let name = String::from_utf8(u.name.to_vec())
+            .map_err(|_| layout(format!("a user name that is not UTF-8: {k:?}")))?;
+        let no_password = u.options.is_some_and(|o| o.no_password);
+        let password_hash = if no_password || u.password.is_empty() {
+            None
+        } else {
+            Some(
+                String::from_utf8(u.password.to_vec())
+                    .map_err(|_| layout(format!("user {name}'s password hash is not text")))?,
+            )
+        };
+        st.users.insert(
+            name,
+            User {
+                password_hash,
+                roles: u.roles.into_iter().collect::<BTreeSet<_>>(),
+                generation: st.revision,
+            },
+        );
+        Ok(())
+    })?;
+    each_value(db, "authRoles", |k, v| {
+        used = true;
+        let r = authpb::Role::decode(v).map_err(|e| layout(format!("role {k:?}: {e}")))?;
+        let name = String::from_utf8(r.name.to_vec())
+            .map_err(|_| layout(format!("a role name that is not UTF-8: {k:?}")))?;
+        let mut permissions: Vec<Permission> = r
+            .key_permission
+            .into_iter()
+            .map(|p| Permission {
+                access: Access::from_pb(p.perm_type),
+                key: p.key.to_vec(),
+                range_end: p.range_end.to_vec(),
+            })
+            .collect();
+        permissions.sort_by(|a, b| (&a.key, &a.range_end).cmp(&(&b.key, &b.range_end)));
+        st.roles.insert(name, Role { permissions });
+        Ok(())
+    })?;
+    if !(used || st.enabled) {
+        return Ok(None);
+    }
+    if st.enabled {
+        // Simple tokens are signed with a key every member shares.
+        use rand::RngCore;
+        let mut key = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        st.token_key = key;
+    }
+    Ok(Some(st))
+}
+
+/// What [`to_etcd_db`] wrote.
+#[derive(Clone, Debug, Default)]
+pub struct ExportSummary {
+    /// The image's revision.
+    pub revision: i64,
+    /// The revision etcd will start at: the highest key revision or the
+    /// compaction revision (below the image's after a `--bump-revision`
+    /// restore without `--mark-compacted`, which etcd cannot express).
+    pub etcd_revision: i64,
+    /// The compaction revision.
+    pub compacted: i64,
+    /// Key revisions written.
+    pub records: u64,
+    /// Leases written.
+    pub leases: u64,
+    /// Users and roles written.
+    pub users: u64,
+    /// See `users`.
+    pub roles: u64,
+    /// Bytes of the file, its hash included.
+    pub size: u64,
+}
+
+/// Writes the kv image read from `image` as an etcd snapshot file at
+/// `path` (a bbolt file with etcd's buckets, its SHA-256 appended), as
+/// `etcdctl snapshot restore` takes it. Written to `path.part`, synced,
+/// then renamed: `path` is whole or absent.
+pub fn to_etcd_db(image: &mut impl Read, path: &Path) -> Result<ExportSummary, MigrateError> {
+    let part = path.with_extension("part");
+    let r = write_etcd_db(image, &part).and_then(|sum| {
+        std::fs::rename(&part, path)?;
+        // The rename is durable once the directory is.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(sum)
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    r
+}
+
+fn write_etcd_db(image: &mut impl Read, part: &Path) -> Result<ExportSummary, MigrateError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(part)?;
+    let mut db = Writer::new(BufWriter::new(file), cairn_bbolt::DEFAULT_PAGE_SIZE)?;
+    let mut sum = ExportSummary::default();
+    let mut leases = BTreeMap::new();
+    let mut auth = None;
+    let mut highest = 0;
+    let mut keys = db.bucket(b"key")?;
+    let mut failed = None;
+    let info = snapshot::read(image, |e| {
+        let r = (|| -> Result<(), MigrateError> {
+            match e {
+                ImageEntry::Record(rev, rec) => {
+                    let mut k = etcd_revision(rev.main, rev.sub).to_vec();
+                    let kv = match rec {
+                        Record::Put(kv) => mvccpb::KeyValue {
+                            key: kv.key,
+                            create_revision: kv.create_revision,
+                            mod_revision: kv.mod_revision,
+                            version: kv.version,
+                            value: kv.value,
+                            lease: kv.lease,
+                        },
+                        Record::Tombstone(key) => {
+                            k.push(b't');
+                            mvccpb::KeyValue {
+                                key,
+                                ..Default::default()
+                            }
+                        }
+                    };
+                    keys.put(&k, &kv.encode_to_vec())?;
+                    highest = highest.max(rev.main);
+                    sum.records += 1;
+                }
+                ImageEntry::Lease(l) => {
+                    let pb = LeasePb {
+                        id: l.id,
+                        ttl: l.ttl,
+                        remaining_ttl: l.remaining_ttl,
+                    };
+                    leases.insert((l.id as u64).to_be_bytes(), pb.encode_to_vec());
+                }
+                ImageEntry::Owned(Owned::Auth, raw) => {
+                    auth = Some(AuthState::from_bytes(&raw).map_err(layout)?);
+                }
+                ImageEntry::Owned(Owned::Alarms, _) => {}
+            }
+            Ok(())
+        })();
+        r.map_err(|e| {
+            failed = Some(e);
+            cairn_kv::Error::Corrupt {
+                location: "etcd file".into(),
+                reason: "stopped".into(),
+            }
+        })
+    });
+    let info = info.map_err(|e| failed.take().unwrap_or(MigrateError::Image(e)))?;
+    keys.finish()?;
+    sum.revision = info.revision;
+    sum.compacted = info.compacted;
+    sum.etcd_revision = highest.max(info.compacted).max(1);
+
+    let mut lease = db.bucket(b"lease")?;
+    for (k, v) in &leases {
+        lease.put(k, v)?;
+    }
+    lease.finish()?;
+    sum.leases = leases.len() as u64;
+
+    let mut meta = db.bucket(b"meta")?;
+    meta.put(b"consistent_index", &0u64.to_be_bytes())?;
+    if info.compacted > 0 {
+        let c = etcd_revision(info.compacted, 0);
+        meta.put(b"finishedCompactRev", &c)?;
+        meta.put(b"scheduledCompactRev", &c)?;
+    }
+    meta.finish()?;
+
+    let auth = auth.unwrap_or_default();
+    let mut a = db.bucket(b"auth")?;
+    a.put(b"authEnabled", &[u8::from(auth.enabled)])?;
+    a.put(b"authRevision", &auth.revision.to_be_bytes())?;
+    a.finish()?;
+    let mut users = db.bucket(b"authUsers")?;
+    for (name, u) in &auth.users {
+        let pb = authpb::User {
+            name: Bytes::copy_from_slice(name.as_bytes()),
+            password: Bytes::from(u.password_hash.clone().unwrap_or_default()),
+            roles: u.roles.iter().cloned().collect(),
+            options: Some(authpb::UserAddOptions {
+                no_password: u.password_hash.is_none(),
+            }),
+        };
+        users.put(name.as_bytes(), &pb.encode_to_vec())?;
+    }
+    users.finish()?;
+    let mut roles = db.bucket(b"authRoles")?;
+    for (name, r) in &auth.roles {
+        let pb = authpb::Role {
+            name: Bytes::copy_from_slice(name.as_bytes()),
+            key_permission: r
+                .permissions
+                .iter()
+                .map(|p| authpb::Permission {
+                    perm_type: p.access.to_pb() as i32,
+                    key: Bytes::copy_from_slice(&p.key),
+                    range_end: Bytes::copy_from_slice(&p.range_end),
+                })
+                .collect(),
+        };
+        roles.put(name.as_bytes(), &pb.encode_to_vec())?;
+    }
+    roles.finish()?;
+    sum.users = auth.users.len() as u64;
+    sum.roles = auth.roles.len() as u64;
+    // The cluster's own buckets start empty: `etcdctl snapshot restore`
+    // writes the new cluster's members.
+    for name in ["alarm", "cluster", "members", "members_removed"] {
+        db.bucket(name.as_bytes())?.finish()?;
+    }
+
+    // The SHA-256 of the bbolt file, appended as etcd does.
+    let mut file = db
+        .finish()?
+        .into_inner()
+        .map_err(|e| MigrateError::Io(e.into_error()))?;
+    file.rewind()?;
+    let mut sha = Sha256::new();
+    io::copy(&mut file, &mut sha)?;
+    file.write_all(sha.finalize().as_slice())?;
+    file.sync_all()?;
+    sum.size = file.metadata()?.len();
+    Ok(sum)
+}
