@@ -239,7 +239,7 @@ pub fn from_etcd_db(
             return Err(layout(format!("the record at {rev} has no key")));
         }
         let record = if tombstone {
-            Record::Tombstone(Bytes::from(kv.key))
+            Record::Tombstone(kv.key)
         } else {
             if kv.mod_revision != rev.main || kv.create_revision < 1 || kv.version < 1 {
                 return Err(layout(format!(
@@ -248,11 +248,11 @@ pub fn from_etcd_db(
                 )));
             }
             Record::Put(KeyValue {
-                key: Bytes::from(kv.key),
+                key: kv.key,
                 create_revision: kv.create_revision,
                 mod_revision: kv.mod_revision,
                 version: kv.version,
-                value: Bytes::from(kv.value),
+                value: kv.value,
                 lease: kv.lease,
             })
         };

@@ -610,16 +610,22 @@ pub struct Etcd {
 impl Etcd {
     pub fn start() -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
-        let client_url = format!("http://127.0.0.1:{}", free_port());
         let peer_url = format!("http://127.0.0.1:{}", free_port());
+        Etcd::start_in(dir, "ref", &peer_url)
+    }
+
+    /// etcd on the data dir `dir/data` (made there, or restored there
+    /// by `etcdctl snapshot restore --name name` with this peer URL).
+    pub fn start_in(dir: tempfile::TempDir, name: &str, peer_url: &str) -> Etcd {
+        let client_url = format!("http://127.0.0.1:{}", free_port());
         let child = Command::new(which("etcd"))
-            .args(["--name", "ref", "--data-dir"])
+            .args(["--name", name, "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &client_url])
             .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("ref={peer_url}")])
+            .args(["--listen-peer-urls", peer_url])
+            .args(["--initial-advertise-peer-urls", peer_url])
+            .args(["--initial-cluster", &format!("{name}={peer_url}")])
             .args(["--log-level", "error"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -630,6 +636,19 @@ impl Etcd {
             _dir: dir,
             client_url,
         }
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+
+    /// Stops etcd (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 
     /// True once the process has exited (etcd 3.4 panics on some
