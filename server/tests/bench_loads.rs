@@ -12,10 +12,10 @@ use std::time::Duration;
 use cairn::proto::etcdserverpb::{compare as cmp, request_op, response_op};
 use cairn::proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use cairn_bench::grpc::{Conn, Kv};
-use cairn_bench::loads::{k8s, range, revoke, txn, watch, Load};
+use cairn_bench::loads::{k8s, range, revoke, snapshot, txn, watch, Load};
 use cairn_bench::options::{Common, Consistency};
 use cairn_bench::{compare, pair};
-use common::{which, Cluster, Etcd};
+use common::{cairnutl, which, Cluster, Etcd};
 use tonic::Code;
 
 fn common(endpoints: Vec<String>, pids: Vec<u32>) -> Common {
@@ -186,6 +186,17 @@ async fn every_load_runs_against_cairn() {
                 ..base.clone()
             },
         ),
+        (
+            Load::SnapshotSave(snapshot::Args {
+                save_to: Some(c.dir.path().join("saved.db")),
+            }),
+            Common {
+                duration: Some(Duration::from_secs(2)),
+                // The member the snapshot is taken from.
+                pids: c.members[0].pid().into_iter().collect(),
+                ..base.clone()
+            },
+        ),
     ];
     for (load, opts) in loads {
         let r = match load.run(&opts).await {
@@ -202,6 +213,20 @@ async fn every_load_runs_against_cairn() {
             Load::LeaseRevoke(_) => {
                 assert!(r.latency("during").is_some(), "{r:?}");
                 assert!(r.extra("slowest revoke ms").unwrap_or(0.0) > 0.0, "{r:?}");
+            }
+            Load::SnapshotSave(_) => {
+                assert!(r.latency("during").is_some(), "{r:?}");
+                assert!(
+                    r.extra("server RSS growth during the save MiB").is_some(),
+                    "{r:?}"
+                );
+                // The file saved is a whole backup.
+                let saved = c.dir.path().join("saved.db");
+                let size = std::fs::metadata(&saved).expect("saved").len();
+                assert_eq!(Some(size as f64 / (1 << 20) as f64), r.extra("save MiB"));
+                let (ok, out, err) =
+                    cairnutl(&["snapshot", "status", saved.to_str().expect("path")]);
+                assert!(ok, "{err}{out}");
             }
             _ => {}
         }

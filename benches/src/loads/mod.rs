@@ -13,8 +13,10 @@ pub mod lease;
 pub mod put;
 pub mod range;
 pub mod revoke;
+pub mod snapshot;
 pub mod txn;
 pub mod watch;
+pub mod windows;
 
 /// A load and its own flags.
 #[derive(Subcommand, Clone, Debug)]
@@ -33,6 +35,9 @@ pub enum Load {
     K8s(k8s::Args),
     /// Put latency before and while a lease with many keys is revoked.
     LeaseRevoke(revoke::Args),
+    /// Put latency and server memory before and while a snapshot is
+    /// streamed (`etcdctl snapshot save`).
+    SnapshotSave(snapshot::Args),
 }
 
 impl Load {
@@ -45,6 +50,7 @@ impl Load {
             Load::LeaseKeepalive => "lease-keepalive",
             Load::K8s(_) => "k8s",
             Load::LeaseRevoke(_) => "lease-revoke",
+            Load::SnapshotSave(_) => "snapshot-save",
         }
     }
 
@@ -59,6 +65,7 @@ impl Load {
             Load::LeaseKeepalive => lease::run(c).await,
             Load::K8s(a) => k8s::run(c, a).await,
             Load::LeaseRevoke(a) => revoke::run(c, a).await,
+            Load::SnapshotSave(a) => snapshot::run(c, a).await,
         }
     }
 }

@@ -11,7 +11,6 @@
 //! than its maximum. The report adds `during p99 / before p99` and the
 //! slowest revoke call.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +23,10 @@ use cairn_proto::etcdserverpb::{
 
 use crate::grpc::Kv;
 use crate::loads::put::Putter;
+use crate::loads::windows::{Timed, Windows};
 use crate::options::Common;
 use crate::report::Report;
-use crate::runner::{closed_loop, Pool, Worker};
+use crate::runner::{closed_loop, Pool};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -36,49 +36,6 @@ pub struct Args {
     /// Leases revoked, one after another, in the second half of the run.
     #[arg(long, default_value_t = 5)]
     pub revokes: u64,
-}
-
-/// Revoke windows, µs since the run's start (+1; 0 = not yet).
-struct Windows {
-    start: Instant,
-    sent: Vec<AtomicU64>,
-    returned: Vec<AtomicU64>,
-}
-
-impl Windows {
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_micros() as u64 + 1
-    }
-
-    /// The series of a put that ran from `t0` to `t1`.
-    fn series(&self, t0: u64, t1: u64) -> &'static str {
-        let first = self.sent[0].load(Ordering::Acquire);
-        if first == 0 || t1 < first {
-            return "before";
-        }
-        for (s, r) in self.sent.iter().zip(&self.returned) {
-            let (s, r) = (s.load(Ordering::Acquire), r.load(Ordering::Acquire));
-            if s != 0 && t1 >= s && (r == 0 || t0 <= r) {
-                return "during";
-            }
-        }
-        "after"
-    }
-}
-
-/// A putter whose latencies are filed by when they ran relative to the
-/// revoke.
-struct Timed {
-    putter: Putter,
-    windows: Arc<Windows>,
-}
-
-impl Worker for Timed {
-    async fn call(&mut self, op: u64) -> Result<&'static str, tonic::Status> {
-        let t0 = self.windows.now();
-        self.putter.put(op).await?;
-        Ok(self.windows.series(t0, self.windows.now()))
-    }
 }
 
 pub async fn run(c: &Common, a: &Args) -> Result<Report> {
@@ -99,11 +56,7 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
 
     let mut c = c.clone();
     let duration = *c.duration.get_or_insert(Duration::from_secs(6));
-    let windows = Arc::new(Windows {
-        start: Instant::now(),
-        sent: (0..revokes).map(|_| AtomicU64::new(0)).collect(),
-        returned: (0..revokes).map(|_| AtomicU64::new(0)).collect(),
-    });
+    let windows = Arc::new(Windows::new(revokes as usize));
     let revoker = {
         let windows = windows.clone();
         tokio::spawn(async move {
@@ -115,10 +68,10 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
                 if i > 0 {
                     tokio::time::sleep(gap).await;
                 }
-                windows.sent[i].store(windows.now(), Ordering::Release);
+                windows.open(i);
                 let t = Instant::now();
                 let r = lease.lease_revoke(LeaseRevokeRequest { id }).await;
-                windows.returned[i].store(windows.now(), Ordering::Release);
+                windows.close(i);
                 r?;
                 slowest = slowest.max(t.elapsed());
             }
@@ -127,10 +80,7 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
     };
     let workers = Putter::all(&c, &pool)
         .into_iter()
-        .map(|putter| Timed {
-            putter,
-            windows: windows.clone(),
-        })
+        .map(|putter| Timed::new(putter, windows.clone()))
         .collect();
     let mut report = closed_loop(&c, "lease-revoke", workers).await?;
     let slowest = revoker
