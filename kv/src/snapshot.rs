@@ -16,6 +16,10 @@
 //! a store's whole contents: it first writes an "importing" marker, so a
 //! crash midway leaves a store that opens empty (and gets the snapshot
 //! again) rather than a mix of old and new.
+//!
+//! [`ImageWriter`] writes an image entry by entry and [`read`] reads one
+//! entry by entry, decoded: how a keyspace kept in another format (an
+//! etcd backend) becomes an image, and an image becomes one.
 
 use std::io::{Read, Write};
 
