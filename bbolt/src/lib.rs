@@ -7,7 +7,7 @@
 //! - [`page`]: the page header, the meta page, branch and leaf elements.
 //! - [`read`]: [`Db`], a file walked bucket by bucket in key order, every
 //!   offset and page id checked; what it does not understand it refuses.
-//! - [`write`]: [`Writer`], a new file written in one pass.
+//! - [`mod@write`]: [`Writer`], a new file written in one pass.
 //!
 //! # The format (bbolt version 2, little-endian)
 //!
