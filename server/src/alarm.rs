@@ -242,6 +242,72 @@ impl Quota {
     }
 }
 
+/// The data dir's disk: its free space, sampled often, against
+/// `--disk-reserve-bytes`. Below the reserve this member raises NOSPACE
+/// (so every member refuses writes that add data, before a write finds
+/// the disk full and the store must stop); with twice the reserve free
+/// again it clears the NOSPACE it raised. A NOSPACE raised for the quota,
+/// or before a restart, waits for an operator, as in etcd.
+pub struct DiskRoom {
+    /// The reserve in bytes (0: no check).
+    pub reserve: u64,
+    /// Free bytes as last sampled, less what writes accepted since may
+    /// take (u64::MAX until the first sample).
+    free: AtomicU64,
+    /// Whether NOSPACE is raised because of this disk, by this member.
+    raised: AtomicBool,
+}
+
+impl DiskRoom {
+    /// A reserve of `reserve` bytes.
+    pub fn new(reserve: u64) -> DiskRoom {
+        DiskRoom {
+            reserve,
+            free: AtomicU64::new(u64::MAX),
+            raised: AtomicBool::new(false),
+        }
+    }
+
+    /// Records the free space as measured.
+    pub fn sampled(&self, free: u64) {
+        self.free.store(free, Ordering::Release);
+    }
+
+    /// Free bytes as last known.
+    pub fn free(&self) -> u64 {
+        self.free.load(Ordering::Acquire)
+    }
+
+    /// Counts `bytes` a write accepted may take before the next sample.
+    pub fn spend(&self, bytes: u64) {
+        let _ = self
+            .free
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                Some(f.saturating_sub(bytes))
+            });
+    }
+
+    /// Whether the free space is under the reserve.
+    pub fn low(&self) -> bool {
+        self.reserve > 0 && self.free() < self.reserve
+    }
+
+    /// Whether there is room again: twice the reserve free.
+    pub fn roomy(&self) -> bool {
+        self.free() >= self.reserve.saturating_mul(2)
+    }
+
+    /// Whether this member raised NOSPACE for its disk.
+    pub fn raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// Records that this member raised (true) or cleared (false) it.
+    pub fn set_raised(&self, raised: bool) {
+        self.raised.store(raised, Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

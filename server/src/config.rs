@@ -112,6 +112,9 @@ pub struct Config {
     /// `--quota-backend-bytes`: above this store size, NOSPACE is raised
     /// and writes that add data are refused (0: 2 GiB, etcd's default).
     pub quota_backend_bytes: u64,
+    /// `--disk-reserve-bytes`: free space kept on the data dir's disk;
+    /// below it NOSPACE is raised, at twice it cleared again.
+    pub disk_reserve_bytes: u64,
     /// Scheduled backups (`--snapshot-interval`, `--snapshot-dir`,
     /// `--snapshot-retention`).
     pub backups: BackupSchedule,
@@ -178,6 +181,10 @@ pub const DEFAULT_AUTH_TOKEN_TTL: std::time::Duration = std::time::Duration::fro
 /// etcd's default `--bcrypt-cost`.
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
 
+/// Default `--disk-reserve-bytes`: room for a memtable flush and the Raft
+/// log's next segments when writes are refused.
+pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 128 << 20;
+
 /// etcd's default `--max-request-bytes`.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
 /// The gRPC receive limit over `--max-request-bytes` (etcd's).
@@ -197,6 +204,7 @@ impl Default for Config {
             initial_cluster_token: "etcd-cluster".into(),
             force_new_cluster: false,
             quota_backend_bytes: 0,
+            disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             backups: BackupSchedule::default(),
             auto_compaction: None,
             corrupt_check_every: None,

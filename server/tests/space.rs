@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cairn::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn::proto::etcdserverpb::{PutRequest, StatusRequest};
+use cairn::proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
 use common::*;
 
 async fn db_size(m: &Member) -> i64 {
@@ -306,4 +306,178 @@ async fn a_flipped_byte_in_the_store_is_refused_at_start() {
     }
     let log = c.members[0].log_text();
     assert!(log.contains("ChecksumMismatch"), "{log}");
+}
+
+/// A tmpfs of `mib` MiB mounted at a new directory, unmounted when
+/// dropped (the test runs as root, as the test command does).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs needs root, as the test command runs"
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+async fn try_put(m: &Member, key: &str, value: &[u8]) -> Result<(), tonic::Status> {
+    m.kv()
+        .await
+        .put(PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: value.to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn read(m: &Member, key: &str) -> Option<usize> {
+    let r = m
+        .kv()
+        .await
+        .range(RangeRequest {
+            key: key.as_bytes().to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("read");
+    r.into_inner().kvs.first().map(|kv| kv.value.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_and_they_come_back_with_space() {
+    let disk = SmallDisk::mount(48);
+    let mut c = Cluster::prepare(1, &["--disk-reserve-bytes", "8388608"], "http", "http");
+    c.members[0].data_dir = disk.dir.path().join("m0");
+    c.members[0].start();
+    c.wait_leader(Duration::from_secs(20)).await;
+    // Most of the disk taken by something else.
+    let ballast = disk.dir.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 30 << 20]).expect("ballast");
+
+    let value = vec![b'v'; 100 << 10];
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..400 {
+        match try_put(&c.members[0], &format!("k{i}"), &value).await {
+            Ok(()) => acked.push(format!("k{i}")),
+            Err(s) => {
+                refused = Some(s);
+                break;
+            }
+        }
+    }
+    let status = refused.expect("a 48 MiB disk took 40 MiB of writes");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "etcdserver: mvcc: database space exceeded"
+    );
+    assert!(
+        acked.len() > 10,
+        "only {} writes before the refusal",
+        acked.len()
+    );
+    // The member refuses on its own estimate first; NOSPACE follows once
+    // the disk measures under the reserve (writes that still fit go on
+    // meanwhile).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = acked.len();
+    while !ctl(&c.members[0].endpoint(), &["alarm", "list"]).contains("NOSPACE") {
+        assert!(Instant::now() < deadline, "NOSPACE was not raised");
+        i += 1;
+        if try_put(&c.members[0], &format!("k{i}"), &value)
+            .await
+            .is_ok()
+        {
+            acked.push(format!("k{i}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Refused again, not a stopped member; reads and deletes served.
+    let again = try_put(&c.members[0], "again", &value).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::ResourceExhausted, "{again:?}");
+    assert_eq!(read(&c.members[0], &acked[0]).await, Some(value.len()));
+    ctl(&c.members[0].endpoint(), &["del", &acked[0]]);
+
+    // A restart on the full disk: the member comes back, serves what it
+    // had, and still refuses writes.
+    c.members[0].stop();
+    c.members[0].start();
+    c.wait_leader(Duration::from_secs(20)).await;
+    assert_eq!(read(&c.members[0], &acked[1]).await, Some(value.len()));
+    let after_restart = try_put(&c.members[0], "again", &value).await.unwrap_err();
+    assert_eq!(after_restart.code(), tonic::Code::ResourceExhausted);
+
+    // Space returns: writes are accepted again. (A NOSPACE raised before
+    // a restart waits for an operator, as etcd's does.)
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    ctl(&c.members[0].endpoint(), &["alarm", "disarm"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_put(&c.members[0], "after", b"yes").await {
+            Ok(()) => break,
+            Err(s) => assert!(
+                Instant::now() < deadline,
+                "no write accepted with space back: {s:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for k in &acked[1..] {
+        assert_eq!(read(&c.members[0], k).await, Some(value.len()), "{k}");
+    }
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nospace_raised_for_the_disk_clears_itself_when_space_returns() {
+    let disk = SmallDisk::mount(48);
+    let mut c = Cluster::prepare(1, &["--disk-reserve-bytes", "8388608"], "http", "http");
+    c.members[0].data_dir = disk.dir.path().join("m0");
+    c.members[0].start();
+    c.wait_leader(Duration::from_secs(20)).await;
+    let ballast = disk.dir.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 36 << 20]).expect("ballast");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        match try_put(&c.members[0], "k", &[b'v'; 64 << 10]).await {
+            Ok(()) => assert!(Instant::now() < deadline, "never refused"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while try_put(&c.members[0], "k", b"back").await.is_err() {
+        assert!(Instant::now() < deadline, "NOSPACE was not cleared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alarms = ctl(&c.members[0].endpoint(), &["alarm", "list"]);
+    assert!(!alarms.contains("NOSPACE"), "{alarms}");
+    drop(c);
 }

@@ -75,6 +75,11 @@ struct Flags {
     /// to 2 GiB).
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     quota_backend_bytes: u64,
+    /// Free space kept on the data dir's disk: below it, this member
+    /// raises NOSPACE (writes that add data are refused on every member)
+    /// and clears it once twice as much is free again.
+    #[arg(long, env = "CAIRN_DISK_RESERVE_BYTES", default_value_t = cairn::config::DEFAULT_DISK_RESERVE_BYTES)]
+    disk_reserve_bytes: u64,
     /// Write a backup of this member's store every so often (e.g. 1h;
     /// 0: never).
     #[arg(long, env = "CAIRN_SNAPSHOT_INTERVAL", default_value = "0")]
@@ -246,6 +251,7 @@ struct FileConfig {
     initial_cluster_token: Option<String>,
     force_new_cluster: Option<bool>,
     quota_backend_bytes: Option<u64>,
+    disk_reserve_bytes: Option<u64>,
     snapshot_interval: Option<String>,
     snapshot_dir: Option<PathBuf>,
     snapshot_retention: Option<usize>,
@@ -361,6 +367,7 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
         initial_cluster_token: f.initial_cluster_token.unwrap_or(d.initial_cluster_token),
         force_new_cluster: f.force_new_cluster.unwrap_or(d.force_new_cluster),
         quota_backend_bytes: f.quota_backend_bytes.unwrap_or(d.quota_backend_bytes),
+        disk_reserve_bytes: f.disk_reserve_bytes.unwrap_or(d.disk_reserve_bytes),
         snapshot_interval: f.snapshot_interval.unwrap_or(d.snapshot_interval),
         snapshot_dir: f.snapshot_dir.or(d.snapshot_dir),
         snapshot_retention: f.snapshot_retention.unwrap_or(d.snapshot_retention),
@@ -432,6 +439,7 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         initial_cluster_token: f.initial_cluster_token.clone(),
         force_new_cluster: f.force_new_cluster,
         quota_backend_bytes: f.quota_backend_bytes,
+        disk_reserve_bytes: f.disk_reserve_bytes,
         initial_corrupt_check: f.experimental_initial_corrupt_check,
         corrupt_check_every: optional_duration(
             &f.experimental_corrupt_check_time,

@@ -119,6 +119,8 @@ pub(crate) struct Inner {
     pub(crate) alarms: Arc<crate::alarm::Alarms>,
     /// This member's space quota.
     pub(crate) quota: crate::alarm::Quota,
+    /// Free space on the data dir's disk.
+    pub(crate) disk: crate::alarm::DiskRoom,
 }
 
 /// Raft state as etcd's Status reports it.
@@ -242,6 +244,10 @@ impl Inner {
         self.push_task(t);
         let t = tokio::spawn(Arc::clone(self).sample_size(self.stop.subscribe()));
         self.push_task(t);
+        if self.disk.reserve > 0 {
+            let t = tokio::spawn(Arc::clone(self).watch_disk(self.stop.subscribe()));
+            self.push_task(t);
+        }
         if let Some(every) = self.config.corrupt_check_every {
             let t = tokio::spawn(Arc::clone(self).run_corrupt_check(every, self.stop.subscribe()));
             self.push_task(t);

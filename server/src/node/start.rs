@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use super::identity::{join_identity, new_cluster, read_identity, write_identity};
 use super::propose::Proposer;
 use super::{Inner, Node};
-use crate::alarm::{Alarms, Quota};
+use crate::alarm::{Alarms, DiskRoom, Quota};
 use crate::auth::Auth;
 use crate::config::{host_port, ClusterState, Config};
 use crate::lease::{IdGen, Lessor};
@@ -255,6 +255,7 @@ impl Node {
             auth,
             alarms,
             quota: Quota::new(config.quota_backend_bytes),
+            disk: DiskRoom::new(config.disk_reserve_bytes),
         });
 
         // Peer service first, so the others can reach us while we bootstrap.
