@@ -348,13 +348,8 @@ fn read_auth(db: &Db) -> Result<Option<AuthState>, MigrateError> {
     if !(used || st.enabled) {
         return Ok(None);
     }
-    if st.enabled {
-        // Simple tokens are signed with a key every member shares.
-        use rand::RngCore;
-        let mut key = vec![0u8; 32];
-        rand::rng().fill_bytes(&mut key);
-        st.token_key = key;
-    }
+    // No token signing key: every member is made from the file on its
+    // own, so the new cluster's leader makes the one they share.
     Ok(Some(st))
 }
 

@@ -244,6 +244,145 @@ fn an_etcd_keyspace_moves_to_cairn_and_back_to_etcd_unchanged() {
     );
 }
 
+/// The data dirs of a `n`-member Cairn cluster, each made from `db` by
+/// `cairnutl migrate --from-etcd-db`, as an operator makes them.
+fn migrated_cluster(db: &Path, n: usize) -> Cluster {
+    let mut c = Cluster::prepare(n, &[], "http", "http");
+    for m in &c.members {
+        let (ok, out, err) = cairnutl(&[
+            "migrate",
+            "--from-etcd-db",
+            db.to_str().expect("path"),
+            "--data-dir",
+            m.data_dir.to_str().expect("path"),
+            "--name",
+            &m.name,
+            "--initial-cluster",
+            &m.initial_cluster,
+            "--initial-advertise-peer-urls",
+            &m.peer_url,
+        ]);
+        assert!(ok, "migrate failed: {err}{out}");
+    }
+    for m in &mut c.members {
+        m.start();
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_move_with_auth_on_and_tokens_verify_on_every_member() {
+    use cairn::proto::etcdserverpb::auth_client::AuthClient;
+    use cairn::proto::etcdserverpb::kv_client::KvClient;
+    use cairn::proto::etcdserverpb::{AuthenticateRequest, PutRequest, RangeRequest};
+
+    let etcd = Etcd::start();
+    let ep = etcd.client_url.clone();
+    wait_ctl(&ep);
+    ctl(&ep, &["put", "k0", "v0"]);
+    ctl(&ep, &["user", "add", "root:rootpw"]);
+    ctl(&ep, &["user", "grant-role", "root", "root"]);
+    ctl(&ep, &["role", "add", "reader"]);
+    ctl(
+        &ep,
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "k",
+            "--prefix",
+        ],
+    );
+    ctl(&ep, &["user", "add", "alice:alicepw"]);
+    ctl(&ep, &["user", "grant-role", "alice", "reader"]);
+    ctl(&ep, &["auth", "enable"]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let snap = tmp.path().join("etcd.db");
+    ctl(
+        &ep,
+        &[
+            "--user",
+            "root:rootpw",
+            "snapshot",
+            "save",
+            snap.to_str().expect("path"),
+        ],
+    );
+
+    let c = migrated_cluster(&snap, 3);
+    // (Status needs a user with auth on: wait with root's.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for m in &c.members {
+        while !etcdctl(&m.endpoint(), &["--user", "root:rootpw", "get", "k0"]).0 {
+            assert!(Instant::now() < deadline, "{} did not come up", m.name);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // etcd's passwords work; no user, no answer.
+    let (ok, _, err) = etcdctl(&c.members[0].endpoint(), &["get", "k0"]);
+    assert!(!ok && err.contains("user name is empty"), "{err}");
+    // A token made by one member verifies on the others (the signing
+    // key the leader proposed is the same everywhere).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let token = loop {
+        let r = AuthClient::new(c.members[0].channel().await)
+            .authenticate(AuthenticateRequest {
+                name: "alice".into(),
+                password: "alicepw".into(),
+            })
+            .await;
+        match r {
+            Ok(r) => break r.into_inner().token,
+            Err(s) => assert!(Instant::now() < deadline, "authenticate: {s:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut()
+            .insert("token", token.parse().expect("token metadata"));
+        r
+    }
+    for m in &c.members {
+        let mut kv = KvClient::new(m.channel().await);
+        let got = kv
+            .range(with_token(
+                RangeRequest {
+                    key: b"k0".to_vec().into(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("{}: {s:?}", m.name))
+            .into_inner();
+        assert_eq!(got.kvs[0].value, b"v0".to_vec());
+        // Read-only: a put is refused.
+        let put = kv
+            .put(with_token(
+                PutRequest {
+                    key: b"k1".to_vec().into(),
+                    value: b"x".to_vec().into(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(put.message(), "etcdserver: permission denied", "{}", m.name);
+    }
+    let (ok, _, err) = etcdctl(
+        &c.members[1].endpoint(),
+        &["--user", "alice:wrong", "get", "k0"],
+    );
+    assert!(!ok && err.contains("authentication failed"), "{err}");
+    ctl(
+        &c.members[2].endpoint(),
+        &["--user", "root:rootpw", "put", "k1", "y"],
+    );
+}
+
 #[test]
 fn damaged_or_foreign_files_are_refused_and_nothing_is_made() {
     let etcd = Etcd::start();

@@ -149,6 +149,12 @@ impl AuthState {
         match op {
             Op::Enable(_) => {
                 if self.enabled {
+                    // On already: only a state brought in without a token
+                    // key (an import from etcd) takes the one given.
+                    if self.token_key.is_empty() && !cmd.token_key.is_empty() {
+                        self.token_key = cmd.token_key.to_vec();
+                        return Ok(true);
+                    }
                     return Ok(false);
                 }
                 let root = self.users.get(ROOT).ok_or(Error::RootUserNotExist)?;
@@ -303,8 +309,17 @@ mod tests {
         assert!(on.enabled);
         assert_eq!(on.token_key, b"key");
         assert_eq!(on.revision, s.revision + 1);
-        // Enabling again changes nothing.
-        assert_eq!(on.apply(&enable).unwrap().revision, on.revision);
+        // Enabling again changes nothing, its key included.
+        let mut other = enable.clone();
+        other.token_key = b"other".to_vec().into();
+        assert_eq!(on.apply(&other).unwrap(), on);
+        // On without a key (imported): enabling again sets one, once.
+        let mut keyless = on.clone();
+        keyless.token_key.clear();
+        let keyed = keyless.apply(&other).unwrap();
+        assert_eq!(keyed.token_key, b"other");
+        assert!(keyed.enabled && keyed.revision == keyless.revision + 1);
+        assert_eq!(keyed.apply(&enable).unwrap(), keyed);
         // Root cannot be locked out while auth is on.
         let del = cmd(Op::UserDelete(pb::AuthUserDeleteRequest {
             name: ROOT.into(),

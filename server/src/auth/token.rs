@@ -157,6 +157,12 @@ impl Tokens {
         let u = state.users.get(user).ok_or(Error::AuthFailed)?;
         match self {
             Tokens::Simple { ttl } => {
+                if state.token_key.is_empty() {
+                    // Auth brought in from etcd, its key not yet made by
+                    // the leader (`node::token_key`): moments away, so an
+                    // error clients retry.
+                    return Err(Error::Timeout);
+                }
                 let claims = SimpleClaims {
                     user: user.to_string(),
                     generation: u.generation,
@@ -198,6 +204,9 @@ impl Tokens {
     pub fn verify(&self, state: &AuthState, token: &str) -> Result<String, Error> {
         match self {
             Tokens::Simple { .. } => {
+                if state.token_key.is_empty() {
+                    return Err(Error::InvalidAuthToken);
+                }
                 let (body, sig) = token.split_once('.').ok_or(Error::InvalidAuthToken)?;
                 let body = URL_SAFE_NO_PAD
                     .decode(body)
@@ -275,6 +284,28 @@ mod tests {
         bad[3] ^= 1;
         let bad = String::from_utf8_lossy(&bad).into_owned();
         assert_eq!(t.verify(&s, &bad), Err(Error::InvalidAuthToken));
+        // No key yet (auth imported from etcd): nothing is issued, and a
+        // token made with an empty key is never taken.
+        let mut keyless = s.clone();
+        keyless.token_key.clear();
+        assert_eq!(t.assign(&keyless, "alice"), Err(Error::Timeout));
+        let forged = {
+            let body = postcard::to_stdvec(&SimpleClaims {
+                user: "alice".into(),
+                generation: 3,
+                expires_ms: u64::MAX,
+            })
+            .unwrap();
+            let mut mac = HmacSha256::new_from_slice(b"").unwrap();
+            mac.update(&body);
+            let sig = mac.finalize().into_bytes();
+            format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(&body),
+                URL_SAFE_NO_PAD.encode(sig)
+            )
+        };
+        assert_eq!(t.verify(&keyless, &forged), Err(Error::InvalidAuthToken));
         // Another cluster's key.
         let mut other = s.clone();
         other.token_key = b"another key another key another!".to_vec();

@@ -45,17 +45,16 @@ impl Inner {
             }
             let me = Arc::clone(&self);
             let into = dir.clone();
-            let r = tokio::task::spawn_blocking(move || me.write_backup(&into)).await;
+            let r = crate::backup::in_background(move || me.write_backup(&into)).await;
             match r {
-                Ok(Ok((path, revision))) => tracing::info!(
+                Ok((path, revision)) => tracing::info!(
                     path = %path.display(),
                     revision,
                     "scheduled backup written"
                 ),
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::error!(error = %e, dir = %dir.display(), "scheduled backup failed")
                 }
-                Err(e) => tracing::error!(error = %e, "scheduled backup task failed"),
             }
         }
     }

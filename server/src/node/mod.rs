@@ -47,6 +47,7 @@ mod route;
 mod shutdown;
 mod space;
 mod start;
+mod token_key;
 mod write;
 
 use std::sync::atomic::AtomicBool;
@@ -243,6 +244,8 @@ impl Inner {
         let t = tokio::spawn(Arc::clone(self).run_lessor(self.stop.subscribe()));
         self.push_task(t);
         let t = tokio::spawn(Arc::clone(self).sample_size(self.stop.subscribe()));
+        self.push_task(t);
+        let t = tokio::spawn(Arc::clone(self).ensure_token_key(self.stop.subscribe()));
         self.push_task(t);
         if self.disk.reserve > 0 {
             let t = tokio::spawn(Arc::clone(self).watch_disk(self.stop.subscribe()));
