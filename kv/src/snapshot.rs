@@ -368,7 +368,11 @@ impl<'a, R: Read> ImageReader<'a, R> {
             },
             records: 0,
         };
-        if me.read(8)? != MAGIC {
+        let magic = me.read(8)?;
+        if magic != MAGIC {
+            if magic[..7] == MAGIC[..7] {
+                return Err(bad("an image of a newer format than this version reads"));
+            }
             return Err(bad("not a cairn-kv image"));
         }
         me.header.current = me.i64()?;

@@ -251,6 +251,14 @@ fn open_checked(
     let mut header = [0u8; HEADER_LEN as usize];
     r.read_exact(&mut header)?;
     if &header[..8] != MAGIC {
+        if header[..7] == MAGIC[..7] {
+            return Err(BackupError::Invalid(format!(
+                "{} is a Cairn snapshot file of format {:?}, which this version does not read (it reads {:?}): use the cairnutl of the Cairn that wrote it",
+                path.display(),
+                char::from(header[7]),
+                char::from(MAGIC[7])
+            )));
+        }
         return Err(BackupError::Invalid(format!(
             "{} is not a Cairn snapshot file",
             path.display()

@@ -243,10 +243,16 @@ async fn cluster_restored_from_an_etcdctl_snapshot() {
     std::fs::write(&truncated, &raw[..raw.len() - 100]).expect("write");
     let foreign = dir.path().join("foreign.db");
     std::fs::write(&foreign, vec![7u8; 4096]).expect("write");
+    // A file from a future version: another format number.
+    let future = dir.path().join("future.db");
+    let mut b = raw.clone();
+    b[7] = b'2';
+    std::fs::write(&future, &b).expect("write");
     for (bad, want) in [
         (&flipped, "integrity check failed"),
         (&truncated, "integrity check failed"),
         (&foreign, "is not a Cairn snapshot file"),
+        (&future, "of format '2', which this version does not read"),
     ] {
         let p = bad.to_str().expect("utf-8");
         let (ok, _, err) = cairnutl(&["snapshot", "status", p]);
