@@ -323,12 +323,16 @@ impl Writer {
         // Durable before the segment is left behind or anyone is told.
         let t = std::time::Instant::now();
         lio::sync_data(&self.active, &path, &self.opts.fault)?;
+        let took = t.elapsed();
+        if let Some(observe) = &self.opts.on_sync {
+            observe(took);
+        }
         let c = &self.shared.stats;
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.entries
             .fetch_add(batch.placed.len() as u64, Ordering::Relaxed);
         c.sync_nanos
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 

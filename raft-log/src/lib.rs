@@ -118,7 +118,13 @@ pub struct Options {
     pub cache_bytes: usize,
     /// Test hook that makes chosen I/O steps fail.
     pub fault: Option<FaultHook>,
+    /// Told how long each batch's `fdatasync` took (for a latency
+    /// histogram); called on the writer thread, so it must be quick.
+    pub on_sync: Option<SyncObserver>,
 }
+
+/// See [`Options::on_sync`].
+pub type SyncObserver = std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>;
 
 impl Default for Options {
     fn default() -> Self {
@@ -126,6 +132,7 @@ impl Default for Options {
             max_segment_bytes: 64 << 20,
             cache_bytes: 64 << 20,
             fault: None,
+            on_sync: None,
         }
     }
 }
@@ -136,6 +143,7 @@ impl std::fmt::Debug for Options {
             .field("max_segment_bytes", &self.max_segment_bytes)
             .field("cache_bytes", &self.cache_bytes)
             .field("fault", &self.fault.is_some())
+            .field("on_sync", &self.on_sync.is_some())
             .finish()
     }
 }

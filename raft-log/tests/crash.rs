@@ -34,6 +34,7 @@ fn small_segments() -> Options {
         max_segment_bytes: 16 << 10,
         cache_bytes: 4 << 10,
         fault: None,
+        on_sync: None,
     }
 }
 
@@ -337,6 +338,7 @@ fn cache_stays_bounded_and_old_entries_come_from_disk() {
         max_segment_bytes: 1 << 20,
         cache_bytes: 64 << 10,
         fault: None,
+        on_sync: None,
     };
     let log = RaftLog::open(dir.path(), opts).unwrap();
     let big = Bytes::from(vec![7u8; 4096]);
@@ -433,6 +435,7 @@ fn a_batch_past_the_write_limit_is_written_in_parts_in_order() {
             }
             false
         })),
+        on_sync: None,
     };
     let log = RaftLog::open(dir.path(), opts).unwrap();
     armed.store(true, Ordering::SeqCst);

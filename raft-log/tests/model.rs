@@ -54,6 +54,7 @@ fn opts() -> Options {
         max_segment_bytes: 700,
         cache_bytes: 300,
         fault: None,
+        on_sync: None,
     }
 }
 

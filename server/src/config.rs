@@ -92,6 +92,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where the binary serves clients (the library does not listen).
     pub listen_client_urls: Vec<String>,
+    /// `--listen-metrics-urls`: extra ports serving only `/metrics` and
+    /// the health probes (kubeadm's 2381).
+    pub listen_metrics_urls: Vec<String>,
     /// Client URLs published to the cluster.
     pub advertise_client_urls: Vec<String>,
     /// Where the peer service listens; empty for an embedded single
@@ -196,6 +199,7 @@ impl Default for Config {
             name: "default".into(),
             data_dir: PathBuf::from("default.cairn"),
             listen_client_urls: vec!["http://localhost:2379".into()],
+            listen_metrics_urls: Vec::new(),
             advertise_client_urls: vec!["http://localhost:2379".into()],
             listen_peer_urls: vec!["http://localhost:2380".into()],
             initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
@@ -236,6 +240,7 @@ impl Config {
         Self {
             data_dir: data_dir.into(),
             listen_client_urls: Vec::new(),
+            listen_metrics_urls: Vec::new(),
             listen_peer_urls: Vec::new(),
             ..Self::default()
         }

@@ -22,7 +22,8 @@
 //! Modules, bottom up (each uses only those above it):
 //! - [`durable`]: small files written so a crash leaves the old or the
 //!   new; [`tls`]: TLS for both ports (rustls), etcd's TLS flags.
-//! - [`config`]: a member's configuration, etcd's flags' meanings.
+//! - [`config`]: a member's configuration, etcd's flags' meanings;
+//!   [`metrics`]: Prometheus metrics under etcd's names.
 //! - [`error`]: the typed [`Error`]; [`status`]: etcd's gRPC code and
 //!   message for each (the one place that spells them); [`convert`]:
 //!   etcd's wire messages to and from the kv store's types.
@@ -39,7 +40,8 @@
 //! - [`node`]: a member — start-up, leader routing, writes, reads,
 //!   membership, leases, shutdown.
 //! - [`client`]: the in-process client, the one seam the API goes through.
-//! - [`grpc`]: etcd's gRPC services, translating to and from the client.
+//! - [`grpc`]: etcd's gRPC services, translating to and from the client;
+//!   [`http`]: the health probes, `/version` and `/metrics`.
 
 #![deny(missing_docs)]
 
@@ -53,7 +55,9 @@ pub mod convert;
 pub mod durable;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod lease;
+pub mod metrics;
 pub mod migrate;
 pub mod node;
 pub mod raft;

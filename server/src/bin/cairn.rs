@@ -33,6 +33,10 @@ struct Flags {
         default_value = "http://localhost:2379"
     )]
     listen_client_urls: String,
+    /// List of URLs to listen on for the metrics and health endpoints
+    /// only (kubeadm: http://127.0.0.1:2381).
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    listen_metrics_urls: String,
     /// List of this member's client URLs to advertise to the cluster.
     #[arg(
         long,
@@ -243,6 +247,7 @@ struct FileConfig {
     name: Option<String>,
     data_dir: Option<PathBuf>,
     listen_client_urls: Option<String>,
+    listen_metrics_urls: Option<String>,
     advertise_client_urls: Option<String>,
     listen_peer_urls: Option<String>,
     initial_advertise_peer_urls: Option<String>,
@@ -357,6 +362,7 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
         name: f.name.unwrap_or(d.name),
         data_dir: f.data_dir.or(d.data_dir),
         listen_client_urls: f.listen_client_urls.unwrap_or(d.listen_client_urls),
+        listen_metrics_urls: f.listen_metrics_urls.unwrap_or(d.listen_metrics_urls),
         advertise_client_urls: f.advertise_client_urls.unwrap_or(d.advertise_client_urls),
         listen_peer_urls: f.listen_peer_urls.unwrap_or(d.listen_peer_urls),
         initial_advertise_peer_urls: f
@@ -431,6 +437,7 @@ fn to_config(f: &Flags) -> Result<Config, String> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.cairn", f.name))),
         listen_client_urls: urls(&f.listen_client_urls),
+        listen_metrics_urls: urls(&f.listen_metrics_urls),
         advertise_client_urls: urls(&f.advertise_client_urls),
         listen_peer_urls: urls(&f.listen_peer_urls),
         initial_advertise_peer_urls,
@@ -603,10 +610,18 @@ async fn run(config: Config) -> Result<(), String> {
     let listeners = cairn::grpc::bind_clients(&config)
         .await
         .map_err(|e| e.to_string())?;
+    let metrics_listeners = cairn::grpc::bind_metrics(&config)
+        .await
+        .map_err(|e| e.to_string())?;
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
+    // Probes answer from the start (not ready until the member is).
+    let (metrics_stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = cairn::http::serve(node.clone(), metrics_listeners, stopped);
     tokio::select! {
         _ = node.wait_ready() => {}
         _ = signal() => {
+            let _ = metrics_stop.send(true);
+            let _ = metrics.await;
             node.shutdown().await;
             return Ok(());
         }
@@ -632,6 +647,8 @@ async fn run(config: Config) -> Result<(), String> {
         }
     };
     let served = cairn::grpc::serve(node.clone(), listeners, stop).await;
+    let _ = metrics_stop.send(true);
+    let _ = metrics.await;
     node.shutdown().await;
     served.map_err(|e| e.to_string())
 }

@@ -28,6 +28,9 @@ use crate::raft::Member;
 /// The etcd API version Cairn reports (`Maintenance.Status.version`).
 pub const ETCD_VERSION: &str = "3.5.17";
 
+/// The cluster version `/version` reports, as etcd 3.5 does.
+pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
+
 /// A client of one member. Cheap to clone. Errors are typed
 /// ([`Error`]); their `Display` is etcd's message, and
 /// `tonic::Status::from` gives etcd's status, exactly what a remote

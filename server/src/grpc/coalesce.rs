@@ -91,6 +91,8 @@ pub struct Coalesced {
     scratch: Box<[u8]>,
     /// The verified client certificate's common name, if any.
     cert_name: Option<CertName>,
+    /// Counts the bytes written and read (`etcd_network_client_grpc_*`).
+    counters: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
 
 /// Bytes read from the socket at a time.
@@ -109,6 +111,23 @@ impl Coalesced {
             inbound: AuthorityFilter::default(),
             filtered: BytesMut::new(),
             scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            counters: None,
+        }
+    }
+
+    /// Counts the bytes written in `sent` and read in `received`.
+    pub fn counted(
+        mut self,
+        sent: prometheus::IntCounter,
+        received: prometheus::IntCounter,
+    ) -> Self {
+        self.counters = Some((sent, received));
+        self
+    }
+
+    fn count_sent(&self, n: usize) {
+        if let Some((sent, _)) = &self.counters {
+            sent.inc_by(n as u64);
         }
     }
 
@@ -142,6 +161,22 @@ impl AsyncRead for Coalesced {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = this.read_filtered(cx, buf);
+        if let Some((_, received)) = &this.counters {
+            received.inc_by((buf.filled().len() - before) as u64);
+        }
+        r
+    }
+}
+
+impl Coalesced {
+    fn read_filtered(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self;
         loop {
             if !this.filtered.is_empty() {
                 let n = this.filtered.len().min(buf.remaining());
@@ -184,7 +219,9 @@ impl AsyncWrite for Coalesced {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.buf.is_empty() && !this.hold() {
-            return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+            let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+            this.count_sent(n);
+            return Poll::Ready(Ok(n));
         }
         // Kept for the flush (which always follows), up to a limit.
         if this.buf.len() >= MAX_HELD_BYTES {
@@ -195,6 +232,7 @@ impl AsyncWrite for Coalesced {
             this.buf.extend_from_slice(b);
             n += b.len();
         }
+        this.count_sent(n);
         Poll::Ready(Ok(n))
     }
 

@@ -13,7 +13,10 @@
 //!   `:authority` a client sends accepted, as etcd does.
 //! - [`coalesce`]: the answers one commit wakes on a connection written
 //!   together; [`oversize`]: etcd's answer to a request over the size
-//!   limit.
+//!   limit; [`observe`]: each call counted for `/metrics`.
+//!
+//! The port also answers HTTP/1.1 and non-gRPC HTTP/2 requests with
+//! [`crate::http`]'s endpoints, as etcd's does.
 
 pub mod auth;
 pub mod authority;
@@ -23,6 +26,7 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 mod metadata;
+pub mod observe;
 pub mod oversize;
 pub mod refusals;
 pub mod watch;
@@ -39,6 +43,7 @@ use self::coalesce::{Coalesced, GateLayer};
 use self::kv::KvService;
 use self::lease::LeaseService;
 use self::maintenance::MaintenanceService;
+use self::observe::ObserveLayer;
 use self::watch::WatchService;
 use crate::config::Config;
 use crate::node::{resolve, Node, StartError};
@@ -47,8 +52,8 @@ use crate::tls::ServerTls;
 /// A bound client port: its listener, and its TLS when the URL is
 /// `https://`.
 pub struct ClientListener {
-    listener: TcpListener,
-    tls: Option<Arc<ServerTls>>,
+    pub(crate) listener: TcpListener,
+    pub(crate) tls: Option<Arc<ServerTls>>,
 }
 
 /// Binds every `--listen-client-urls` address and loads the client port's
@@ -57,13 +62,27 @@ pub struct ClientListener {
 /// `--auto-tls` the self-signed certificate is made under the data dir
 /// (`fixtures/client`) for the listen URLs' hosts.
 pub async fn bind_clients(config: &Config) -> Result<Vec<ClientListener>, StartError> {
+    bind(config, &config.listen_client_urls, "listen-client-urls").await
+}
+
+/// Binds every `--listen-metrics-urls` address (`https://` ones with the
+/// client port's TLS, as etcd does).
+pub async fn bind_metrics(config: &Config) -> Result<Vec<ClientListener>, StartError> {
+    bind(config, &config.listen_metrics_urls, "listen-metrics-urls").await
+}
+
+async fn bind(
+    config: &Config,
+    urls: &[String],
+    flag: &str,
+) -> Result<Vec<ClientListener>, StartError> {
     let mut tls = None;
     let mut out = Vec::new();
-    for url in &config.listen_client_urls {
+    for url in urls {
         let addr = resolve(url).await?;
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            StartError::Config(format!("listen-client-urls {url}: cannot bind: {e}"))
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Config(format!("{flag} {url}: cannot bind: {e}")))?;
         let port_tls = if url.starts_with("https://") {
             if tls.is_none() {
                 let hosts: Vec<&str> = config
@@ -112,14 +131,8 @@ pub async fn serve(
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-        let router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .max_concurrent_streams(node.config().max_concurrent_streams)
-            // With `Coalesced` below: the answers that one commit wakes
-            // on a connection go out in one write (see [`coalesce`]).
-            .layer(GateLayer)
-            // (It also makes an oversize answer etcd's and logs refusals,
-            // see `refusals`.)
+        let mut routes = tonic::service::Routes::builder();
+        routes
             .add_service(health)
             .add_service(KvService::server(&node))
             .add_service(ClusterService::server(&node))
@@ -127,7 +140,28 @@ pub async fn serve(
             .add_service(WatchService::server(&node))
             .add_service(LeaseService::server(&node))
             .add_service(AuthService::server(&node));
+        let routes = tonic::service::Routes::from(
+            routes
+                .routes()
+                .into_axum_router()
+                .merge(crate::http::router(node.clone()))
+                .fallback(crate::http::not_found),
+        );
+        let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .max_concurrent_streams(node.config().max_concurrent_streams)
+            // The probes, /version and /metrics over HTTP/1.1 too.
+            .accept_http1(true)
+            // With `Coalesced` below: the answers that one commit wakes
+            // on a connection go out in one write (see [`coalesce`]).
+            .layer(GateLayer)
+            // (It also makes an oversize answer etcd's and logs refusals,
+            // see `refusals`.)
+            .layer(ObserveLayer::new(Arc::clone(node.metrics())))
+            .add_routes(routes);
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<std::io::Result<Coalesced>>(64);
+        let sent = node.metrics().client_sent_bytes.clone();
+        let received = node.metrics().client_received_bytes.clone();
         accepts.push(crate::accept::spawn(
             listener,
             tls,
@@ -135,8 +169,10 @@ pub async fn serve(
             stop_rx.clone(),
             move |conn| {
                 let conn_tx = conn_tx.clone();
+                let (sent, received) = (sent.clone(), received.clone());
                 async move {
-                    let _ = conn_tx.send(Ok(Coalesced::new(conn))).await;
+                    let conn = Coalesced::new(conn).counted(sent, received);
+                    let _ = conn_tx.send(Ok(conn)).await;
                 }
             },
         ));

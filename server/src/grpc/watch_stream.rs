@@ -163,6 +163,24 @@ struct Watcher {
     /// again before it is sent anything once auth has changed, so events
     /// never reach a watcher whose grant was revoked.
     auth_checked: u64,
+    /// Counts it in `etcd_debugging_mvcc_watcher_total` while it lives.
+    _counted: Counted,
+}
+
+/// One in a gauge for as long as it lives.
+struct Counted(prometheus::IntGauge);
+
+impl Counted {
+    fn new(gauge: &prometheus::IntGauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// A chunk of history read for a watcher that is catching up.
@@ -323,6 +341,7 @@ impl Hub {
                 catching_up: None,
                 need,
                 auth_checked: auth.revision,
+                _counted: Counted::new(&self.node.inner.metrics.watchers),
             },
         );
         if next <= self.seen {

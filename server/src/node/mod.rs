@@ -38,6 +38,7 @@ mod compactor;
 mod corruption;
 mod forwarded;
 pub mod identity;
+mod leadership;
 mod lease;
 mod membership;
 mod propose;
@@ -122,6 +123,8 @@ pub(crate) struct Inner {
     pub(crate) quota: crate::alarm::Quota,
     /// Free space on the data dir's disk.
     pub(crate) disk: crate::alarm::DiskRoom,
+    /// This member's metrics.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Raft state as etcd's Status reports it.
@@ -202,6 +205,32 @@ impl Node {
     pub fn max_recv_bytes(&self) -> usize {
         self.inner.max_recv_bytes()
     }
+
+    /// This member's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The member's state for `/metrics`, read now.
+    pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let inner = &self.inner;
+        let m = inner.raft.metrics().borrow_watched().clone();
+        let leader = inner.leader();
+        let size = inner.quota.size();
+        crate::metrics::Snapshot {
+            has_leader: leader.is_some(),
+            is_leader: leader == Some(inner.id),
+            committed: m.local_committed.map_or(0, |l| l.index),
+            applied: m.last_applied.map_or(0, |l| l.index),
+            pending: inner.proposer.pending() as i64,
+            quota_bytes: inner.quota.bytes,
+            db_size: size,
+            db_size_in_use: size,
+            keys: inner.store.key_count() as u64,
+            revision: inner.store.current_revision(),
+            compacted: inner.store.compacted_revision(),
+        }
+    }
 }
 
 impl Inner {
@@ -244,6 +273,8 @@ impl Inner {
         let t = tokio::spawn(Arc::clone(self).run_lessor(self.stop.subscribe()));
         self.push_task(t);
         let t = tokio::spawn(Arc::clone(self).sample_size(self.stop.subscribe()));
+        self.push_task(t);
+        let t = tokio::spawn(Arc::clone(self).follow_leadership(self.stop.subscribe()));
         self.push_task(t);
         let t = tokio::spawn(Arc::clone(self).ensure_token_key(self.stop.subscribe()));
         self.push_task(t);

@@ -119,6 +119,11 @@ impl Drop for InFlight {
 }
 
 impl Proposer {
+    /// Entries proposed and not yet answered.
+    pub(crate) fn pending(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// A proposer over `raft`; must be called inside a tokio runtime.
     pub(crate) fn new(raft: Raft) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -164,7 +164,14 @@ impl Node {
         };
 
         std::fs::create_dir_all(&member_dir)?;
-        let log = LogStore::open(&member_dir.join("wal"))?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let fsyncs = metrics.wal_fsync.clone();
+        let log = LogStore::open_with(
+            &member_dir.join("wal"),
+            Some(Arc::new(move |took: std::time::Duration| {
+                fsyncs.observe(took.as_secs_f64())
+            })),
+        )?;
         let store = Arc::new(Store::open_path_with(
             member_dir.join("kv"),
             config.backend,
@@ -191,7 +198,8 @@ impl Node {
         let sm = StateMachine::new(Arc::clone(&store), &member_dir.join("snap"))?
             .with_observer(Arc::new(observer))
             .with_auth(Arc::clone(&auth))
-            .with_alarms(Arc::clone(&alarms));
+            .with_alarms(Arc::clone(&alarms))
+            .with_metrics(Arc::clone(&metrics));
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -256,6 +264,7 @@ impl Node {
             alarms,
             quota: Quota::new(config.quota_backend_bytes),
             disk: DiskRoom::new(config.disk_reserve_bytes),
+            metrics,
         });
 
         // Peer service first, so the others can reach us while we bootstrap.

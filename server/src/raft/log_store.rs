@@ -44,8 +44,20 @@ fn from_raft_log(id: cairn_raft_log::LogId) -> LogId {
 impl LogStore {
     /// Opens (or creates) the log in `dir`.
     pub fn open(dir: &Path) -> Result<Self, cairn_raft_log::Error> {
+        Self::open_with(dir, None)
+    }
+
+    /// [`LogStore::open`], telling `on_sync` how long each fsync took.
+    pub fn open_with(
+        dir: &Path,
+        on_sync: Option<cairn_raft_log::SyncObserver>,
+    ) -> Result<Self, cairn_raft_log::Error> {
+        let opts = Options {
+            on_sync,
+            ..Options::default()
+        };
         Ok(Self {
-            log: Arc::new(RaftLog::open(dir, Options::default())?),
+            log: Arc::new(RaftLog::open(dir, opts)?),
         })
     }
 

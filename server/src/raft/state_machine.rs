@@ -65,6 +65,8 @@ pub struct StateMachine {
     /// The raised alarms: changed by alarm commands; NOSPACE refuses
     /// writes that add data.
     alarms: Arc<Alarms>,
+    /// Told how long each kv batch took to write.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Most kv writes applied as one kv batch (a batch entry's all go into
@@ -308,8 +310,15 @@ impl StateMachine {
             observer: Arc::new(Unobserved),
             auth: Arc::new(auth),
             alarms: Arc::new(Alarms::open(&store)?),
+            metrics: Arc::default(),
             store,
         })
+    }
+
+    /// Reports to `metrics` (the member's).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Applies alarm commands to, and refuses writes under NOSPACE with,
@@ -369,7 +378,12 @@ impl StateMachine {
             self.store.record_applied(&pos).map_err(kv_err)?;
             Vec::new()
         } else {
-            self.store.write_batch(&batch, &pos).map_err(kv_err)?
+            let t = std::time::Instant::now();
+            let r = self.store.write_batch(&batch, &pos).map_err(kv_err)?;
+            self.metrics
+                .backend_commit
+                .observe(t.elapsed().as_secs_f64());
+            r
         };
         drop(batch);
         let mut results = results.into_iter();
