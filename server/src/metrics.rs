@@ -13,6 +13,7 @@
 //! May not: decide anything from a metric.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
@@ -101,7 +102,6 @@ const METHODS: &[(&str, &str, &str)] = &[
 ];
 
 /// One gRPC method's series, resolved once.
-#[derive(Clone)]
 pub struct MethodMetrics {
     /// `grpc_server_started_total`.
     pub started: IntCounter,
@@ -181,7 +181,7 @@ pub struct Metrics {
     pub client_received_bytes: IntCounter,
     /// `etcd_debugging_mvcc_watcher_total`, kept by the watch streams.
     pub watchers: IntGauge,
-    methods: HashMap<String, MethodMetrics>,
+    methods: HashMap<String, Arc<MethodMetrics>>,
     peer_sent_bytes: IntCounterVec,
     peer_received_bytes: IntCounterVec,
     peer_sent_failures: IntCounterVec,
@@ -269,7 +269,7 @@ impl Metrics {
                 handling: (*kind == "unary")
                     .then(|| handling.with_label_values(&[kind, service, method])),
             };
-            methods.insert(format!("/{service}/{method}"), m);
+            methods.insert(format!("/{service}/{method}"), Arc::new(m));
         }
 
         let peer_round_trip = must(HistogramVec::new(
@@ -383,7 +383,7 @@ impl Metrics {
     }
 
     /// The series of the gRPC method at `path` (`/etcdserverpb.KV/Range`).
-    pub fn method(&self, path: &str) -> Option<&MethodMetrics> {
+    pub fn method(&self, path: &str) -> Option<&Arc<MethodMetrics>> {
         self.methods.get(path)
     }
 

@@ -84,7 +84,7 @@ where
 
 /// A call being counted.
 struct Call {
-    method: MethodMetrics,
+    method: Arc<MethodMetrics>,
     start: Instant,
 }
 
