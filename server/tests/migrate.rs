@@ -41,7 +41,7 @@ fn views(ep: &str) -> Vec<Result<(i64, Value), String>> {
 }
 
 /// Granted TTL and attached keys of every lease.
-fn leases(ep: &str) -> Vec<(String, i64, Value)> {
+fn leases(ep: &str) -> Vec<(String, i64, Vec<String>)> {
     let out = ctl(ep, &["lease", "list"]);
     let mut ids: Vec<String> = out.lines().skip(1).map(|l| l.trim().to_string()).collect();
     ids.sort();
@@ -52,11 +52,19 @@ fn leases(ep: &str) -> Vec<(String, i64, Value)> {
                 &["lease", "timetolive", &id, "--keys", "-w", "json"],
             ))
             .expect("json");
-            (
-                id,
-                v["grantedTTL"].as_i64().unwrap_or(-1),
-                v["keys"].clone(),
-            )
+            let granted = v["granted-ttl"].as_i64().expect("granted-ttl");
+            // Attached keys in key order (etcd lists them in its map's
+            // order, which varies).
+            let mut keys: Vec<String> = v["keys"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            keys.sort();
+            (id, granted, keys)
         })
         .collect()
 }
