@@ -129,6 +129,23 @@ async fn probes_version_and_metrics_on_both_ports() {
         assert!(v >= at_least, "{name} = {v}");
     }
     assert_eq!(sample(&text, "etcd_server_proposals_pending"), Some(0.0));
+    // The leader's links to its two followers: heartbeat round trips
+    // and append bytes, per peer.
+    for family in [
+        "etcd_network_peer_round_trip_time_seconds_count{To=",
+        "etcd_network_peer_sent_bytes_total{To=",
+        "etcd_network_peer_received_bytes_total{From=",
+    ] {
+        let peers: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(family))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        assert!(
+            peers.len() == 2 && peers.iter().all(|&v| v > 0.0),
+            "{family}: {peers:?}"
+        );
+    }
     // A watch open counts as a watcher.
     let mut watch = std::process::Command::new(which("etcdctl"))
         .args([&format!("--endpoints={ep}"), "watch", "w"])

@@ -223,7 +223,8 @@ impl Node {
 
         let peers = Peers::new(identity.cluster_id)
             .with_rpc_timeout_floor(Duration::from_millis(config.election_timeout))
-            .with_tls(peer_tls.dialing.clone());
+            .with_tls(peer_tls.dialing.clone())
+            .with_metrics(Arc::clone(&metrics));
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),

@@ -144,6 +144,8 @@ impl<R: tokio::io::AsyncRead + Unpin + Send> FrameReader<R> {
 struct LeaderInbound {
     frames: FrameReader<OwnedReadHalf>,
     writer: tokio::task::JoinHandle<()>,
+    /// Counts the answers' bytes (`etcd_network_peer_received_bytes_total`).
+    received: Option<prometheus::IntCounter>,
 }
 
 impl Drop for LeaderInbound {
@@ -154,7 +156,11 @@ impl Drop for LeaderInbound {
 
 impl Inbound for LeaderInbound {
     async fn next_message(&mut self) -> Result<Option<Bytes>, Unreachable<TypeConfig>> {
-        self.frames.next().await.map_err(|e| Unreachable::new(&e))
+        let m = self.frames.next().await.map_err(|e| Unreachable::new(&e))?;
+        if let (Some(c), Some(m)) = (&self.received, &m) {
+            c.inc_by(4 + m.len() as u64);
+        }
+        Ok(m)
     }
 }
 
@@ -266,18 +272,23 @@ pub(super) fn stream<S>(
     conn: TcpStream,
     input: S,
     timeout: Duration,
+    peer: Option<crate::metrics::PeerMetrics>,
 ) -> BoxStream<'static, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>
 where
     S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
 {
     let (rd, mut wr) = conn.into_split();
     let (outbound, outstanding) = append_stream::requests(input);
+    let sent = peer.as_ref().map(|p| p.sent_bytes.clone());
     let writer = tokio::spawn(async move {
         let mut outbound = std::pin::pin!(outbound);
         while let Some(m) = outbound.next().await {
             if let Err(e) = write_frame(&mut wr, &m.payload).await {
                 tracing::debug!(error = %e, "append connection: write failed");
                 return;
+            }
+            if let Some(c) = &sent {
+                c.inc_by(4 + m.payload.len() as u64);
             }
         }
         // No more requests: close our half; the follower ends too.
@@ -286,6 +297,7 @@ where
     let inbound = LeaderInbound {
         frames: FrameReader::new(rd),
         writer,
+        received: peer.map(|p| p.received_bytes),
     };
     Box::pin(append_stream::answers(inbound, outstanding, timeout))
 }

@@ -135,6 +135,7 @@ impl PeerConnection {
         let timeout = option.soft_ttl().max(self.peers.rpc_floor);
         let kept = self.heartbeat_pipe.take().filter(|p| !p.is_closed());
         let mut dialer = self.dialer();
+        let metrics = self.peers.metrics_of(self.target);
         self.heartbeat_running = Some(tokio::spawn(async move {
             let opened = match kept {
                 Some(p) => Ok(p),
@@ -142,11 +143,20 @@ impl PeerConnection {
             };
             let (answer, pipe) = match opened {
                 Ok(mut pipe) => {
+                    let sent = std::time::Instant::now();
                     let (answer, reusable) = pipe.round(&req, timeout).await;
+                    // A heartbeat's answer is one round trip: etcd's
+                    // peer round-trip time.
+                    if let (Some(m), Ok(_)) = (&metrics, &answer) {
+                        m.round_trip.observe(sent.elapsed().as_secs_f64());
+                    }
                     (answer, reusable.then_some(pipe))
                 }
                 Err(e) => (Err(e), None),
             };
+            if let (Some(m), Err(_)) = (&metrics, &answer) {
+                m.sent_failures.inc();
+            }
             HeartbeatDone {
                 answer,
                 pipe,
@@ -316,7 +326,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         Box::pin(async move {
             let timeout = option.soft_ttl().max(self.peers.rpc_floor);
             if let Some(conn) = self.open_append_connection(timeout).await? {
-                return Ok(append_wire::stream(conn, input, timeout));
+                let metrics = self.peers.metrics_of(self.target);
+                return Ok(append_wire::stream(conn, input, timeout, metrics));
             }
             let mut client = self.client()?;
             let (outbound, outstanding) = append_stream::requests(input);

@@ -31,6 +31,10 @@ pub struct Peers {
     pipes: Arc<Mutex<HashMap<String, forward_stream::Pipe>>>,
     /// How `https://` peers are dialed; `None`: they cannot be.
     tls: Option<Arc<ClientTls>>,
+    /// Round trips and failures, per peer (`etcd_network_peer_*`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Each peer's series, resolved once.
+    peer_metrics: Arc<Mutex<HashMap<u64, crate::metrics::PeerMetrics>>>,
 }
 
 impl Peers {
@@ -43,7 +47,27 @@ impl Peers {
             rpc_floor: Duration::ZERO,
             pipes: Arc::default(),
             tls: None,
+            metrics: None,
+            peer_metrics: Arc::default(),
         }
+    }
+
+    /// Reports round trips and failures to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The series of peer `id` (labelled with its id in hex, as etcd's).
+    pub(crate) fn metrics_of(&self, id: u64) -> Option<crate::metrics::PeerMetrics> {
+        let metrics = self.metrics.as_ref()?;
+        let mut cache = self.peer_metrics.lock().ok()?;
+        Some(
+            cache
+                .entry(id)
+                .or_insert_with(|| metrics.peer(&format!("{id:x}")))
+                .clone(),
+        )
     }
 
     /// Dials `https://` peers with `tls`.
