@@ -73,7 +73,7 @@ struct Flags {
     initial_cluster_token: String,
     /// Force to create a new one member cluster: this member, with its
     /// committed data, alone (quorum-loss recovery).
-    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER")]
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     force_new_cluster: bool,
     /// Raise alarms when backend size exceeds the given quota (0 defaults
     /// to 2 GiB).
@@ -109,7 +109,7 @@ struct Flags {
     )]
     experimental_corrupt_check_time: String,
     /// Check the data against the other members' before serving.
-    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK")]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     experimental_initial_corrupt_check: bool,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
@@ -703,6 +703,49 @@ mod tests {
         // A name alone moves the data dir, as in etcd.
         let c = to_config(&Flags::parse_from(["cairn", "--name", "m1"])).expect("config");
         assert_eq!(c.data_dir, PathBuf::from("m1.cairn"));
+    }
+
+    /// kubeadm's static pod flags for etcd, Go's `--flag=true` booleans
+    /// included, are taken as they are (docs/operations.md).
+    #[test]
+    fn kubeadms_etcd_flags_are_taken() {
+        let f = Flags::try_parse_from([
+            "cairn",
+            "--name=cp1",
+            "--data-dir=/var/lib/etcd",
+            "--listen-client-urls=https://127.0.0.1:2379,https://10.0.0.1:2379",
+            "--advertise-client-urls=https://10.0.0.1:2379",
+            "--listen-peer-urls=https://10.0.0.1:2380",
+            "--initial-advertise-peer-urls=https://10.0.0.1:2380",
+            "--initial-cluster=cp1=https://10.0.0.1:2380",
+            "--listen-metrics-urls=http://127.0.0.1:2381",
+            "--cert-file=/etc/kubernetes/pki/etcd/server.crt",
+            "--key-file=/etc/kubernetes/pki/etcd/server.key",
+            "--trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt",
+            "--client-cert-auth=true",
+            "--peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt",
+            "--peer-key-file=/etc/kubernetes/pki/etcd/peer.key",
+            "--peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt",
+            "--peer-client-cert-auth=true",
+            "--snapshot-count=10000",
+            "--experimental-initial-corrupt-check=true",
+            "--experimental-watch-progress-notify-interval=5s",
+        ])
+        .expect("kubeadm's flags");
+        let c = to_config(&f).expect("config");
+        assert_eq!(c.listen_metrics_urls, ["http://127.0.0.1:2381"]);
+        assert!(c.initial_corrupt_check);
+        assert_eq!(c.snapshot_count, 10_000);
+        assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(5));
+        // Go's booleans: bare, =true, =false.
+        for (arg, want) in [
+            ("--force-new-cluster", true),
+            ("--force-new-cluster=true", true),
+            ("--force-new-cluster=false", false),
+        ] {
+            let f = Flags::try_parse_from(["cairn", arg]).expect(arg);
+            assert_eq!(f.force_new_cluster, want, "{arg}");
+        }
     }
 
     proptest::proptest! {
