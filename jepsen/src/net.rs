@@ -186,6 +186,16 @@ impl Net {
         Ok(())
     }
 
+    /// Member `i` drops every packet from the test network: the other
+    /// members and clients in the harness' namespace.
+    pub fn cut_off(&self, i: usize) -> Result<()> {
+        let [a, b, c] = self.prefix;
+        self.nft(
+            i,
+            &format!("add rule inet {TABLE} input ip saddr {a}.{b}.{c}.0/24 drop\n"),
+        )
+    }
+
     /// Member `i` drops `percent`% of the packets from the other members.
     pub fn lossy(&self, i: usize, percent: u32) -> Result<()> {
         let [a, b, c] = self.prefix;

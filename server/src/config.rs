@@ -149,6 +149,12 @@ pub struct Config {
     /// How often an idle watcher with `progress_notify` gets a progress
     /// notification (etcd's `--experimental-watch-progress-notify-interval`).
     pub watch_progress_notify_interval: std::time::Duration,
+    /// `--grpc-keepalive-interval`: how often an idle client connection
+    /// is pinged (`None`: never).
+    pub grpc_keepalive_interval: Option<std::time::Duration>,
+    /// `--grpc-keepalive-timeout`: how long a ping may go unanswered
+    /// before the connection is closed.
+    pub grpc_keepalive_timeout: std::time::Duration,
     /// How far a lease's remaining TTL may drift from its last Raft
     /// checkpoint before the leader records it again (etcd's
     /// `--experimental-lease-checkpoint-interval`; etcd's default is 5m and
@@ -220,6 +226,8 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
             watch_progress_notify_interval: std::time::Duration::from_secs(600),
+            grpc_keepalive_interval: Some(std::time::Duration::from_secs(30)),
+            grpc_keepalive_timeout: std::time::Duration::from_secs(20),
             lease_checkpoint_interval: std::time::Duration::from_secs(5),
             backend: BackendKind::default(),
             client_tls: TlsInfo::default(),

@@ -193,3 +193,99 @@ async fn a_stream_takes_a_bounded_number_of_watchers() {
         "etcdserver: too many watchers on this watch stream"
     );
 }
+
+/// Established connections to `port` in namespace `ns`.
+fn established(ns: &str, port: u16) -> usize {
+    let out = cairn_jepsen::net::sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+            &format!("( sport = :{port} )"),
+        ],
+    )
+    .expect("ss");
+    out.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// A client whose end goes silent (a cut cable, a lost host) leaves the
+/// member a half-open connection: the member's HTTP/2 pings find it and
+/// close it (`--grpc-keepalive-interval`, `--grpc-keepalive-timeout`),
+/// while an idle client that answers them keeps its connection. The
+/// member runs in a network namespace of the test's own; the cut is a
+/// firewall rule there that drops everything the client sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_client_connection_is_closed() {
+    let net = cairn_jepsen::net::Net::create(1).expect("the test network (needs root)");
+    let ns = net.namespace(0);
+    let addr = net.addr(0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = 2379;
+    let client = format!("http://{addr}:{port}");
+    let peer = "http://127.0.0.1:2380";
+    let mut member = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--data-dir")
+        .arg(dir.path().join("m0"))
+        .args(["--listen-client-urls", &client])
+        .args(["--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", peer])
+        .args(["--initial-advertise-peer-urls", peer])
+        .args(["--initial-cluster", &format!("default={peer}")])
+        .args(["--grpc-keepalive-interval", "1s"])
+        .args(["--grpc-keepalive-timeout", "2s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start cairn in its namespace");
+    let ep = format!("{addr}:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !etcdctl(&ep, &["put", "k", "v"]).0 {
+        assert!(Instant::now() < deadline, "the member did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A watch: a long-lived stream on one connection.
+    let mut watch = std::process::Command::new(common::which("etcdctl"))
+        .args([&format!("--endpoints={ep}"), "watch", "k"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while established(&ns, port) == 0 {
+        assert!(Instant::now() < deadline, "the watch did not connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Idle but answering pings: kept past several ping rounds.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        established(&ns, port),
+        1,
+        "a live idle connection was closed"
+    );
+    // The client goes silent: within a few rounds the member closes it,
+    // though the client never did.
+    net.cut_off(0).expect("drop the client's packets");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while established(&ns, port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a half-open connection was kept for 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        watch.try_wait().expect("watch").is_none(),
+        "the client closed it itself"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = member.kill();
+    let _ = member.wait();
+}

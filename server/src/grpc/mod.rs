@@ -148,7 +148,10 @@ pub async fn serve(
                 .fallback(crate::http::not_found),
         );
         let router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            // A client whose end is gone (a cut cable, a host lost)
+            // leaves a half-open connection: pings find it and close it.
+            .http2_keepalive_interval(node.config().grpc_keepalive_interval)
+            .http2_keepalive_timeout(Some(node.config().grpc_keepalive_timeout))
             .max_concurrent_streams(node.config().max_concurrent_streams)
             // The probes, /version and /metrics over HTTP/1.1 too.
             .accept_http1(true)
