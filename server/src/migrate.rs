@@ -381,7 +381,9 @@ pub struct ExportSummary {
 /// `etcdctl snapshot restore` takes it. Written to `path.part`, synced,
 /// then renamed: `path` is whole or absent.
 pub fn to_etcd_db(image: &mut impl Read, path: &Path) -> Result<ExportSummary, MigrateError> {
-    let part = path.with_extension("part");
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
     let r = write_etcd_db(image, &part).and_then(|sum| {
         std::fs::rename(&part, path)?;
         // The rename is durable once the directory is.
