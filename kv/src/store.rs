@@ -439,7 +439,7 @@ impl<B: Backend> Store<B> {
             .guard(self.inner.backend.flush().map_err(Error::Backend))
     }
 
-    /// Bytes the backend occupies on disk.
+    /// Bytes of data the backend holds (see [`Backend::size_on_disk`]).
     pub fn size_on_disk(&self) -> Result<u64> {
         self.inner.backend.size_on_disk().map_err(Error::Backend)
     }

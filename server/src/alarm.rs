@@ -229,6 +229,18 @@ impl Quota {
         self.size().saturating_add(cost) > self.bytes
     }
 
+    /// Admits a write of `cost` bytes unless it would go over the quota;
+    /// an admitted write counts in the size until the next measurement,
+    /// so writes between two measurements cannot pass the quota
+    /// together.
+    pub fn admit(&self, cost: u64) -> bool {
+        if self.exceeded_by(cost) {
+            return false;
+        }
+        self.size.fetch_add(cost, Ordering::AcqRel);
+        true
+    }
+
     /// Whether this call is the one to propose NOSPACE (the first since
     /// the last [`Quota::raised`]).
     pub fn start_raising(&self) -> bool {

@@ -95,6 +95,24 @@ async fn the_client_port_with_mutual_tls_refuses_whoever_it_should() {
     assert!(ok, "put with a client certificate: {err}");
     let (ok, out, err) = ctl_with(&ep, &good, &["get", "k", "--print-value-only"]);
     assert!(ok && out.trim() == "v", "get: {out}{err}");
+    // The trusted CA's own certificate as the client's (Go's servers take
+    // a trusted root as a chain of one; etcd's own tests do this).
+    let as_root = |ca: &str, key: &str| {
+        vec![
+            format!("--cacert={}", p.ca()),
+            format!("--cert={}", p.path(ca)),
+            format!("--key={}", p.path(key)),
+        ]
+    };
+    let (ok, out, err) = ctl_with(
+        &ep,
+        &as_root("ca.pem", "ca-key.pem"),
+        &["get", "k", "--print-value-only"],
+    );
+    assert!(
+        ok && out.trim() == "v",
+        "the CA's certificate as a client's: {out}{err}"
+    );
 
     // etcdctl retries a refused handshake until its command timeout.
     let refused = |tls: Vec<String>, why: &str| {
@@ -111,6 +129,10 @@ async fn the_client_port_with_mutual_tls_refuses_whoever_it_should() {
         "a certificate from another CA",
     );
     refused(creds(p, "revoked", "ca.pem"), "a revoked certificate");
+    refused(
+        as_root("other-ca.pem", "other-ca-key.pem"),
+        "another CA's own certificate",
+    );
     // The client does not trust a server certificate from another CA.
     refused(creds(p, "client", "other-ca.pem"), "an untrusted server");
     // Plaintext to the TLS port.

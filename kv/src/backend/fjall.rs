@@ -127,8 +127,16 @@ impl Backend for FjallBackend {
         Ok(())
     }
 
+    /// The sorted tables' bytes plus the memtable's (data not yet in a
+    /// table). The journal is this engine's write-ahead log and, like
+    /// etcd's WAL beside its bbolt file, is not counted: each journal
+    /// file is set to 64 MiB before it is written to, and it still holds
+    /// what compaction and defragment removed until it is dropped. A
+    /// memtable being written out to a table is counted by neither for
+    /// that moment.
     fn size_on_disk(&self) -> Result<u64, BackendError> {
-        Ok(self.db.disk_space()?)
+        use fjall::AbstractTree;
+        Ok(self.kv.disk_space() + self.kv.tree.active_memtable().size())
     }
 
     fn defragment(&self) -> Result<(), BackendError> {

@@ -90,7 +90,8 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, batch: WriteBatch) -> Result<(), BackendError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), BackendError>;
-    /// Bytes the engine occupies on disk.
+    /// Bytes of data the engine holds, its write-ahead log aside (what
+    /// etcd reports as its backend's size and checks the quota against).
     fn size_on_disk(&self) -> Result<u64, BackendError>;
     /// Gives back to the file system what removed data still occupies,
     /// while reads and writes go on.

@@ -46,7 +46,7 @@ impl Inner {
         }
         // The log, the store's journal and its tables each hold it once.
         self.disk.spend(cost.saturating_mul(3));
-        if !self.quota.exceeded_by(cost) {
+        if self.quota.admit(cost) {
             return Ok(());
         }
         if self.quota.start_raising() {

@@ -7,6 +7,10 @@
 //!   whose certificates are self-signed, so it verifies only that the
 //!   handshake is signed by the certificate presented (as etcd, which
 //!   skips verification there).
+//! - [`RootAsClient`]: a client may present a trusted CA certificate
+//!   itself (a self-signed CA used as the client's own certificate, as
+//!   etcd's tests and some small deployments do; Go accepts it, webpki
+//!   refuses a CA as an end entity).
 //! - [`common_name`]: a certificate's subject common name.
 
 use std::sync::Arc;
@@ -98,6 +102,85 @@ impl ClientCertVerifier for AllowedIdentity {
             .verify_client_cert(end_entity, intermediates, now)?;
         self.identity.check(end_entity)?;
         Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A client verifier that also accepts, as the client's certificate, one
+/// of the trusted CA certificates itself while it is valid. Whoever holds
+/// a trusted CA's key can issue any client certificate anyway, so this
+/// trusts no one new; the handshake must still be signed with that
+/// certificate's key.
+#[derive(Debug)]
+pub(super) struct RootAsClient {
+    pub(super) inner: Arc<dyn ClientCertVerifier>,
+    /// The trusted CA certificates, DER.
+    pub(super) roots: Vec<CertificateDer<'static>>,
+}
+
+impl RootAsClient {
+    fn is_valid_root(&self, cert: &CertificateDer<'_>, now: UnixTime) -> bool {
+        if !self.roots.iter().any(|r| r.as_ref() == cert.as_ref()) {
+            return false;
+        }
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+            return false;
+        };
+        let Ok(now) = i64::try_from(now.as_secs()) else {
+            return false;
+        };
+        let validity = parsed.validity();
+        validity.not_before.timestamp() <= now && now <= validity.not_after.timestamp()
+    }
+}
+
+impl ClientCertVerifier for RootAsClient {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(_) if self.is_valid_root(end_entity, now) => Ok(ClientCertVerified::assertion()),
+            r => r,
+        }
     }
 
     fn verify_tls12_signature(

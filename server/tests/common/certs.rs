@@ -35,7 +35,9 @@ impl Pki {
         self.root.join(name).display().to_string()
     }
 
-    /// `ca.pem`: the CA that signs the members' and clients' certificates.
+    /// `ca.pem`: the CA that signs the members' and clients' certificates
+    /// (its key: `ca-key.pem`; the other CA's: `other-ca.pem`,
+    /// `other-ca-key.pem`).
     pub fn ca(&self) -> String {
         self.path("ca.pem")
     }
@@ -95,6 +97,7 @@ fn make() -> Pki {
     let root = dir.path().to_path_buf();
     let main = ca("cairn test CA");
     std::fs::write(root.join("ca.pem"), main.pem()).expect("write");
+    std::fs::write(root.join("ca-key.pem"), main.key().serialize_pem()).expect("write");
     let local = ["127.0.0.1", "localhost"];
     leaf(&root, "server", "member", &local, 10, &main);
     leaf(&root, "client", "client", &[], 11, &main);
@@ -102,6 +105,7 @@ fn make() -> Pki {
     leaf(&root, "intruder", "intruder", &local, 13, &main);
     let other = ca("another CA");
     std::fs::write(root.join("other-ca.pem"), other.pem()).expect("write");
+    std::fs::write(root.join("other-ca-key.pem"), other.key().serialize_pem()).expect("write");
     leaf(&root, "other-client", "client", &[], 20, &other);
     leaf(&root, "other-server", "member", &local, 21, &other);
     let now = time::OffsetDateTime::now_utc();

@@ -8,8 +8,10 @@ use std::time::Duration;
 use cairn::config::{parse_duration, AutoCompaction, BackupSchedule, DEFAULT_MAX_REQUEST_BYTES};
 use cairn::tls::{TlsInfo, TlsSettings, TlsVersion};
 use cairn::{ClusterState, Config, Node};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
+
+mod inert;
 
 /// mimalloc instead of the system allocator: a member allocates and frees
 /// small buffers on every request from many threads, where glibc's malloc
@@ -183,6 +185,9 @@ struct Flags {
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// etcd 3.4's switch for debug logs (as --log-level debug).
+    #[arg(long, env = "ETCD_DEBUG", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", hide = true)]
+    debug: bool,
     /// The kv store's engine: fjall (default) or sled. A data dir keeps
     /// the engine it was created with; starting it with the other is
     /// refused.
@@ -204,6 +209,13 @@ struct Flags {
     /// Path to the client certificate revocation list file.
     #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
     client_crl_file: Option<PathBuf>,
+    /// Allowed TLS hostname for client certificate authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME")]
+    client_cert_allowed_hostname: Option<String>,
+    /// Allowed CN for client certificates (config file only:
+    /// `client-transport-security.allowed-cn`).
+    #[arg(skip)]
+    client_cert_allowed_cn: Option<String>,
     /// Client TLS using generated certificates.
     #[arg(long, env = "ETCD_AUTO_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     auto_tls: bool,
@@ -290,6 +302,7 @@ struct FileConfig {
     experimental_lease_checkpoint_interval: Option<String>,
     experimental_enable_lease_checkpoint: Option<bool>,
     log_level: Option<String>,
+    debug: Option<bool>,
     backend: Option<String>,
     client_transport_security: Option<SecurityFile>,
     peer_transport_security: Option<SecurityFile>,
@@ -320,7 +333,17 @@ fn urls(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn load_file(path: &PathBuf) -> Result<Flags, String> {
+/// The flags and the inert etcd flags (see [`inert`]) of a command line.
+fn parse_from<I, T>(args: I) -> Result<(Flags, Vec<inert::Given>), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let m = inert::register(Flags::command()).try_get_matches_from(args)?;
+    Ok((Flags::from_arg_matches(&m)?, inert::given(&m)))
+}
+
+fn load_file(path: &PathBuf) -> Result<(Flags, Vec<inert::Given>), String> {
     let raw = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
     from_yaml(&raw).map_err(|e| format!("invalid config file {}: {e}", path.display()))
@@ -343,17 +366,24 @@ fn scalar_as_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
     }))
 }
 
-fn from_yaml(raw: &str) -> Result<Flags, String> {
-    let f: FileConfig = serde_yaml_ng::from_str(raw).map_err(|e| e.to_string())?;
+fn from_yaml(raw: &str) -> Result<(Flags, Vec<inert::Given>), String> {
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(raw).map_err(|e| e.to_string())?;
+    let given = match &mut doc {
+        serde_yaml_ng::Value::Mapping(m) => inert::take_from_yaml(m),
+        _ => Vec::new(),
+    };
+    let f: FileConfig = serde_yaml_ng::from_value(doc).map_err(|e| e.to_string())?;
     let d = Flags::parse_from(["cairn"]);
     let c = f.client_transport_security.unwrap_or_default();
     let p = f.peer_transport_security.unwrap_or_default();
-    Ok(Flags {
+    let flags = Flags {
         cert_file: c.cert_file,
         key_file: c.key_file,
         trusted_ca_file: c.trusted_ca_file,
         client_cert_auth: c.client_cert_auth.unwrap_or(d.client_cert_auth),
         client_crl_file: c.crl_file,
+        client_cert_allowed_hostname: c.allowed_hostname,
+        client_cert_allowed_cn: c.allowed_cn,
         auto_tls: c.auto_tls.unwrap_or(d.auto_tls),
         peer_cert_file: p.cert_file,
         peer_key_file: p.key_file,
@@ -423,9 +453,11 @@ fn from_yaml(raw: &str) -> Result<Flags, String> {
             .experimental_enable_lease_checkpoint
             .unwrap_or(d.experimental_enable_lease_checkpoint),
         log_level: f.log_level.unwrap_or(d.log_level),
+        debug: f.debug.unwrap_or(d.debug),
         backend: f.backend.unwrap_or(d.backend),
         config_file: None,
-    })
+    };
+    Ok((flags, given))
 }
 
 fn to_config(f: &Flags) -> Result<Config, String> {
@@ -505,8 +537,11 @@ fn to_config(f: &Flags) -> Result<Config, String> {
             client_cert_auth: f.client_cert_auth,
             crl_file: f.client_crl_file.clone(),
             auto_tls: f.auto_tls,
-            allowed_cn: None,
-            allowed_hostname: None,
+            allowed_cn: f.client_cert_allowed_cn.clone().filter(|s| !s.is_empty()),
+            allowed_hostname: f
+                .client_cert_allowed_hostname
+                .clone()
+                .filter(|s| !s.is_empty()),
         },
         peer_tls: TlsInfo {
             cert_file: f.peer_cert_file.clone(),
@@ -570,8 +605,11 @@ fn main() -> ExitCode {
     // Everything this process creates (data dir, files, certificates) is
     // its owner's alone: directories 0700, files 0600.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let flags = Flags::parse();
-    let flags = match &flags.config_file {
+    let (flags, inert_flags) = match parse_from(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(e) => e.exit(),
+    };
+    let (flags, inert_flags) = match &flags.config_file {
         Some(p) => match load_file(p) {
             Ok(f) => f,
             Err(e) => {
@@ -579,9 +617,18 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         },
-        None => flags,
+        None => (flags, inert_flags),
     };
-    let filter = match log_filter(&flags.log_level) {
+    if let Err(e) = inert::check(&inert_flags) {
+        eprintln!("cairn: {e}");
+        return ExitCode::from(1);
+    }
+    let level = if flags.debug {
+        "debug"
+    } else {
+        flags.log_level.as_str()
+    };
+    let filter = match log_filter(level) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("cairn: {e}");
@@ -596,6 +643,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    inert::log(&inert_flags);
     if let Err(e) = thp {
         tracing::warn!("cannot turn transparent huge pages off for this process: {e}");
     }
@@ -646,6 +694,16 @@ async fn run(config: Config) -> Result<(), String> {
             return Ok(());
         }
     }
+    // etcd's own words for these two moments: scripts and test harnesses
+    // written for etcd (its e2e suite among them) wait for them.
+    tracing::info!(
+        "enabled capabilities for version {}",
+        cairn::client::ETCD_CLUSTER_VERSION
+    );
+    tracing::info!(
+        name = %node.config().name,
+        "published local member to cluster through raft"
+    );
     tracing::info!(
         client_urls = %node.config().listen_client_urls.join(","),
         "ready; serving client requests"
@@ -768,6 +826,81 @@ mod tests {
         }
     }
 
+    /// etcd's flags that Cairn does not act on are taken (bare, =value,
+    /// or as config file keys) and reported; those that would have Cairn
+    /// do something else are refused.
+    #[test]
+    fn etcds_other_flags_are_taken_and_reported() {
+        let (f, given) = parse_from([
+            "cairn",
+            "--name=m1",
+            "--enable-v2",
+            "--strict-reconfig-check=false",
+            "--logger=zap",
+            "--log-outputs=stderr",
+            "--wal-dir",
+            "/var/lib/etcd/wal",
+            "--pre-vote=true",
+            "--enable-pprof",
+            "--discovery=",
+            "--proxy=off",
+        ])
+        .expect("etcd's flags");
+        assert_eq!(f.name, "m1");
+        let names: Vec<_> = given.iter().map(|(n, _)| *n).collect();
+        for n in [
+            "enable-v2",
+            "strict-reconfig-check",
+            "wal-dir",
+            "pre-vote",
+            "proxy",
+        ] {
+            assert!(names.contains(&n), "{n} not reported: {names:?}");
+        }
+        assert!(given.contains(&("enable-v2", "true".to_string())));
+        assert!(given.contains(&("strict-reconfig-check", "false".to_string())));
+        assert!(inert::check(&given).is_ok());
+        let (_, given) = parse_from(["cairn", "--proxy", "on"]).expect("flags");
+        assert!(inert::check(&given).is_err());
+        // A flag no etcd has is still an error.
+        assert!(parse_from(["cairn", "--no-such-flag"]).is_err());
+
+        let (f, given) = from_yaml(
+            "name: m2\nenable-v2: true\nstrict-reconfig-check: true\nlogger: zap\n\
+             log-outputs: [stderr]\ndebug: true\nenable-pprof: false\n\
+             client-transport-security:\n  allowed-hostname: client.example\n",
+        )
+        .expect("etcd's config file");
+        assert_eq!(f.name, "m2");
+        assert!(f.debug);
+        assert_eq!(given.len(), 5, "{given:?}");
+        assert!(
+            given.contains(&("log-outputs", "- stderr".to_string())),
+            "{given:?}"
+        );
+        let c = to_config(&f).expect("config");
+        assert_eq!(
+            c.client_tls.allowed_hostname.as_deref(),
+            Some("client.example")
+        );
+        assert!(from_yaml("discovery: https://discovery.etcd.io/x\n")
+            .map(|(_, g)| inert::check(&g).is_err())
+            .expect("yaml"));
+        // Keys no etcd has are still refused.
+        assert!(from_yaml("no-such-key: 1\n").is_err());
+    }
+
+    #[test]
+    fn the_client_port_takes_an_allowed_host_name() {
+        let (f, _) =
+            parse_from(["cairn", "--client-cert-allowed-hostname=client.example"]).expect("flags");
+        let c = to_config(&f).expect("config");
+        assert_eq!(
+            c.client_tls.allowed_hostname.as_deref(),
+            Some("client.example")
+        );
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
 
@@ -784,17 +917,19 @@ mod tests {
                         "max-request-bytes", "max-concurrent-streams", "cipher-suites",
                         "tls-min-version", "experimental-watch-progress-notify-interval",
                         "client-transport-security", "peer-transport-security", "backend",
+                        "enable-v2", "proxy", "discovery", "wal-dir",
                     ]),
                     proptest::prop_oneof!["[ -~]{0,24}", "[0-9]{1,30}(ns|ms|s|m|h)"],
                 ),
                 0..6,
             ),
         ) {
-            if let Ok(f) = from_yaml(&raw) {
+            if let Ok((f, given)) = from_yaml(&raw) {
                 let _ = to_config(&f);
+                let _ = inert::check(&given);
             }
             let doc: String = entries.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
-            if let Ok(f) = from_yaml(&doc) {
+            if let Ok((f, _)) = from_yaml(&doc) {
                 if let Ok(c) = to_config(&f) {
                     let _ = c.validate();
                 }
@@ -843,7 +978,7 @@ mod tests {
             "1"
         ])
         .is_err());
-        let f = from_yaml("auto-compaction-mode: revision\nauto-compaction-retention: 500\n")
+        let (f, _) = from_yaml("auto-compaction-mode: revision\nauto-compaction-retention: 500\n")
             .expect("yaml");
         assert_eq!(
             to_config(&f).map(|c| c.auto_compaction),
