@@ -269,6 +269,22 @@ async fn etcdctl_auth_and_permissions_across_members() {
         users.split_whitespace().collect::<Vec<_>>(),
         ["alice", "root"]
     );
+    // A user reads their own user and the roles they have, nothing else.
+    let me = ok(&e2, ALICE, &["user", "get", "alice"]);
+    assert!(me.contains("Roles: r"), "{me}");
+    refused(
+        &e2,
+        ALICE,
+        &["user", "get", "root"],
+        "etcdserver: permission denied",
+    );
+    ok(&e2, ALICE, &["role", "get", "r"]);
+    refused(
+        &e2,
+        ALICE,
+        &["role", "get", "root"],
+        "etcdserver: permission denied",
+    );
     let role = ok(&e0, ROOT, &["role", "get", "r"]);
     assert!(
         role.contains("[foo, fop) (prefix foo)") && role.contains("k1"),

@@ -160,8 +160,9 @@ impl Client {
     }
 
     /// etcd's UserGet: the user's roles.
+    /// Root, or any user about themself.
     pub async fn user_get(&self, req: pb::AuthUserGetRequest) -> Result<pb::AuthUserGetResponse> {
-        self.require_root()?;
+        self.require_root_or(|_, user| user == req.name)?;
         self.node.inner.read_barrier().await?;
         let st = self.node.inner.auth.state();
         let user = st.users.get(&req.name).ok_or(Error::UserNotFound)?;
@@ -197,8 +198,13 @@ impl Client {
     }
 
     /// etcd's RoleGet: the role's permissions.
+    /// Root, or a user who has the role.
     pub async fn role_get(&self, req: pb::AuthRoleGetRequest) -> Result<pb::AuthRoleGetResponse> {
-        self.require_root()?;
+        self.require_root_or(|st, user| {
+            st.users
+                .get(user)
+                .is_some_and(|u| u.roles.contains(&req.role))
+        })?;
         self.node.inner.read_barrier().await?;
         let st = self.node.inner.auth.state();
         let role = st.roles.get(&req.role).ok_or(Error::RoleNotFound)?;

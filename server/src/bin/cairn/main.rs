@@ -20,7 +20,13 @@ mod inert;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about = "An etcd-compatible key-value store")]
+#[command(
+    name = "cairn",
+    version,
+    about = "An etcd-compatible key-value store",
+    // A flag given twice takes its last value, as Go's flag package does.
+    args_override_self = true
+)]
 struct Flags {
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -862,6 +868,20 @@ mod tests {
         assert!(inert::check(&given).is_ok());
         let (_, given) = parse_from(["cairn", "--proxy", "on"]).expect("flags");
         assert!(inert::check(&given).is_err());
+        // A flag given twice takes its last value (etcd's e2e harness
+        // repeats --client-cert-auth).
+        let (f, _) = parse_from([
+            "cairn",
+            "--client-cert-auth",
+            "--name=a",
+            "--client-cert-auth",
+            "--name=b",
+            "--enable-v2",
+            "--enable-v2=false",
+        ])
+        .expect("repeated flags");
+        assert!(f.client_cert_auth);
+        assert_eq!(f.name, "b");
         // A flag no etcd has is still an error.
         assert!(parse_from(["cairn", "--no-such-flag"]).is_err());
 
