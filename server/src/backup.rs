@@ -1,30 +1,39 @@
 //! The backup file: what `Maintenance.Snapshot` streams (so what
-//! `etcdctl snapshot save` writes) and what `cairnutl snapshot status`
-//! and `cairnutl snapshot restore` read.
+//! `etcdctl snapshot save` writes), what scheduled backups write, and
+//! what `cairnutl snapshot status` and `cairnutl snapshot restore` read.
+//!
+//! A backup is an etcd snapshot file, as etcd's own Snapshot streams: a
+//! bbolt file with etcd's buckets and key encoding (every key revision
+//! not compacted, the leases, users and roles, the compaction revision;
+//! see [`crate::migrate`]), its SHA-256 appended. So `etcdctl snapshot
+//! status` and `etcdctl snapshot restore` take a Cairn backup, and a
+//! backup of a Cairn cluster restores into etcd as into Cairn.
+//!
+//! Files written by earlier versions of Cairn, in Cairn's own format, are
+//! still read:
 //!
 //! ```text
 //! "CAIRNBK1" | cluster id u64 BE
-//! kv image (cairn-kv's format: every revision not compacted, the leases,
-//!           the auth state, the applied position with the membership;
-//!           its own CRC32 at its end)
+//! kv image (cairn-kv's format, its own CRC32 at its end)
 //! zero bytes up to a multiple of 512 bytes
-//! SHA-256 of every byte before it (32 bytes), as etcd appends one
+//! SHA-256 of every byte before it (32 bytes)
 //! ```
 //!
-//! The padding is for etcdctl, which takes a file whose size is not 32
-//! more than a multiple of 512 for one without its hash and refuses it.
-//!
-//! The image is exported while writes go on (a point-in-time view of the
-//! store) and streamed in [`CHUNK`]-byte pieces through a bounded
-//! channel, so a member holds a few chunks of a backup, never all of it.
-//! A file that is truncated, altered or not a backup is refused before
-//! anything is restored from it.
+//! A backup is taken from a point-in-time view of the store while writes
+//! go on: the kv image is exported on one thread and written as a bbolt
+//! file by another, through a pipe, into a scratch file in the data dir
+//! that is unlinked at once (a crash leaves nothing behind); the file is
+//! then streamed in [`CHUNK`]-byte pieces through a bounded channel. A
+//! member holds a few pieces and the bbolt file's branch keys in memory,
+//! never the keyspace. A file that is truncated, altered or not a backup
+//! is refused before anything is restored from it; a backup must end
+//! with its SHA-256 unless the caller skips the check.
 //!
 //! May not: start, stop or change a running member.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
-use std::path::Path;
+use std::io::{self, BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -104,11 +113,11 @@ pub async fn in_background<T: Send + 'static>(
         .map_err(|_| io::Error::other("the backup thread ended without an answer"))?
 }
 
-/// Streams a backup of `store` (of cluster `cluster_id`): pieces of at
-/// most [`CHUNK`] bytes, the last one the SHA-256. Exported on a thread
-/// of its own, at a lower priority than the member's requests; dropping
-/// the receiver stops the export.
-pub fn stream(store: Arc<Store>, cluster_id: u64) -> mpsc::Receiver<io::Result<Bytes>> {
+/// Streams a backup of `store`: pieces of at most [`CHUNK`] bytes, the
+/// last ending with the SHA-256. Made on a thread of its own, at a lower
+/// priority than the member's requests, in a scratch file in
+/// `scratch_dir`; dropping the receiver stops it.
+pub fn stream(store: Arc<Store>, scratch_dir: PathBuf) -> mpsc::Receiver<io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let failed = tx.clone();
     let spawned = spawn_export(move || {
@@ -118,7 +127,7 @@ pub fn stream(store: Arc<Store>, cluster_id: u64) -> mpsc::Receiver<io::Result<B
                 io::Error::new(io::ErrorKind::BrokenPipe, "the snapshot's receiver is gone")
             })
         };
-        if let Err(e) = write_backup(&store, cluster_id, send) {
+        if let Err(e) = write_backup(&store, &scratch_dir, send) {
             // The receiver may be gone: nothing to tell then.
             let _ = tx.blocking_send(Err(e));
         }
@@ -132,110 +141,172 @@ pub fn stream(store: Arc<Store>, cluster_id: u64) -> mpsc::Receiver<io::Result<B
 /// Writes a backup of `store` to `path`, durably: to `path` with `.part`
 /// appended, fsynced, then renamed (a crash leaves the old file or the
 /// new one, never half of one). Blocking.
-pub fn write_file(store: &Store, cluster_id: u64, path: &Path) -> io::Result<ImageInfo> {
-    let mut part = path.as_os_str().to_owned();
-    part.push(".part");
-    let part = std::path::PathBuf::from(part);
-    let mut f = File::create(&part)?;
-    let info = {
-        let out = &mut f;
-        write_backup(store, cluster_id, |piece: Vec<u8>| out.write_all(&piece))
-    };
-    let info = match info.and_then(|i| f.sync_all().map(|()| i)) {
-        Ok(i) => i,
-        Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            return Err(e);
-        }
-    };
-    drop(f);
-    std::fs::rename(&part, path)?;
-    if let Some(dir) = path.parent() {
-        crate::durable::sync_dir(dir)?;
-    }
-    Ok(info)
+pub fn write_file(store: &Store, path: &Path) -> io::Result<ImageInfo> {
+    let mut info = None;
+    crate::pipe::through(
+        |w| {
+            info = Some(store.export(&mut { w }).map_err(io::Error::other)?);
+            Ok(())
+        },
+        |r| {
+            crate::migrate::to_etcd_db(&mut { r }, path)
+                .map(|_| ())
+                .map_err(io::Error::other)
+        },
+    )?;
+    info.ok_or_else(|| io::Error::other("the export ended without its summary"))
 }
 
-/// Writes a whole backup of `store`, padded and hashed, in pieces handed
-/// to `send`.
+/// A new file in `dir`, removed from the directory at once: it takes
+/// space only while open, and a crash leaves nothing behind.
+fn scratch_file(dir: &Path) -> io::Result<File> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".backup-{}-{n}.tmp", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(f)
+}
+
+/// Writes a whole backup of `store` (the bbolt file and its SHA-256) in
+/// pieces handed to `send`, which may block: the stream is
+/// [`IN_FLIGHT`] pieces behind.
 fn write_backup(
     store: &Store,
-    cluster_id: u64,
-    send: impl FnMut(Vec<u8>) -> io::Result<()>,
+    scratch_dir: &Path,
+    mut send: impl FnMut(Vec<u8>) -> io::Result<()>,
 ) -> io::Result<ImageInfo> {
-    let mut w = ChunkWriter {
-        send,
-        buf: Vec::with_capacity(CHUNK),
-        sha: Sha256::new(),
-        written: 0,
-    };
-    w.write_all(MAGIC)?;
-    w.write_all(&cluster_id.to_be_bytes())?;
-    let info = store.export(&mut w).map_err(io::Error::other)?;
-    w.finish()?;
-    Ok(info)
-}
-
-/// Cuts what is written into pieces, hashing them, and hands them to
-/// `send` (which may block: the stream is [`IN_FLIGHT`] pieces behind).
-struct ChunkWriter<F: FnMut(Vec<u8>) -> io::Result<()>> {
-    send: F,
-    buf: Vec<u8>,
-    sha: Sha256,
-    /// Bytes written so far.
-    written: u64,
-}
-
-impl<F: FnMut(Vec<u8>) -> io::Result<()>> ChunkWriter<F> {
-    fn send_buffered(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+    let scratch = scratch_file(scratch_dir)?;
+    let mut info = None;
+    let mut file = crate::pipe::through(
+        |w| {
+            info = Some(store.export(&mut { w }).map_err(io::Error::other)?);
+            Ok(())
+        },
+        |r| {
+            crate::migrate::write_etcd_file(&mut { r }, scratch)
+                .map(|(f, _)| f)
+                .map_err(io::Error::other)
+        },
+    )?;
+    file.rewind()?;
+    loop {
+        let mut piece = vec![0u8; CHUNK];
+        let mut n = 0;
+        while n < CHUNK {
+            match file.read(&mut piece[n..])? {
+                0 => break,
+                m => n += m,
+            }
         }
-        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.sha.update(&piece);
-        (self.send)(piece)
-    }
-
-    /// Pads, sends what is buffered, then the hash.
-    fn finish(mut self) -> io::Result<()> {
-        let pad = (ALIGN - self.written % ALIGN) % ALIGN;
-        self.write_all(&vec![0u8; pad as usize])?;
-        self.send_buffered()?;
-        let digest = self.sha.clone().finalize().to_vec();
-        (self.send)(digest)
-    }
-}
-
-impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for ChunkWriter<F> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        let n = b.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&b[..n]);
-        self.written += n as u64;
-        if self.buf.len() == CHUNK {
-            self.send_buffered()?;
+        if n == 0 {
+            break;
         }
-        Ok(n)
+        piece.truncate(n);
+        send(piece)?;
     }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    info.ok_or_else(|| io::Error::other("the export ended without its summary"))
 }
 
 /// What a backup file holds, read and checked without restoring it.
 #[derive(Clone, Debug)]
 pub struct Summary {
-    /// The cluster it was taken from.
-    pub cluster_id: u64,
+    /// The cluster it was taken from (known for files in Cairn's own
+    /// format only: etcd's has no cluster id).
+    pub cluster_id: Option<u64>,
     /// The kv image's header and counts.
     pub image: ImageInfo,
     /// The file's size in bytes.
     pub size: u64,
 }
 
-/// Reads the header of the backup at `path` and checks its SHA-256
-/// (unless `skip_hash_check`): the file's size and cluster id, with the
-/// reader positioned at the kv image and limited to it.
+/// The two formats a backup file may have.
+enum Format {
+    /// etcd's snapshot file.
+    Etcd,
+    /// Cairn's own, of earlier versions.
+    Cairn,
+}
+
+/// bbolt's meta page magic, after the page header.
+const BBOLT_MAGIC: u32 = 0xED0C_DAED;
+
+/// Tells the format of the file at `path` from its first bytes.
+fn format_of(path: &Path) -> Result<Format, BackupError> {
+    let mut head = [0u8; 24];
+    let mut f = File::open(path)?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            m => n += m,
+        }
+    }
+    if n >= 8 && &head[..8] == MAGIC {
+        return Ok(Format::Cairn);
+    }
+    if n >= 8 && head[..7] == MAGIC[..7] {
+        return Err(BackupError::Invalid(format!(
+            "{} is a Cairn snapshot file of format {:?}, which this version does not read (it reads {:?} and etcd's): use the cairnutl of the Cairn that wrote it",
+            path.display(),
+            char::from(head[7]),
+            char::from(MAGIC[7])
+        )));
+    }
+    if n == head.len()
+        && u32::from_le_bytes([head[16], head[17], head[18], head[19]]) == BBOLT_MAGIC
+    {
+        return Ok(Format::Etcd);
+    }
+    Err(BackupError::Invalid(format!(
+        "{} is not a snapshot file (neither etcd's nor Cairn's)",
+        path.display()
+    )))
+}
+
+/// Refuses an etcd snapshot file without its SHA-256 unless the check
+/// is skipped (as `etcdctl snapshot restore` does): such a file may be a
+/// truncated one.
+fn require_hash(path: &Path, size: u64, skip_hash_check: bool) -> Result<(), BackupError> {
+    if skip_hash_check || size % ALIGN == HASH_LEN {
+        return Ok(());
+    }
+    Err(BackupError::Invalid(format!(
+        "snapshot file integrity check failed: {} does not end with its SHA-256 (a truncated file?); --skip-hash-check takes it as it is",
+        path.display()
+    )))
+}
+
+/// An etcd snapshot file's error, as a backup's.
+fn etcd_error(e: crate::migrate::MigrateError) -> BackupError {
+    match e {
+        crate::migrate::MigrateError::HashMismatch => BackupError::HashMismatch,
+        crate::migrate::MigrateError::Io(e) => BackupError::Io(e),
+        e => BackupError::Invalid(e.to_string()),
+    }
+}
+
+/// The kv image of the etcd snapshot file at `path`, converted on a
+/// thread of its own as it is read (its SHA-256 checked first unless
+/// `skip_hash_check`).
+fn etcd_image(path: &Path, skip_hash_check: bool) -> Result<impl Read, BackupError> {
+    let size = std::fs::metadata(path)?.len();
+    require_hash(path, size, skip_hash_check)?;
+    let path = path.to_path_buf();
+    Ok(crate::pipe::Piped::spawn("cairn-etcd-import", move |w| {
+        crate::migrate::from_etcd_db(&path, skip_hash_check, w, b"")
+            .map(|_| ())
+            .map_err(etcd_error)
+    })?)
+}
+
+/// Reads the header of a backup in Cairn's format at `path` and checks
+/// its SHA-256 (unless `skip_hash_check`): the file's size and cluster
+/// id, with the reader positioned at the kv image and limited to it.
 fn open_checked(
     path: &Path,
     skip_hash_check: bool,
@@ -250,20 +321,6 @@ fn open_checked(
     let mut r = BufReader::new(File::open(path)?);
     let mut header = [0u8; HEADER_LEN as usize];
     r.read_exact(&mut header)?;
-    if &header[..8] != MAGIC {
-        if header[..7] == MAGIC[..7] {
-            return Err(BackupError::Invalid(format!(
-                "{} is a Cairn snapshot file of format {:?}, which this version does not read (it reads {:?}): use the cairnutl of the Cairn that wrote it",
-                path.display(),
-                char::from(header[7]),
-                char::from(MAGIC[7])
-            )));
-        }
-        return Err(BackupError::Invalid(format!(
-            "{} is not a Cairn snapshot file",
-            path.display()
-        )));
-    }
     let mut id = [0u8; 8];
     id.copy_from_slice(&header[8..]);
     let cluster_id = u64::from_be_bytes(id);
@@ -271,14 +328,7 @@ fn open_checked(
         let mut sha = Sha256::new();
         sha.update(header);
         let mut body = (&mut r).take(size - HEADER_LEN - HASH_LEN);
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = body.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-        }
+        io::copy(&mut body, &mut sha)?;
         let mut want = [0u8; HASH_LEN as usize];
         r.read_exact(&mut want)?;
         if sha.finalize().as_slice() != want {
@@ -290,24 +340,65 @@ fn open_checked(
     Ok((size, cluster_id, r.take(size - HEADER_LEN - HASH_LEN)))
 }
 
+/// The kv image inside the backup at `path`, its SHA-256 checked first
+/// unless `skip_hash_check` (the image's own checksum is checked by its
+/// reader), with the cluster it was taken from if the file says.
+pub fn open_image(
+    path: &Path,
+    skip_hash_check: bool,
+) -> Result<(Option<u64>, Box<dyn Read + Send>), BackupError> {
+    match format_of(path)? {
+        Format::Etcd => Ok((None, Box::new(etcd_image(path, skip_hash_check)?))),
+        Format::Cairn => {
+            let (_, cluster_id, image) = open_checked(path, skip_hash_check)?;
+            Ok((Some(cluster_id), Box::new(image)))
+        }
+    }
+}
+
+/// Hands the kv image of the backup at `path` to `consume`, the SHA-256
+/// checked first unless `skip_hash_check`; answers the cluster it was
+/// taken from, if the file says, and what `consume` answered. An etcd
+/// file is converted on another thread as it is read; its error, if
+/// any, is the one answered.
+fn with_image<T: Send>(
+    path: &Path,
+    skip_hash_check: bool,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, BackupError> + Send,
+) -> Result<(Option<u64>, T), BackupError> {
+    match format_of(path)? {
+        Format::Etcd => {
+            let size = std::fs::metadata(path)?.len();
+            require_hash(path, size, skip_hash_check)?;
+            let out = crate::pipe::through(
+                |w| {
+                    crate::migrate::from_etcd_db(path, skip_hash_check, w, b"")
+                        .map(|_| ())
+                        .map_err(etcd_error)
+                },
+                consume,
+            )?;
+            Ok((None, out))
+        }
+        Format::Cairn => {
+            let (_, cluster_id, mut image) = open_checked(path, skip_hash_check)?;
+            Ok((Some(cluster_id), consume(&mut image)?))
+        }
+    }
+}
+
 /// Reads the backup at `path` whole and checks it: the SHA-256 and the
 /// kv image's own checksum.
 pub fn inspect(path: &Path) -> Result<Summary, BackupError> {
-    let (size, cluster_id, mut image) = open_checked(path, false)?;
-    let info = cairn_kv::snapshot::inspect(&mut image)?;
+    let size = std::fs::metadata(path)?.len();
+    let (cluster_id, info) = with_image(path, false, |image| {
+        Ok(cairn_kv::snapshot::inspect(&mut { image })?)
+    })?;
     Ok(Summary {
         cluster_id,
         image: info,
         size,
     })
-}
-
-/// The kv image inside the backup at `path`, its SHA-256 checked first
-/// unless `skip_hash_check` (the image's own checksum is checked by its
-/// reader), with the cluster it was taken from.
-pub fn open_image(path: &Path, skip_hash_check: bool) -> Result<(u64, impl Read), BackupError> {
-    let (_, cluster_id, image) = open_checked(path, skip_hash_check)?;
-    Ok((cluster_id, image))
 }
 
 /// Replaces `store`'s contents with the backup at `path`, changed as
@@ -319,8 +410,10 @@ pub fn restore(
     how: &Restore,
     skip_hash_check: bool,
 ) -> Result<Summary, BackupError> {
-    let (size, cluster_id, mut image) = open_checked(path, skip_hash_check)?;
-    let info = store.import_with(&mut image, how)?;
+    let size = std::fs::metadata(path)?.len();
+    let (cluster_id, info) = with_image(path, skip_hash_check, |image| {
+        Ok(store.import_with(&mut { image }, how)?)
+    })?;
     Ok(Summary {
         cluster_id,
         image: info,

@@ -31,7 +31,8 @@
 //!   shortages); [`auth`]: users, roles, permissions and tokens;
 //!   [`alarm`]: the NOSPACE and CORRUPT alarms.
 //! - [`backup`]: the backup file (`etcdctl snapshot save`, restores);
-//!   [`migrate`]: etcd's backend files to and from kv images.
+//!   [`migrate`]: etcd's backend files to and from kv images; [`pipe`]:
+//!   an image handed between two threads.
 //! - [`raft`]: openraft's type configuration, the adapters over Cairn's
 //!   storage engines ([`cairn_kv`], [`cairn_raft_log`]), the apply
 //!   observer, and the peer transport.
@@ -60,6 +61,7 @@ pub mod lease;
 pub mod metrics;
 pub mod migrate;
 pub mod node;
+pub mod pipe;
 pub mod raft;
 pub mod status;
 pub mod tls;

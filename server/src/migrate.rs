@@ -405,6 +405,18 @@ fn write_etcd_db(image: &mut impl Read, part: &Path) -> Result<ExportSummary, Mi
         .create(true)
         .truncate(true)
         .open(part)?;
+    let (file, sum) = write_etcd_file(image, file)?;
+    file.sync_all()?;
+    Ok(sum)
+}
+
+/// Writes the kv image read from `image` into `file` (empty, opened for
+/// reading and writing) as an etcd snapshot file, its SHA-256 appended;
+/// answers the file, not synced, and what was written.
+pub fn write_etcd_file(
+    image: &mut impl Read,
+    file: File,
+) -> Result<(File, ExportSummary), MigrateError> {
     let mut db = Writer::new(BufWriter::new(file), cairn_bbolt::DEFAULT_PAGE_SIZE)?;
     let mut sum = ExportSummary::default();
     let mut leases = BTreeMap::new();
@@ -535,9 +547,8 @@ fn write_etcd_db(image: &mut impl Read, part: &Path) -> Result<ExportSummary, Mi
     let mut sha = Sha256::new();
     io::copy(&mut file, &mut sha)?;
     file.write_all(sha.finalize().as_slice())?;
-    file.sync_all()?;
     sum.size = file.metadata()?.len();
-    Ok(sum)
+    Ok((file, sum))
 }
 
 #[cfg(test)]

@@ -231,6 +231,27 @@ async fn cluster_restored_from_an_etcdctl_snapshot() {
         status["totalSize"].as_u64(),
         Some(std::fs::metadata(&file).expect("size").len())
     );
+    // The file is etcd's snapshot format: etcdctl reads it and restores
+    // an etcd member from it.
+    let theirs: serde_json::Value =
+        serde_json::from_str(ctl(&ep, &["snapshot", "status", f, "-w", "json"]).trim())
+            .expect("etcdctl's json");
+    assert_eq!(theirs["revision"].as_i64(), Some(revision), "{theirs}");
+    let etcd_dir = dir.path().join("etcd-member");
+    ctl(
+        &ep,
+        &[
+            "snapshot",
+            "restore",
+            f,
+            "--data-dir",
+            etcd_dir.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        etcd_dir.join("member/snap/db").is_file(),
+        "etcdctl restored nothing"
+    );
 
     // A flipped byte, a truncated copy and a foreign file are refused.
     let raw = std::fs::read(&file).expect("read backup");
@@ -243,15 +264,15 @@ async fn cluster_restored_from_an_etcdctl_snapshot() {
     std::fs::write(&truncated, &raw[..raw.len() - 100]).expect("write");
     let foreign = dir.path().join("foreign.db");
     std::fs::write(&foreign, vec![7u8; 4096]).expect("write");
-    // A file from a future version: another format number.
+    // A file from a future version of Cairn's own format.
     let future = dir.path().join("future.db");
-    let mut b = raw.clone();
-    b[7] = b'2';
+    let mut b = b"CAIRNBK2".to_vec();
+    b.extend_from_slice(&raw[8..]);
     std::fs::write(&future, &b).expect("write");
     for (bad, want) in [
         (&flipped, "integrity check failed"),
         (&truncated, "integrity check failed"),
-        (&foreign, "is not a Cairn snapshot file"),
+        (&foreign, "is not a snapshot file"),
         (&future, "of format '2', which this version does not read"),
     ] {
         let p = bad.to_str().expect("utf-8");

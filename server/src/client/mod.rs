@@ -467,7 +467,9 @@ impl Client {
     )> {
         self.require_root()?;
         let inner = &self.node.inner;
-        let pieces = crate::backup::stream(Arc::clone(&inner.store), inner.cluster_id);
+        // The scratch file goes beside the store, on the same disk.
+        let scratch = self.node.config().data_dir.join("member");
+        let pieces = crate::backup::stream(Arc::clone(&inner.store), scratch);
         Ok((self.current_header(), pieces))
     }
 

@@ -69,7 +69,7 @@ impl Inner {
             .create(dir)?;
         let prefix = format!("{PREFIX}{}-", self.config.name);
         let path = dir.join(format!("{prefix}{}{SUFFIX}", stamp(SystemTime::now())));
-        let info = crate::backup::write_file(&self.store, self.cluster_id, &path)?;
+        let info = crate::backup::write_file(&self.store, &path)?;
         prune(dir, &prefix, self.config.backups.keep.max(1))?;
         Ok((path, info.revision))
     }

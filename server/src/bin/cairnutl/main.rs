@@ -204,14 +204,16 @@ fn hashkv(data_dir: &Path, rev: i64, format: Format) -> Result<()> {
 fn snapshot_status(file: &Path, format: Format) -> Result<()> {
     let s = cairn::backup::inspect(file).with_context(|| format!("checking {}", file.display()))?;
     let hash = format!("{:08x}", s.image.checksum);
-    let rows = [
+    let mut rows = vec![
         ("hash", hash.clone()),
         ("revision", s.image.revision.to_string()),
         ("compacted revision", s.image.compacted.to_string()),
         ("total keys", s.image.records.to_string()),
         ("total size", s.size.to_string()),
-        ("cluster id", format!("{:x}", s.cluster_id)),
     ];
+    if let Some(id) = s.cluster_id {
+        rows.push(("cluster id", format!("{id:x}")));
+    }
     let value = json!({
         "hash": s.image.checksum,
         "revision": s.image.revision,

@@ -3,7 +3,7 @@
 //! snapshot file. The kv image passes between the two sides through a
 //! pipe, so neither holds the keyspace in memory or on disk twice.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -49,37 +49,10 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     }
 }
 
-/// Runs `produce` (writing an image) and `consume` (reading it) on two
-/// threads joined by a pipe. The producer's error comes first: a consumer
-/// that saw the pipe end early failed because of it.
-fn through_pipe<P, C, T>(produce: P, consume: C) -> Result<T>
-where
-    P: FnOnce(&mut dyn Write) -> Result<()> + Send,
-    C: FnOnce(&mut dyn Read) -> Result<T> + Send,
-    T: Send,
-{
-    let (mut r, mut w) = std::io::pipe().context("making a pipe")?;
-    std::thread::scope(|s| {
-        let producer = s.spawn(move || {
-            let out = produce(&mut w);
-            drop(w);
-            out
-        });
-        let consumed = consume(&mut r);
-        // Unblocks a producer still writing to a consumer that stopped.
-        drop(r);
-        let produced = producer
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the image's writer panicked")));
-        produced?;
-        consumed
-    })
-}
-
 fn from_etcd(from: &Path, a: &MigrateArgs) -> Result<()> {
     let mut summary = None;
     let (identity, image) = make_member(&a.member, |store| {
-        through_pipe(
+        cairn::pipe::through(
             |w| {
                 let (s, _) = cairn::migrate::from_etcd_db(from, a.skip_hash_check, w, b"")
                     .with_context(|| format!("reading {}", from.display()))?;
@@ -129,7 +102,7 @@ fn to_etcd(to: &Path, a: &MigrateArgs) -> Result<()> {
         }
         (None, Some(dir)) => {
             let (store, _) = crate::open_store(dir)?;
-            through_pipe(
+            cairn::pipe::through(
                 |w| {
                     store.export(&mut { w })?;
                     Ok(())

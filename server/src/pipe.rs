@@ -1,0 +1,73 @@
+//! Bytes handed from one thread to another through an OS pipe: a kv
+//! image exported on one side and turned into another format (or
+//! imported) on the other, so neither side holds all of it.
+
+use std::io::{self, Read, Write};
+
+/// Runs `produce` (writing) and `consume` (reading) on two threads
+/// joined by a pipe. The producer's error comes first: a consumer that
+/// saw the pipe end early failed because of it.
+pub fn through<P, C, T, E>(produce: P, consume: C) -> Result<T, E>
+where
+    P: FnOnce(&mut dyn Write) -> Result<(), E> + Send,
+    C: FnOnce(&mut dyn Read) -> Result<T, E> + Send,
+    T: Send,
+    E: From<io::Error> + Send,
+{
+    let (mut r, mut w) = io::pipe()?;
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            let out = produce(&mut w);
+            drop(w);
+            out
+        });
+        let consumed = consume(&mut r);
+        // Unblocks a producer still writing to a consumer that stopped.
+        drop(r);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the pipe's writer panicked").into()));
+        produced?;
+        consumed
+    })
+}
+
+/// What a background writer sends through a pipe, read as it comes: the
+/// writer's error, if it failed, is the reader's last read.
+pub struct Piped<E> {
+    r: io::PipeReader,
+    writer: Option<std::thread::JoinHandle<Result<(), E>>>,
+}
+
+impl<E: std::fmt::Display + Send + 'static> Piped<E> {
+    /// Starts `produce` on a thread of its own, writing into the pipe.
+    pub fn spawn(
+        name: &str,
+        produce: impl FnOnce(&mut io::PipeWriter) -> Result<(), E> + Send + 'static,
+    ) -> io::Result<Self> {
+        let (r, mut w) = io::pipe()?;
+        let writer = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || produce(&mut w))?;
+        Ok(Piped {
+            r,
+            writer: Some(writer),
+        })
+    }
+}
+
+impl<E: std::fmt::Display> Read for Piped<E> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.r.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(w) = self.writer.take() {
+                match w.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(io::Error::other(e.to_string())),
+                    Err(_) => return Err(io::Error::other("the pipe's writer panicked")),
+                }
+            }
+        }
+        Ok(n)
+    }
+}
