@@ -188,12 +188,14 @@ fn write_backup(
             Ok(())
         },
         |r| {
-            crate::migrate::write_etcd_file(&mut { r }, scratch)
+            crate::migrate::write_etcd_file(&mut { r }, scratch, false)
                 .map(|(f, _)| f)
                 .map_err(io::Error::other)
         },
     )?;
+    // Hashed as it is read back and sent, the SHA-256 last.
     file.rewind()?;
+    let mut sha = Sha256::new();
     loop {
         let mut piece = vec![0u8; CHUNK];
         let mut n = 0;
@@ -207,8 +209,10 @@ fn write_backup(
             break;
         }
         piece.truncate(n);
+        sha.update(&piece);
         send(piece)?;
     }
+    send(sha.finalize().to_vec())?;
     info.ok_or_else(|| io::Error::other("the export ended without its summary"))
 }
 

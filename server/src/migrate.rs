@@ -405,17 +405,19 @@ fn write_etcd_db(image: &mut impl Read, part: &Path) -> Result<ExportSummary, Mi
         .create(true)
         .truncate(true)
         .open(part)?;
-    let (file, sum) = write_etcd_file(image, file)?;
+    let (file, sum) = write_etcd_file(image, file, true)?;
     file.sync_all()?;
     Ok(sum)
 }
 
 /// Writes the kv image read from `image` into `file` (empty, opened for
-/// reading and writing) as an etcd snapshot file, its SHA-256 appended;
-/// answers the file, not synced, and what was written.
+/// reading and writing) as an etcd snapshot file, its SHA-256 appended
+/// if `append_hash` (a caller that reads the file back whole may hash it
+/// then instead); answers the file, not synced, and what was written.
 pub fn write_etcd_file(
     image: &mut impl Read,
     file: File,
+    append_hash: bool,
 ) -> Result<(File, ExportSummary), MigrateError> {
     let mut db = Writer::new(BufWriter::new(file), cairn_bbolt::DEFAULT_PAGE_SIZE)?;
     let mut sum = ExportSummary::default();
@@ -543,10 +545,12 @@ pub fn write_etcd_file(
         .finish()?
         .into_inner()
         .map_err(|e| MigrateError::Io(e.into_error()))?;
-    file.rewind()?;
-    let mut sha = Sha256::new();
-    io::copy(&mut file, &mut sha)?;
-    file.write_all(sha.finalize().as_slice())?;
+    if append_hash {
+        file.rewind()?;
+        let mut sha = Sha256::new();
+        io::copy(&mut file, &mut sha)?;
+        file.write_all(sha.finalize().as_slice())?;
+    }
     sum.size = file.metadata()?.len();
     Ok((file, sum))
 }

@@ -2,7 +2,12 @@
 //! image exported on one side and turned into another format (or
 //! imported) on the other, so neither side holds all of it.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+
+/// Bytes buffered on each side of a pipe: an image is written and read
+/// in small pieces (a record's header, its key), one system call each
+/// without a buffer.
+const BUFFER: usize = 256 << 10;
 
 /// Runs `produce` (writing) and `consume` (reading) on two threads
 /// joined by a pipe. The producer's error comes first: a consumer that
@@ -14,13 +19,16 @@ where
     T: Send,
     E: From<io::Error> + Send,
 {
-    let (mut r, mut w) = io::pipe()?;
+    let (r, w) = io::pipe()?;
     std::thread::scope(|s| {
-        let producer = s.spawn(move || {
+        let producer = s.spawn(move || -> Result<(), E> {
+            let mut w = BufWriter::with_capacity(BUFFER, w);
             let out = produce(&mut w);
-            drop(w);
-            out
+            let flushed = w.flush();
+            out?;
+            Ok(flushed?)
         });
+        let mut r = BufReader::with_capacity(BUFFER, r);
         let consumed = consume(&mut r);
         // Unblocks a producer still writing to a consumer that stopped.
         drop(r);
@@ -35,7 +43,7 @@ where
 /// What a background writer sends through a pipe, read as it comes: the
 /// writer's error, if it failed, is the reader's last read.
 pub struct Piped<E> {
-    r: io::PipeReader,
+    r: BufReader<io::PipeReader>,
     writer: Option<std::thread::JoinHandle<Result<(), E>>>,
 }
 
@@ -43,14 +51,22 @@ impl<E: std::fmt::Display + Send + 'static> Piped<E> {
     /// Starts `produce` on a thread of its own, writing into the pipe.
     pub fn spawn(
         name: &str,
-        produce: impl FnOnce(&mut io::PipeWriter) -> Result<(), E> + Send + 'static,
-    ) -> io::Result<Self> {
-        let (r, mut w) = io::pipe()?;
-        let writer = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || produce(&mut w))?;
+        produce: impl FnOnce(&mut dyn Write) -> Result<(), E> + Send + 'static,
+    ) -> io::Result<Self>
+    where
+        E: From<io::Error>,
+    {
+        let (r, w) = io::pipe()?;
+        let writer =
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || -> Result<(), E> {
+                    let mut w = BufWriter::with_capacity(BUFFER, w);
+                    produce(&mut w)?;
+                    Ok(w.flush()?)
+                })?;
         Ok(Piped {
-            r,
+            r: BufReader::with_capacity(BUFFER, r),
             writer: Some(writer),
         })
     }
