@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/mvccpb/kv.proto",
         "proto/etcd/authpb/auth.proto",
         "proto/etcd/etcdserverpb/rpc.proto",
+        "proto/etcd/v3lockpb/v3lock.proto",
         "proto/cairn/raft.proto",
     ];
     for f in &files {

@@ -7,6 +7,7 @@
 //! - [`authpb`]: users, roles and permissions.
 //! - [`etcdserverpb`]: every request/response and the `KV`, `Watch`, `Lease`,
 //!   `Cluster`, `Maintenance` and `Auth` services.
+//! - [`v3lockpb`]: etcd's `Lock` service (named locks over leases).
 //! - [`cairnpb`]: Cairn's own messages: the commands written to the Raft
 //!   log and the peer-to-peer service between members.
 //!
@@ -35,6 +36,12 @@ pub mod authpb {
 #[allow(missing_docs)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// etcd's `v3lockpb` package: the lock service.
+#[allow(missing_docs)]
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
 }
 
 /// Cairn's own package: Raft log commands and the peer service.

@@ -97,6 +97,8 @@ const METHODS: &[(&str, &str, &str)] = &[
     ("etcdserverpb.Auth", "RoleDelete", "unary"),
     ("etcdserverpb.Auth", "RoleGrantPermission", "unary"),
     ("etcdserverpb.Auth", "RoleRevokePermission", "unary"),
+    ("v3lockpb.Lock", "Lock", "unary"),
+    ("v3lockpb.Lock", "Unlock", "unary"),
     ("grpc.health.v1.Health", "Check", "unary"),
     ("grpc.health.v1.Health", "Watch", "server_stream"),
 ];

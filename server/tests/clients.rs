@@ -1,10 +1,11 @@
 //! The etcd clients people use, each run against Cairn and against a real
-//! etcd 3.4 in the same test: the Python `etcd3` client and the Node
-//! `etcd3` package go through the same calls (puts, ranges, deletes,
-//! txns, leases, watches, a lock, members, compaction) on a fresh
-//! single member of each, and must print the same transcript. The
-//! clients are installed on first use into the test's scratch directory
-//! under `target/` (pip and npm; versions pinned here).
+//! etcd 3.4 in the same test: the Python `etcd3` client, the Node `etcd3`
+//! package and the Rust `etcd-client` crate go through the same calls
+//! (puts, ranges, deletes, txns, leases, watches, a lock, members,
+//! compaction) on a fresh single member of each, and must print the same
+//! transcript. The Python and Node clients are installed on first use
+//! into the test's scratch directory under `target/` (pip and npm;
+//! versions pinned here).
 
 mod common;
 
@@ -166,4 +167,224 @@ async fn the_node_etcd3_package_sees_what_it_sees_on_etcd() {
     let on_etcd = run(&e);
     let on_cairn = run(&c);
     compare("node etcd3", &on_etcd, &on_cairn);
+}
+
+/// The same kind of calls through the Rust `etcd-client` crate; one
+/// line per answer, with what any etcd would answer.
+async fn rust_transcript(endpoint: &str) -> Vec<String> {
+    use etcd_client::{
+        Client, CompactionOptions, Compare, CompareOp, EventType, GetOptions,
+        LeaseTimeToLiveOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+    };
+    let mut c = Client::connect([endpoint], None).await.expect("connect");
+    let mut out = Vec::new();
+    let kvs = |r: &etcd_client::GetResponse| -> Vec<String> {
+        r.kvs()
+            .iter()
+            .map(|kv| {
+                format!(
+                    "{}={} c{} m{} v{}",
+                    kv.key_str().unwrap_or("?"),
+                    kv.value_str().unwrap_or("?"),
+                    kv.create_revision(),
+                    kv.mod_revision(),
+                    kv.version()
+                )
+            })
+            .collect()
+    };
+
+    c.put("foo", "bar", None).await.expect("put");
+    let r = c.get("foo", None).await.expect("get");
+    out.push(format!("get {:?}", kvs(&r)));
+    let r = c
+        .put("foo", "bar2", Some(PutOptions::new().with_prev_key()))
+        .await
+        .expect("put prev");
+    out.push(format!(
+        "put prev {:?} at {:?}",
+        r.prev_key()
+            .map(|kv| kv.value_str().unwrap_or("?").to_string()),
+        r.header().map(|h| h.revision())
+    ));
+    for k in ["fa", "fb", "g"] {
+        c.put(k, k.to_uppercase(), None).await.expect("put");
+    }
+    let r = c
+        .get(
+            "f",
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Value, SortOrder::Descend)
+                    .with_limit(2),
+            ),
+        )
+        .await
+        .expect("prefix");
+    out.push(format!("prefix by value {:?} more {}", kvs(&r), r.more()));
+    let r = c
+        .get("f", Some(GetOptions::new().with_prefix().with_count_only()))
+        .await
+        .expect("count");
+    out.push(format!("count {}", r.count()));
+    let r = c
+        .get("", Some(GetOptions::new().with_all_keys().with_keys_only()))
+        .await
+        .expect("keys");
+    out.push(format!("all keys {:?}", kvs(&r)));
+    let r = c
+        .delete(
+            "f",
+            Some(
+                etcd_client::DeleteOptions::new()
+                    .with_prefix()
+                    .with_prev_key(),
+            ),
+        )
+        .await
+        .expect("delete");
+    out.push(format!(
+        "deleted {} prev {}",
+        r.deleted(),
+        r.prev_kvs().len()
+    ));
+
+    let t = Txn::new()
+        .when([Compare::version("t", CompareOp::Equal, 0)])
+        .and_then([TxnOp::put("t", "created", None)])
+        .or_else([TxnOp::get("t", None)]);
+    let r = c.txn(t).await.expect("txn");
+    out.push(format!("txn created {}", r.succeeded()));
+    let t = Txn::new()
+        .when([Compare::value("t", CompareOp::NotEqual, "created")])
+        .and_then([TxnOp::delete("t", None)])
+        .or_else([TxnOp::get("g", None), TxnOp::put("t2", "x", None)]);
+    let r = c.txn(t).await.expect("txn");
+    out.push(format!(
+        "txn else {} answers {}",
+        r.succeeded(),
+        r.op_responses().len()
+    ));
+
+    let lease = c.lease_grant(60, None).await.expect("grant");
+    c.put(
+        "leased",
+        "v",
+        Some(PutOptions::new().with_lease(lease.id())),
+    )
+    .await
+    .expect("put leased");
+    let ttl = c
+        .lease_time_to_live(lease.id(), Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .expect("ttl");
+    out.push(format!(
+        "lease granted {} keys {:?}",
+        ttl.granted_ttl(),
+        ttl.keys()
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect::<Vec<_>>()
+    ));
+    c.lease_revoke(lease.id()).await.expect("revoke");
+    let r = c.get("leased", None).await.expect("get");
+    out.push(format!("after revoke {}", r.kvs().len()));
+
+    let mut w = c
+        .watch("w", Some(WatchOptions::new().with_prev_key()))
+        .await
+        .expect("watch");
+    c.put("w", "1", None).await.expect("put");
+    c.put("w", "2", None).await.expect("put");
+    c.delete("w", None).await.expect("delete");
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), w.message())
+            .await
+            .expect("a watch event in time")
+            .expect("watch")
+            .expect("stream open");
+        for e in m.events() {
+            let kv = e.kv().expect("kv");
+            events.push(format!(
+                "{} {}={} m{} prev {:?}",
+                if e.event_type() == EventType::Put {
+                    "put"
+                } else {
+                    "delete"
+                },
+                kv.key_str().unwrap_or("?"),
+                kv.value_str().unwrap_or("?"),
+                kv.mod_revision(),
+                e.prev_kv()
+                    .map(|p| p.value_str().unwrap_or("?").to_string())
+            ));
+        }
+    }
+    out.push(format!("watch {events:?}"));
+
+    let l = c.lock("the-lock", None).await.expect("lock");
+    c.unlock(l.key()).await.expect("unlock");
+    out.push("lock taken and released".into());
+    // A second holder waits for the first.
+    let a = c.lease_grant(30, None).await.expect("grant").id();
+    let b = c.lease_grant(30, None).await.expect("grant").id();
+    let first = c
+        .lock("queue", Some(etcd_client::LockOptions::new().with_lease(a)))
+        .await
+        .expect("first lock");
+    let mut other = c.clone();
+    let second = tokio::spawn(async move {
+        other
+            .lock("queue", Some(etcd_client::LockOptions::new().with_lease(b)))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let waited = !second.is_finished();
+    c.unlock(first.key()).await.expect("unlock");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), second)
+        .await
+        .expect("the second lock in time")
+        .expect("task")
+        .expect("second lock");
+    out.push(format!(
+        "second waited {waited}, then held {}",
+        String::from_utf8_lossy(got.key()).starts_with("queue/")
+    ));
+    out.push(format!(
+        "members {}",
+        c.member_list().await.expect("members").members().len()
+    ));
+
+    let rev = c.get("t", None).await.expect("get").kvs()[0].mod_revision();
+    c.put("t", "again", None).await.expect("put");
+    c.compact(rev, Some(CompactionOptions::new().with_physical()))
+        .await
+        .expect("compact");
+    let r = c
+        .get("t", Some(GetOptions::new().with_revision(rev - 1)))
+        .await;
+    out.push(format!(
+        "read below the compaction: {}",
+        match r {
+            Ok(r) => format!("count {}", r.count()),
+            Err(etcd_client::Error::GRpcStatus(s)) => format!("{:?} {}", s.code(), s.message()),
+            Err(e) => format!("{e}"),
+        }
+    ));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_etcd_client_crate_sees_what_it_sees_on_etcd() {
+    let (_etcd, _cairn, e, c) = fresh_pair().await;
+    let on_etcd = rust_transcript(&e).await.join("\n");
+    let on_cairn = rust_transcript(&c).await.join("\n");
+    assert!(on_etcd.lines().count() > 10, "{on_etcd}");
+    assert!(
+        on_etcd.contains("second waited true, then held true"),
+        "{on_etcd}"
+    );
+    compare("rust etcd-client", &on_etcd, &on_cairn);
 }

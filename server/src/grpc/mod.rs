@@ -7,7 +7,8 @@
 //! hub ([`crate::watch`]) by one task per stream.
 //!
 //! - [`kv`], [`lease`], [`cluster`], [`maintenance`], [`watch`],
-//!   [`auth`]: etcd's services; `watch_stream`: one watch stream's task.
+//!   [`auth`], [`lock`]: etcd's services; `watch_stream`: one watch
+//!   stream's task.
 //! - [`refusals`]: every refused call logged with the client's address.
 //! - `metadata`: the `hasleader` request metadata; [`authority`]: any
 //!   `:authority` a client sends accepted, as etcd does.
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod coalesce;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 mod metadata;
 pub mod observe;
@@ -139,7 +141,8 @@ pub async fn serve(
             .add_service(MaintenanceService::server(&node))
             .add_service(WatchService::server(&node))
             .add_service(LeaseService::server(&node))
-            .add_service(AuthService::server(&node));
+            .add_service(AuthService::server(&node))
+            .add_service(lock::LockService::server(&node));
         let routes = tonic::service::Routes::from(
             routes
                 .routes()
