@@ -101,7 +101,8 @@ fn spawn_export<T: Send + 'static>(
         })
 }
 
-/// Runs `f` (a blocking export) as [`spawn_export`] does and waits for it.
+/// Runs `f` (a blocking export) on a thread of its own at the export's
+/// lower priority, as streamed backups are, and waits for it.
 pub async fn in_background<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
