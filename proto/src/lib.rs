@@ -7,7 +7,8 @@
 //! - [`authpb`]: users, roles and permissions.
 //! - [`etcdserverpb`]: every request/response and the `KV`, `Watch`, `Lease`,
 //!   `Cluster`, `Maintenance` and `Auth` services.
-//! - [`v3lockpb`]: etcd's `Lock` service (named locks over leases).
+//! - [`v3lockpb`], [`v3electionpb`]: etcd's `Lock` and `Election`
+//!   services (named locks and elections over leases).
 //! - [`cairnpb`]: Cairn's own messages: the commands written to the Raft
 //!   log and the peer-to-peer service between members.
 //!
@@ -42,6 +43,12 @@ pub mod etcdserverpb {
 #[allow(missing_docs)]
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's `v3electionpb` package: the election service.
+#[allow(missing_docs)]
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
 }
 
 /// Cairn's own package: Raft log commands and the peer service.

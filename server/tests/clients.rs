@@ -1,8 +1,8 @@
 //! The etcd clients people use, each run against Cairn and against a real
 //! etcd 3.4 in the same test: the Python `etcd3` client, the Node `etcd3`
 //! package and the Rust `etcd-client` crate go through the same calls
-//! (puts, ranges, deletes, txns, leases, watches, a lock, members,
-//! compaction) on a fresh single member of each, and must print the same
+//! (puts, ranges, deletes, txns, leases, watches, locks, an election,
+//! members, compaction) on a fresh single member of each, and must print the same
 //! transcript. The Python and Node clients are installed on first use
 //! into the test's scratch directory under `target/` (pip and npm;
 //! versions pinned here).
@@ -352,6 +352,73 @@ async fn rust_transcript(endpoint: &str) -> Vec<String> {
         "second waited {waited}, then held {}",
         String::from_utf8_lossy(got.key()).starts_with("queue/")
     ));
+    // An election: a leader proclaims, a second candidate waits, an
+    // observer sees each leader, the first resigns and the second leads.
+    {
+        use etcd_client::{ProclaimOptions, ResignOptions};
+        let a = c.lease_grant(30, None).await.expect("grant").id();
+        let b = c.lease_grant(30, None).await.expect("grant").id();
+        let first = c.campaign("vote", "one", a).await.expect("campaign");
+        let first = first.leader().expect("leader key").clone();
+        c.proclaim(
+            "one-b",
+            Some(ProclaimOptions::new().with_leader(first.clone())),
+        )
+        .await
+        .expect("proclaim");
+        let now = c.leader("vote").await.expect("leader");
+        let value = |r: &etcd_client::LeaderResponse| {
+            r.kv()
+                .map(|kv| kv.value_str().unwrap_or("?").to_string())
+                .unwrap_or_default()
+        };
+        out.push(format!("leader says {}", value(&now)));
+        let mut observer = c.observe("vote").await.expect("observe");
+        let seen = observer.message().await.expect("observe").expect("open");
+        out.push(format!("observed {}", value(&seen)));
+        let mut other = c.clone();
+        let second = tokio::spawn(async move { other.campaign("vote", "two", b).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let waited = !second.is_finished();
+        c.resign(Some(ResignOptions::new().with_leader(first.clone())))
+            .await
+            .expect("resign");
+        let won = tokio::time::timeout(std::time::Duration::from_secs(10), second)
+            .await
+            .expect("the second campaign in time")
+            .expect("task")
+            .expect("campaign");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), observer.message())
+            .await
+            .expect("the observer sees the new leader")
+            .expect("observe")
+            .expect("open");
+        out.push(format!(
+            "second waited {waited}, leads {}, observed {}",
+            won.leader().is_some(),
+            value(&next)
+        ));
+        let stale = c
+            .proclaim("late", Some(ProclaimOptions::new().with_leader(first)))
+            .await;
+        out.push(format!(
+            "proclaim after resigning: {}",
+            match stale {
+                Ok(_) => "accepted".to_string(),
+                Err(etcd_client::Error::GRpcStatus(s)) => s.message().to_string(),
+                Err(e) => e.to_string(),
+            }
+        ));
+        let none = c.leader("nobody").await;
+        out.push(format!(
+            "leader of an empty election: {}",
+            match none {
+                Ok(r) => format!("{:?}", r.kv().map(|kv| kv.key().to_vec())),
+                Err(etcd_client::Error::GRpcStatus(s)) => s.message().to_string(),
+                Err(e) => e.to_string(),
+            }
+        ));
+    }
     out.push(format!(
         "members {}",
         c.member_list().await.expect("members").members().len()
@@ -383,7 +450,8 @@ async fn the_rust_etcd_client_crate_sees_what_it_sees_on_etcd() {
     let on_cairn = rust_transcript(&c).await.join("\n");
     assert!(on_etcd.lines().count() > 10, "{on_etcd}");
     assert!(
-        on_etcd.contains("second waited true, then held true"),
+        on_etcd.contains("second waited true, then held true")
+            && on_etcd.contains("second waited true, leads true, observed two"),
         "{on_etcd}"
     );
     compare("rust etcd-client", &on_etcd, &on_cairn);

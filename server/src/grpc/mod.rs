@@ -7,8 +7,9 @@
 //! hub ([`crate::watch`]) by one task per stream.
 //!
 //! - [`kv`], [`lease`], [`cluster`], [`maintenance`], [`watch`],
-//!   [`auth`], [`lock`]: etcd's services; `watch_stream`: one watch
-//!   stream's task.
+//!   [`auth`], [`lock`], [`election`]: etcd's services; `watch_stream`:
+//!   one watch stream's task; `queue`: the keys queued by creation that
+//!   locks and elections are made of.
 //! - [`refusals`]: every refused call logged with the client's address.
 //! - `metadata`: the `hasleader` request metadata; [`authority`]: any
 //!   `:authority` a client sends accepted, as etcd does.
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod authority;
 pub mod cluster;
 pub mod coalesce;
+pub mod election;
 pub mod kv;
 pub mod lease;
 pub mod lock;
@@ -30,6 +32,7 @@ pub mod maintenance;
 mod metadata;
 pub mod observe;
 pub mod oversize;
+mod queue;
 pub mod refusals;
 pub mod watch;
 mod watch_stream;
@@ -142,7 +145,8 @@ pub async fn serve(
             .add_service(WatchService::server(&node))
             .add_service(LeaseService::server(&node))
             .add_service(AuthService::server(&node))
-            .add_service(lock::LockService::server(&node));
+            .add_service(lock::LockService::server(&node))
+            .add_service(election::ElectionService::server(&node));
         let routes = tonic::service::Routes::from(
             routes
                 .routes()
