@@ -14,10 +14,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
+    let encoded = prost::Message::encode_to_vec(&descriptors);
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .bytes(".")
         .compile_fds(descriptors)?;
+    // proto3's JSON mapping of etcd's packages, with the .proto field
+    // names (etcd's gateway speaks them).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .out_dir(&out)
+        .preserve_proto_field_names()
+        .build(&[
+            ".etcdserverpb",
+            ".mvccpb",
+            ".authpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     Ok(())
 }

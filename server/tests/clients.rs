@@ -3,7 +3,8 @@
 //! package and the Rust `etcd-client` crate go through the same calls
 //! (puts, ranges, deletes, txns, leases, watches, locks, an election,
 //! members, compaction) on a fresh single member of each, and must print the same
-//! transcript. The Python and Node clients are installed on first use
+//! transcript; so must OpenStack's `etcd3gw`, which speaks etcd's JSON
+//! gateway. The Python and Node clients are installed on first use
 //! into the test's scratch directory under `target/` (pip and npm;
 //! versions pinned here).
 
@@ -15,9 +16,10 @@ use std::sync::OnceLock;
 
 use common::{Cluster, Etcd};
 
-/// The Python client and the protobuf runtime it was written for (it
-/// does not run on protobuf 4).
-const PYTHON_PACKAGES: &[&str] = &["etcd3==0.12.0", "protobuf==3.20.3"];
+/// The Python clients: `etcd3` (gRPC) with the protobuf runtime it was
+/// written for (it does not run on protobuf 4), and OpenStack's `etcd3gw`
+/// (etcd's JSON gateway).
+const PYTHON_PACKAGES: &[&str] = &["etcd3==0.12.0", "protobuf==3.20.3", "etcd3gw==2.7.0"];
 /// The Node client.
 const NODE_PACKAGE: &str = "etcd3@1.1.2";
 
@@ -149,6 +151,22 @@ async fn the_python_etcd3_client_sees_what_it_sees_on_etcd() {
     let on_etcd = run(&e);
     let on_cairn = run(&c);
     compare("python etcd3", &on_etcd, &on_cairn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_gateway_answers_etcd3gw_as_etcd_does() {
+    let py = python();
+    let (_etcd, _cairn, e, c) = fresh_pair().await;
+    let run = |ep: &str| {
+        transcript(
+            Command::new(py).arg(script("python_etcd3gw.py")),
+            ep,
+            "python etcd3gw",
+        )
+    };
+    let on_etcd = run(&e);
+    let on_cairn = run(&c);
+    compare("python etcd3gw", &on_etcd, &on_cairn);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,4 +473,83 @@ async fn the_rust_etcd_client_crate_sees_what_it_sees_on_etcd() {
         "{on_etcd}"
     );
     compare("rust etcd-client", &on_etcd, &on_cairn);
+}
+
+/// A POST to `url` with `body` through curl: the HTTP status and the
+/// JSON answer, with what differs between any two etcds (ids, terms)
+/// taken out of its headers.
+fn gateway_post(url: &str, body: &str) -> (u16, serde_json::Value) {
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST", "-w", "\n%{http_code}", "-d", body, url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (json, code) = text.rsplit_once('\n').expect("status line");
+    let mut v: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{url} {body}: {e}: {json}"));
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for k in ["cluster_id", "member_id", "raft_term", "ID", "member"] {
+                    m.remove(k);
+                }
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    (code.trim().parse().expect("status"), v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_gateway_answers_curl_as_etcd_does() {
+    let (_etcd, _cairn, e, c) = fresh_pair().await;
+    let calls: &[(&str, &str)] = &[
+        ("/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#),
+        (
+            "/v3/kv/put",
+            r#"{"key":"Zm9v","value":"YmF6","prev_kv":true}"#,
+        ),
+        ("/v3/kv/range", r#"{"key":"Zm9v"}"#),
+        (
+            "/v3beta/kv/range",
+            r#"{"key":"Zg==","range_end":"Zw==","keys_only":true}"#,
+        ),
+        ("/v3/kv/range", r#"{"key":"Zm9v","revision":"100"}"#),
+        ("/v3/kv/put", r#"{"value":"YmFy"}"#),
+        (
+            "/v3/kv/txn",
+            r#"{"compare":[{"target":"VALUE","key":"Zm9v","value":"YmF6"}],"success":[{"request_put":{"key":"dA==","value":"eA=="}}],"failure":[{"request_range":{"key":"Zm9v"}}]}"#,
+        ),
+        (
+            "/v3/kv/txn",
+            r#"{"compare":[{"target":"CREATE","key":"Zm9v","createRevision":"100"}],"failure":[{"requestRange":{"key":"dA=="}}]}"#,
+        ),
+        ("/v3/kv/deleterange", r#"{"key":"dA==","prev_kv":true}"#),
+        ("/v3/kv/compaction", r#"{"revision":"3"}"#),
+        ("/v3/kv/range", r#"{"key":"Zm9v","revision":"2"}"#),
+        ("/v3/lease/grant", r#"{"TTL":"30","ID":"77"}"#),
+        ("/v3/lease/timetolive", r#"{"ID":"77","keys":true}"#),
+        ("/v3/lease/leases", "{}"),
+        ("/v3/lease/revoke", r#"{"ID":"77"}"#),
+        ("/v3/lease/revoke", r#"{"ID":"77"}"#),
+        ("/v3/auth/authenticate", r#"{"name":"x","password":"y"}"#),
+    ];
+    for (path, body) in calls {
+        let (ecode, ejson) = gateway_post(&format!("http://{e}{path}"), body);
+        let (ccode, cjson) = gateway_post(&format!("http://{c}{path}"), body);
+        assert_eq!(
+            (ccode, &cjson),
+            (ecode, &ejson),
+            "POST {path} {body}: Cairn, then etcd"
+        );
+    }
+    // A body that is not JSON: both refuse it as an invalid argument
+    // (the parsers' messages differ).
+    let (ecode, ejson) = gateway_post(&format!("http://{e}/v3/kv/range"), "garbage");
+    let (ccode, cjson) = gateway_post(&format!("http://{c}/v3/kv/range"), "garbage");
+    assert_eq!((ccode, &cjson["code"]), (ecode, &ejson["code"]));
+    assert_eq!(ccode, 400);
 }

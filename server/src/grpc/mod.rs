@@ -35,7 +35,7 @@ pub mod oversize;
 mod queue;
 pub mod refusals;
 pub mod watch;
-mod watch_stream;
+pub(crate) mod watch_stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -152,6 +152,7 @@ pub async fn serve(
                 .routes()
                 .into_axum_router()
                 .merge(crate::http::router(node.clone()))
+                .merge(crate::http::gateway::router(node.clone()))
                 .fallback(crate::http::not_found),
         );
         let router = tonic::transport::Server::builder()

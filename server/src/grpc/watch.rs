@@ -22,7 +22,7 @@ pub(crate) const HISTORY_CHUNK: usize = 1000;
 pub(crate) const HISTORY_CHUNK_BYTES: usize = 1 << 20;
 
 /// Responses buffered per stream.
-const STREAM_BUFFER: usize = 256;
+pub(crate) const STREAM_BUFFER: usize = 256;
 
 /// Bytes of responses (keys and values, roughly) a stream may have
 /// waiting for its client: a client that does not read holds the stream's

@@ -29,7 +29,7 @@ use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::mvccpb;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use super::watch::{
     Outgoing, CATCH_UP_PERMITS, HISTORY_CHUNK, HISTORY_CHUNK_BYTES, INVALID_WATCH_ID,
@@ -46,9 +46,9 @@ type Tx = mpsc::Sender<Outgoing>;
 
 /// Serves one stream until the client goes away (or, with `hasleader`,
 /// the member loses its leader).
-pub(super) async fn serve(
+pub(crate) async fn serve(
     node: Node,
-    mut incoming: Streaming<pb::WatchRequest>,
+    mut incoming: impl futures::Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + Send,
     tx: Tx,
     progress_interval: Duration,
     wants_leader: bool,
@@ -82,10 +82,10 @@ pub(super) async fn serve(
     let mut requests_done = false;
     while hub.open {
         tokio::select! {
-            m = incoming.message(), if !requests_done => match m {
-                Ok(Some(req)) => hub.on_request(req).await,
-                Ok(None) => requests_done = true,
-                Err(_) => break,
+            m = futures::StreamExt::next(&mut incoming), if !requests_done => match m {
+                Some(Ok(req)) => hub.on_request(req).await,
+                None => requests_done = true,
+                Some(Err(_)) => break,
             },
             r = rx.recv() => match r {
                 Ok(batch) => hub.on_revision(&batch).await,

@@ -6,7 +6,9 @@
 //! stream on the same connection.
 //!
 //! - [`health`]: the checks behind the three probes, with etcd's answers.
+//! - [`gateway`]: etcd's JSON gateway (`/v3/...`), client port only.
 
+pub mod gateway;
 pub mod health;
 
 use axum::extract::State;

@@ -1,0 +1,392 @@
+//! etcd's JSON gateway on the client port: `POST /v3/<service>/<call>`
+//! with a request as JSON, answered with the response as JSON, as etcd's
+//! grpc-gateway does (proto3's JSON mapping with the .proto field names:
+//! bytes in base64, 64-bit integers as strings, fields at their default
+//! left out). The paths under `/v3beta/` are the same calls, as in etcd
+//! 3.4.
+//!
+//! Each call goes through the in-process [`Client`] as the caller: with
+//! auth on, the token from `Authenticate` is sent in the `Authorization`
+//! header (or `token`). A refusal is etcd's JSON error, `{"error",
+//! "message", "code"}` with the gRPC code, under the HTTP status
+//! grpc-gateway gives that code. `/v3/watch` streams one JSON object per
+//! line, `{"result": WatchResponse}`, for the watch requests in the body,
+//! until the client goes away.
+
+use std::future::Future;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use cairn_proto::etcdserverpb as pb;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Code, Status};
+
+use crate::node::Node;
+use crate::Client;
+
+/// The gateway's routes, under `/v3/` and `/v3beta/`.
+pub fn router(node: Node) -> Router {
+    let limit = node.max_recv_bytes();
+    let calls = Router::new()
+        .route("/kv/range", post(range))
+        .route("/kv/put", post(put))
+        .route("/kv/deleterange", post(delete_range))
+        .route("/kv/txn", post(txn))
+        .route("/kv/compaction", post(compaction))
+        .route("/watch", post(watch))
+        .route("/lease/grant", post(lease_grant))
+        .route("/lease/revoke", post(lease_revoke))
+        .route("/kv/lease/revoke", post(lease_revoke))
+        .route("/lease/keepalive", post(lease_keep_alive))
+        .route("/lease/timetolive", post(lease_time_to_live))
+        .route("/kv/lease/timetolive", post(lease_time_to_live))
+        .route("/lease/leases", post(lease_leases))
+        .route("/kv/lease/leases", post(lease_leases))
+        .route("/cluster/member/list", post(member_list))
+        .route("/maintenance/status", post(status))
+        .route("/auth/authenticate", post(authenticate));
+    Router::new()
+        .nest("/v3", calls.clone())
+        .nest("/v3beta", calls)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(node)
+}
+
+/// The HTTP status grpc-gateway answers a gRPC code with.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// etcd's gateway error body.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    code: i32,
+}
+
+fn error_body(s: &Status) -> String {
+    serde_json::to_string(&ErrorBody {
+        error: s.message(),
+        message: s.message(),
+        code: s.code() as i32,
+    })
+    .unwrap_or_default()
+}
+
+fn refused(s: Status) -> Response {
+    (
+        http_status(s.code()),
+        [(header::CONTENT_TYPE, "application/json")],
+        error_body(&s),
+    )
+        .into_response()
+}
+
+fn json<T: Serialize>(v: &T) -> Response {
+    match serde_json::to_string(v) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => refused(Status::internal(e.to_string())),
+    }
+}
+
+/// A request from a JSON body (an empty body is the request with every
+/// field at its default).
+fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The client for the caller: the user the token in `Authorization`
+/// (or `token`) names, with auth on.
+fn caller(node: &Node, headers: &HeaderMap) -> Result<Client, Status> {
+    let client = node.client().as_remote(None);
+    if !node.inner.auth.is_enabled() {
+        return Ok(client);
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .or_else(|| headers.get("token"))
+        .and_then(|v| v.to_str().ok());
+    let user = node.inner.auth.identify(token, None)?;
+    Ok(client.as_remote(user))
+}
+
+/// One unary call: the body parsed, `call` made as the caller.
+async fn unary<Req, Resp, F, Fut>(node: Node, headers: HeaderMap, body: Bytes, call: F) -> Response
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    F: FnOnce(Client, Req) -> Fut,
+    Fut: Future<Output = crate::client::Result<Resp>>,
+{
+    let req = match parse::<Req>(&body) {
+        Ok(r) => r,
+        Err(s) => return refused(s),
+    };
+    let client = match caller(&node, &headers) {
+        Ok(c) => c,
+        Err(s) => return refused(s),
+    };
+    match call(client, req).await {
+        Ok(resp) => json(&resp),
+        Err(e) => refused(Status::from(e)),
+    }
+}
+
+async fn range(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(
+        n,
+        h,
+        b,
+        |c, r: pb::RangeRequest| async move { c.range(r).await },
+    )
+    .await
+}
+
+async fn put(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(
+        n,
+        h,
+        b,
+        |c, r: pb::PutRequest| async move { c.put(r).await },
+    )
+    .await
+}
+
+async fn delete_range(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(n, h, b, |c, r: pb::DeleteRangeRequest| async move {
+        c.delete_range(r).await
+    })
+    .await
+}
+
+async fn txn(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(
+        n,
+        h,
+        b,
+        |c, r: pb::TxnRequest| async move { c.txn(r).await },
+    )
+    .await
+}
+
+async fn compaction(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(n, h, b, |c, r: pb::CompactionRequest| async move {
+        c.compact(r).await
+    })
+    .await
+}
+
+async fn lease_grant(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(n, h, b, |c, r: pb::LeaseGrantRequest| async move {
+        c.lease_grant(r).await
+    })
+    .await
+}
+
+async fn lease_revoke(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(n, h, b, |c, r: pb::LeaseRevokeRequest| async move {
+        c.lease_revoke(r.id).await
+    })
+    .await
+}
+
+/// One keep-alive, answered as the first message of etcd's stream is:
+/// `{"result": LeaseKeepAliveResponse}`.
+async fn lease_keep_alive(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    #[derive(Serialize)]
+    struct Streamed {
+        result: pb::LeaseKeepAliveResponse,
+    }
+    unary(n, h, b, |c, r: pb::LeaseKeepAliveRequest| async move {
+        Ok(Streamed {
+            result: c.lease_keep_alive_response(r.id).await?,
+        })
+    })
+    .await
+}
+
+async fn lease_time_to_live(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(n, h, b, |c, r: pb::LeaseTimeToLiveRequest| async move {
+        c.lease_time_to_live(r.id, r.keys).await
+    })
+    .await
+}
+
+async fn lease_leases(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(n, h, b, |c, _: pb::LeaseLeasesRequest| async move {
+        c.lease_leases()
+    })
+    .await
+}
+
+async fn member_list(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(n, h, b, |c, r: pb::MemberListRequest| async move {
+        c.member_list(r).await
+    })
+    .await
+}
+
+async fn status(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(n, h, b, |c, _: pb::StatusRequest| async move {
+        c.status().await
+    })
+    .await
+}
+
+async fn authenticate(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+    unary(n, h, b, |c, r: pb::AuthenticateRequest| async move {
+        c.authenticate(r).await
+    })
+    .await
+}
+
+/// The watch requests in a body: one JSON object after another.
+fn watch_requests(body: &[u8]) -> Result<Vec<pb::WatchRequest>, Status> {
+    let mut out = Vec::new();
+    for r in serde_json::Deserializer::from_slice(body).into_iter::<pb::WatchRequest>() {
+        out.push(r.map_err(|e| Status::invalid_argument(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+/// `/v3/watch`: the body's watch requests on one watch stream, its
+/// answers streamed one JSON object per line.
+async fn watch(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        result: &'a pb::WatchResponse,
+    }
+    #[derive(Serialize)]
+    struct Failed<'a> {
+        error: ErrorBody<'a>,
+    }
+    let requests = match watch_requests(&body) {
+        Ok(r) => r,
+        Err(s) => return refused(s),
+    };
+    let user = if node.inner.auth.is_enabled() {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .or_else(|| headers.get("token"))
+            .and_then(|v| v.to_str().ok());
+        match node.inner.auth.identify(token, None) {
+            Ok(u) => u,
+            Err(e) => return refused(Status::from(e)),
+        }
+    } else {
+        None
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::grpc::watch::STREAM_BUFFER);
+    let incoming = futures::stream::iter(requests.into_iter().map(Ok))
+        // The stream stays open for events after the requests, as an
+        // etcd client's does until it goes away.
+        .chain(futures::stream::pending());
+    let progress = node.config().watch_progress_notify_interval;
+    tokio::spawn(crate::grpc::watch_stream::serve(
+        node,
+        Box::pin(incoming),
+        tx,
+        progress,
+        false,
+        user,
+    ));
+    let lines = tokio_stream::wrappers::ReceiverStream::new(rx).map(|(resp, _share)| {
+        let line = match &resp {
+            Ok(r) => serde_json::to_string(&Line { result: r }),
+            Err(s) => serde_json::to_string(&Failed {
+                error: ErrorBody {
+                    error: s.message(),
+                    message: s.message(),
+                    code: s.code() as i32,
+                },
+            }),
+        };
+        line.map(|mut l| {
+            l.push('\n');
+            Bytes::from(l)
+        })
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcds_json_reads_and_writes() {
+        let r: pb::RangeRequest =
+            serde_json::from_str(r#"{"key":"Zm9v","range_end":"Zm9w","revision":"3","limit":2}"#)
+                .expect("range request");
+        assert_eq!(&r.key[..], b"foo");
+        assert_eq!(&r.range_end[..], b"fop");
+        assert_eq!((r.revision, r.limit), (3, 2));
+        // The JSON names too, and enums by name.
+        let t: pb::TxnRequest = serde_json::from_str(
+            r#"{"compare":[{"target":"CREATE","key":"Zm9v","createRevision":"2"}],"success":[{"requestRange":{"key":"Zm9v"}}]}"#,
+        )
+        .expect("txn");
+        assert_eq!(
+            t.compare[0].target,
+            pb::compare::CompareTarget::Create as i32
+        );
+        let kv = cairn_proto::mvccpb::KeyValue {
+            key: Bytes::from_static(b"foo"),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            value: Bytes::from_static(b"bar"),
+            lease: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&kv).expect("json"),
+            r#"{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}"#
+        );
+        assert_eq!(watch_requests(b"").expect("none").len(), 0);
+        assert!(watch_requests(b"{\"create_request\":").is_err());
+    }
+
+    #[test]
+    fn codes_map_as_grpc_gateway_maps_them() {
+        assert_eq!(http_status(Code::OutOfRange), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status(Code::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(
+            http_status(Code::FailedPrecondition),
+            StatusCode::PRECONDITION_FAILED
+        );
+    }
+}
