@@ -1,4 +1,5 @@
-//! `etcdserverpb.KV`: each call translated into the [`Client`]'s.
+//! `etcdserverpb.KV`: each call translated into the [`Client`]'s;
+//! `RangeStream` chunked by [`super::range_stream`].
 
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::kv_server::{Kv, KvServer};
@@ -13,6 +14,9 @@ pub struct KvService {
     node: Node,
     client: Client,
 }
+
+type RangeChunks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::RangeStreamResponse, Status>> + Send>>;
 
 impl KvService {
     /// The service over `node`, with etcd's receive limit.
@@ -70,6 +74,21 @@ impl Kv for KvService {
                 .txn(req.into_inner())
                 .await?,
         ))
+    }
+
+    type RangeStreamStream = RangeChunks;
+
+    async fn range_stream(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        check_leader(&self.node, &req)?;
+        let client = caller(&self.node, &self.client, &req)?.into_owned();
+        let target = self.node.config().max_request_bytes;
+        let chunks = super::range_stream::stream(client, req.into_inner(), target);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(chunks),
+        )))
     }
 
     async fn compact(

@@ -9,7 +9,8 @@
 //! - [`kv`], [`lease`], [`cluster`], [`maintenance`], [`watch`],
 //!   [`auth`], [`lock`], [`election`]: etcd's services; `watch_stream`:
 //!   one watch stream's task; `queue`: the keys queued by creation that
-//!   locks and elections are made of.
+//!   locks and elections are made of; `range_stream`: a range in
+//!   chunks (etcd 3.7's `KV.RangeStream`).
 //! - [`refusals`]: every refused call logged with the client's address.
 //! - `metadata`: the `hasleader` request metadata; [`authority`]: any
 //!   `:authority` a client sends accepted, as etcd does.
@@ -33,6 +34,7 @@ mod metadata;
 pub mod observe;
 pub mod oversize;
 mod queue;
+mod range_stream;
 pub mod refusals;
 pub mod watch;
 pub(crate) mod watch_stream;
