@@ -65,6 +65,8 @@ pub enum Error {
     PeerUrlsNotProvided,
     /// A URL that cannot be used (the reason).
     InvalidUrl(String),
+    /// A member change with a peer URL that is not one.
+    MemberBadUrls,
     /// Moving leadership to a member that is not a voter.
     BadLeaderTransferee,
     /// Raft refused a membership change (its reason).

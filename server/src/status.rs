@@ -41,6 +41,7 @@ pub mod msg {
     pub const LEARNER_NOT_READY: &str =
         "etcdserver: can only promote a learner member which is in sync with leader";
     pub const PEER_URLS_NOT_PROVIDED: &str = "etcdserver: member peer URLs are not provided";
+    pub const MEMBER_BAD_URLS: &str = "etcdserver: given member URLs are invalid";
     pub const BAD_LEADER_TRANSFEREE: &str = "etcdserver: bad leader transferee";
     pub const USER_EMPTY: &str = "etcdserver: user name is empty";
     pub const PERMISSION_DENIED: &str = "etcdserver: permission denied";
@@ -80,6 +81,7 @@ pub fn code(e: &Error) -> Code {
         | Error::RequestTooLarge
         | Error::PeerUrlsNotProvided
         | Error::InvalidUrl(_)
+        | Error::MemberBadUrls
         | Error::UserEmpty
         | Error::AuthFailed
         | Error::RoleEmpty
@@ -143,6 +145,7 @@ pub fn message(e: &Error) -> Cow<'static, str> {
         Error::MemberNotLearner => msg::MEMBER_NOT_LEARNER,
         Error::LearnerNotReady => msg::LEARNER_NOT_READY,
         Error::PeerUrlsNotProvided => msg::PEER_URLS_NOT_PROVIDED,
+        Error::MemberBadUrls => msg::MEMBER_BAD_URLS,
         Error::BadLeaderTransferee => msg::BAD_LEADER_TRANSFEREE,
         Error::UserEmpty => msg::USER_EMPTY,
         Error::PermissionDenied => msg::PERMISSION_DENIED,

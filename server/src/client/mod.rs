@@ -305,8 +305,9 @@ impl Client {
     /// etcd's MemberAdd: the member gets an id and joins as a learner (a
     /// voter is promoted once it caught up).
     pub async fn member_add(&self, req: pb::MemberAddRequest) -> Result<pb::MemberAddResponse> {
-        self.require_root()?;
+        // Malformed URLs first, as etcd checks them before the caller.
         check_peer_urls(&req.peer_ur_ls)?;
+        self.require_root()?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -599,7 +600,9 @@ fn check_peer_urls(urls: &[String]) -> Result<()> {
         return Err(Error::PeerUrlsNotProvided);
     }
     for u in urls {
-        crate::config::check_url(u).map_err(Error::InvalidUrl)?;
+        if crate::config::check_url(u).is_err() {
+            return Err(Error::MemberBadUrls);
+        }
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
 //! etcd's JSON gateway on the client port: `POST /v3/<service>/<call>`
+//! (KV, Watch, Lease, Cluster, Maintenance but its snapshot, and Auth)
 //! with a request as JSON, answered with the response as JSON, as etcd's
 //! grpc-gateway does (proto3's JSON mapping with the .proto field names:
 //! bytes in base64, 64-bit integers as strings, fields at their default
@@ -48,9 +49,33 @@ pub fn router(node: Node) -> Router {
         .route("/kv/lease/timetolive", post(lease_time_to_live))
         .route("/lease/leases", post(lease_leases))
         .route("/kv/lease/leases", post(lease_leases))
+        .route("/cluster/member/add", post(member_add))
+        .route("/cluster/member/remove", post(member_remove))
+        .route("/cluster/member/update", post(member_update))
+        .route("/cluster/member/promote", post(member_promote))
         .route("/cluster/member/list", post(member_list))
         .route("/maintenance/status", post(status))
-        .route("/auth/authenticate", post(authenticate));
+        .route("/maintenance/alarm", post(alarm))
+        .route("/maintenance/defragment", post(defragment))
+        .route("/maintenance/hash", post(hash))
+        .route("/maintenance/transfer-leadership", post(move_leader))
+        .route("/auth/authenticate", post(authenticate))
+        .route("/auth/enable", post(auth_enable))
+        .route("/auth/disable", post(auth_disable))
+        .route("/auth/status", post(auth_status))
+        .route("/auth/user/add", post(user_add))
+        .route("/auth/user/get", post(user_get))
+        .route("/auth/user/list", post(user_list))
+        .route("/auth/user/delete", post(user_delete))
+        .route("/auth/user/changepw", post(user_change_password))
+        .route("/auth/user/grant", post(user_grant_role))
+        .route("/auth/user/revoke", post(user_revoke_role))
+        .route("/auth/role/add", post(role_add))
+        .route("/auth/role/get", post(role_get))
+        .route("/auth/role/list", post(role_list))
+        .route("/auth/role/delete", post(role_delete))
+        .route("/auth/role/grant", post(role_grant_permission))
+        .route("/auth/role/revoke", post(role_revoke_permission));
     Router::new()
         .nest("/v3", calls.clone())
         .nest("/v3beta", calls)
@@ -161,63 +186,107 @@ where
     }
 }
 
-async fn range(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(
-        n,
-        h,
-        b,
-        |c, r: pb::RangeRequest| async move { c.range(r).await },
-    )
-    .await
+/// A handler for one unary call: the request type, and the call made
+/// on the caller's client `c` with the request `r`.
+macro_rules! call {
+    ($name:ident, $req:ty, |$c:ident, $r:pat_param| $body:expr) => {
+        async fn $name(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+            unary(n, h, b, |$c, $r: $req| async move { $body }).await
+        }
+    };
 }
 
-async fn put(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(
-        n,
-        h,
-        b,
-        |c, r: pb::PutRequest| async move { c.put(r).await },
-    )
-    .await
-}
-
-async fn delete_range(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(n, h, b, |c, r: pb::DeleteRangeRequest| async move {
-        c.delete_range(r).await
-    })
-    .await
-}
-
-async fn txn(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(
-        n,
-        h,
-        b,
-        |c, r: pb::TxnRequest| async move { c.txn(r).await },
-    )
-    .await
-}
-
-async fn compaction(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(n, h, b, |c, r: pb::CompactionRequest| async move {
-        c.compact(r).await
-    })
-    .await
-}
-
-async fn lease_grant(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(n, h, b, |c, r: pb::LeaseGrantRequest| async move {
-        c.lease_grant(r).await
-    })
-    .await
-}
-
-async fn lease_revoke(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(n, h, b, |c, r: pb::LeaseRevokeRequest| async move {
-        c.lease_revoke(r.id).await
-    })
-    .await
-}
+call!(range, pb::RangeRequest, |c, r| c.range(r).await);
+call!(put, pb::PutRequest, |c, r| c.put(r).await);
+call!(delete_range, pb::DeleteRangeRequest, |c, r| c
+    .delete_range(r)
+    .await);
+call!(txn, pb::TxnRequest, |c, r| c.txn(r).await);
+call!(compaction, pb::CompactionRequest, |c, r| c.compact(r).await);
+call!(lease_grant, pb::LeaseGrantRequest, |c, r| c
+    .lease_grant(r)
+    .await);
+call!(lease_revoke, pb::LeaseRevokeRequest, |c, r| c
+    .lease_revoke(r.id)
+    .await);
+call!(lease_time_to_live, pb::LeaseTimeToLiveRequest, |c, r| c
+    .lease_time_to_live(r.id, r.keys)
+    .await);
+call!(lease_leases, pb::LeaseLeasesRequest, |c, _| c
+    .lease_leases());
+call!(member_add, pb::MemberAddRequest, |c, r| c
+    .member_add(r)
+    .await);
+call!(member_remove, pb::MemberRemoveRequest, |c, r| c
+    .member_remove(r)
+    .await);
+call!(member_update, pb::MemberUpdateRequest, |c, r| c
+    .member_update(r)
+    .await);
+call!(member_promote, pb::MemberPromoteRequest, |c, r| c
+    .member_promote(r)
+    .await);
+call!(member_list, pb::MemberListRequest, |c, r| c
+    .member_list(r)
+    .await);
+call!(status, pb::StatusRequest, |c, _| c.status().await);
+call!(alarm, pb::AlarmRequest, |c, r| c.alarm(r).await);
+call!(defragment, pb::DefragmentRequest, |c, _| c
+    .defragment()
+    .await);
+call!(hash, pb::HashRequest, |c, _| c.hash().await);
+call!(move_leader, pb::MoveLeaderRequest, |c, r| c
+    .move_leader(r)
+    .await);
+call!(authenticate, pb::AuthenticateRequest, |c, r| c
+    .authenticate(r)
+    .await);
+call!(auth_enable, pb::AuthEnableRequest, |c, _| c
+    .auth_enable()
+    .await);
+call!(auth_disable, pb::AuthDisableRequest, |c, _| c
+    .auth_disable()
+    .await);
+call!(auth_status, pb::AuthStatusRequest, |c, _| c
+    .auth_status()
+    .await);
+call!(user_add, pb::AuthUserAddRequest, |c, r| c.user_add(r).await);
+call!(user_get, pb::AuthUserGetRequest, |c, r| c.user_get(r).await);
+call!(user_list, pb::AuthUserListRequest, |c, _| c
+    .user_list()
+    .await);
+call!(user_delete, pb::AuthUserDeleteRequest, |c, r| c
+    .user_delete(r)
+    .await);
+call!(
+    user_change_password,
+    pb::AuthUserChangePasswordRequest,
+    |c, r| c.user_change_password(r).await
+);
+call!(user_grant_role, pb::AuthUserGrantRoleRequest, |c, r| c
+    .user_grant_role(r)
+    .await);
+call!(user_revoke_role, pb::AuthUserRevokeRoleRequest, |c, r| c
+    .user_revoke_role(r)
+    .await);
+call!(role_add, pb::AuthRoleAddRequest, |c, r| c.role_add(r).await);
+call!(role_get, pb::AuthRoleGetRequest, |c, r| c.role_get(r).await);
+call!(role_list, pb::AuthRoleListRequest, |c, _| c
+    .role_list()
+    .await);
+call!(role_delete, pb::AuthRoleDeleteRequest, |c, r| c
+    .role_delete(r)
+    .await);
+call!(
+    role_grant_permission,
+    pb::AuthRoleGrantPermissionRequest,
+    |c, r| c.role_grant_permission(r).await
+);
+call!(
+    role_revoke_permission,
+    pb::AuthRoleRevokePermissionRequest,
+    |c, r| c.role_revoke_permission(r).await
+);
 
 /// One keep-alive, answered as the first message of etcd's stream is:
 /// `{"result": LeaseKeepAliveResponse}`.
@@ -230,41 +299,6 @@ async fn lease_keep_alive(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Resp
         Ok(Streamed {
             result: c.lease_keep_alive_response(r.id).await?,
         })
-    })
-    .await
-}
-
-async fn lease_time_to_live(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(n, h, b, |c, r: pb::LeaseTimeToLiveRequest| async move {
-        c.lease_time_to_live(r.id, r.keys).await
-    })
-    .await
-}
-
-async fn lease_leases(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(n, h, b, |c, _: pb::LeaseLeasesRequest| async move {
-        c.lease_leases()
-    })
-    .await
-}
-
-async fn member_list(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(n, h, b, |c, r: pb::MemberListRequest| async move {
-        c.member_list(r).await
-    })
-    .await
-}
-
-async fn status(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(n, h, b, |c, _: pb::StatusRequest| async move {
-        c.status().await
-    })
-    .await
-}
-
-async fn authenticate(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-    unary(n, h, b, |c, r: pb::AuthenticateRequest| async move {
-        c.authenticate(r).await
     })
     .await
 }
