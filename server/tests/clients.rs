@@ -520,7 +520,7 @@ fn gateway_post_as(url: &str, body: &str, token: Option<&str>) -> (u16, serde_js
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_json_gateway_answers_curl_as_etcd_does() {
-    let (_etcd, _cairn, e, c) = fresh_pair().await;
+    let (_etcd, cairn, e, c) = fresh_pair().await;
     let calls: &[(&str, &str)] = &[
         ("/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#),
         (
@@ -616,6 +616,11 @@ async fn the_json_gateway_answers_curl_as_etcd_does() {
     assert_eq!(
         (code, &v["message"]),
         (400, &"etcdserver: user name is empty".into())
+    );
+    let log = cairn.members[0].log_text();
+    assert!(
+        log.contains("request refused") && log.contains("remote=127.0.0.1:"),
+        "a gateway refusal is logged with the client's address:\n{log}"
     );
     let (et, ct) = (token(&e, "alice", "pw"), token(&c, "alice", "pw"));
     let (er, cr) = (token(&e, "root", "rootpw"), token(&c, "root", "rootpw"));

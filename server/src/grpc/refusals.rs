@@ -27,7 +27,8 @@ pub(super) fn early_answer(headers: &mut http::HeaderMap, remote: Option<SocketA
     }
 }
 
-fn is_refusal(s: &tonic::Status) -> bool {
+/// Whether `s` refuses the caller (logged once with its address).
+pub(crate) fn is_refusal(s: &tonic::Status) -> bool {
     match s.code() {
         tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => true,
         tonic::Code::InvalidArgument => {

@@ -120,6 +120,21 @@ fn error_body(s: &Status) -> String {
 }
 
 fn refused(s: Status) -> Response {
+    refused_from(s, None)
+}
+
+/// A refusal, logged once with the client's address as the gRPC ones are
+/// when it refuses the caller.
+fn refused_from(s: Status, remote: Option<&Remote>) -> Response {
+    if crate::grpc::refusals::is_refusal(&s) {
+        tracing::warn!(
+            remote = %remote
+                .and_then(|r| r.0.remote_addr())
+                .map_or_else(|| "?".to_string(), |a| a.to_string()),
+            error = %s.message(),
+            "request refused"
+        );
+    }
     (
         http_status(s.code()),
         [(header::CONTENT_TYPE, "application/json")],
@@ -164,8 +179,17 @@ fn caller(node: &Node, headers: &HeaderMap) -> Result<Client, Status> {
     Ok(client.as_remote(user))
 }
 
+/// The client's address, as the connection's accept put it.
+type Remote = axum::Extension<tonic::transport::server::TcpConnectInfo>;
+
 /// One unary call: the body parsed, `call` made as the caller.
-async fn unary<Req, Resp, F, Fut>(node: Node, headers: HeaderMap, body: Bytes, call: F) -> Response
+async fn unary<Req, Resp, F, Fut>(
+    node: Node,
+    remote: Option<Remote>,
+    headers: HeaderMap,
+    body: Bytes,
+    call: F,
+) -> Response
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize,
@@ -178,11 +202,11 @@ where
     };
     let client = match caller(&node, &headers) {
         Ok(c) => c,
-        Err(s) => return refused(s),
+        Err(s) => return refused_from(s, remote.as_ref()),
     };
     match call(client, req).await {
         Ok(resp) => json(&resp),
-        Err(e) => refused(Status::from(e)),
+        Err(e) => refused_from(Status::from(e), remote.as_ref()),
     }
 }
 
@@ -190,8 +214,13 @@ where
 /// on the caller's client `c` with the request `r`.
 macro_rules! call {
     ($name:ident, $req:ty, |$c:ident, $r:pat_param| $body:expr) => {
-        async fn $name(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
-            unary(n, h, b, |$c, $r: $req| async move { $body }).await
+        async fn $name(
+            State(n): State<Node>,
+            remote: Option<Remote>,
+            h: HeaderMap,
+            b: Bytes,
+        ) -> Response {
+            unary(n, remote, h, b, |$c, $r: $req| async move { $body }).await
         }
     };
 }
@@ -290,16 +319,27 @@ call!(
 
 /// One keep-alive, answered as the first message of etcd's stream is:
 /// `{"result": LeaseKeepAliveResponse}`.
-async fn lease_keep_alive(State(n): State<Node>, h: HeaderMap, b: Bytes) -> Response {
+async fn lease_keep_alive(
+    State(n): State<Node>,
+    remote: Option<Remote>,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
     #[derive(Serialize)]
     struct Streamed {
         result: pb::LeaseKeepAliveResponse,
     }
-    unary(n, h, b, |c, r: pb::LeaseKeepAliveRequest| async move {
-        Ok(Streamed {
-            result: c.lease_keep_alive_response(r.id).await?,
-        })
-    })
+    unary(
+        n,
+        remote,
+        h,
+        b,
+        |c, r: pb::LeaseKeepAliveRequest| async move {
+            Ok(Streamed {
+                result: c.lease_keep_alive_response(r.id).await?,
+            })
+        },
+    )
     .await
 }
 
@@ -314,7 +354,12 @@ fn watch_requests(body: &[u8]) -> Result<Vec<pb::WatchRequest>, Status> {
 
 /// `/v3/watch`: the body's watch requests on one watch stream, its
 /// answers streamed one JSON object per line.
-async fn watch(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
+async fn watch(
+    State(node): State<Node>,
+    remote: Option<Remote>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     #[derive(Serialize)]
     struct Line<'a> {
         result: &'a pb::WatchResponse,
@@ -334,7 +379,7 @@ async fn watch(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Res
             .and_then(|v| v.to_str().ok());
         match node.inner.auth.identify(token, None) {
             Ok(u) => u,
-            Err(e) => return refused(Status::from(e)),
+            Err(e) => return refused_from(Status::from(e), remote.as_ref()),
         }
     } else {
         None
