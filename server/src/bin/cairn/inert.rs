@@ -77,7 +77,7 @@ const INERT: &[Inert] = &[
     ),
     inert(
         "enable-grpc-gateway",
-        "Cairn has no JSON gateway yet; HTTP serves health, version and metrics",
+        "Cairn always serves its JSON gateway on the client URLs",
     ),
     // Clustering.
     inert(
