@@ -4,7 +4,7 @@
 //! (puts, ranges, deletes, txns, leases, watches, locks, an election,
 //! members, compaction) on a fresh single member of each, and must print the same
 //! transcript; so must OpenStack's `etcd3gw`, which speaks etcd's JSON
-//! gateway. The Python and Node clients are installed on first use
+//! gateway, and etcdctl 3.4 with bare and `http://` endpoints. The Python and Node clients are installed on first use
 //! into the test's scratch directory under `target/` (pip and npm;
 //! versions pinned here).
 
@@ -658,4 +658,182 @@ async fn the_json_gateway_answers_curl_as_etcd_does() {
     let (ccode, cjson) = gateway_post(&format!("http://{c}/v3/kv/range"), "garbage");
     assert_eq!((ccode, &cjson["code"]), (ecode, &ejson["code"]));
     assert_eq!(ccode, 400);
+}
+
+/// etcdctl's output with what differs between any two servers masked:
+/// endpoints and URLs, member names, ids and hashes, timings, sizes.
+fn masked(out: &str, names: &[&str], dir: &str) -> String {
+    // JSON (-w json): the header's ids and term out.
+    if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(out.trim()) {
+        if let Some(h) = v.get_mut("header").and_then(|h| h.as_object_mut()) {
+            for k in ["cluster_id", "member_id", "raft_term"] {
+                h.remove(k);
+            }
+        }
+        return v.to_string();
+    }
+    // -w fields: the same lines out.
+    let out: String = out
+        .lines()
+        .filter(|l| {
+            !["\"ClusterID\"", "\"MemberID\"", "\"RaftTerm\""]
+                .iter()
+                .any(|f| l.starts_with(f))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut s = out.replace(dir, "<dir>");
+    for n in names {
+        s = s.replace(&format!(", {n}, "), ", <name>, ");
+    }
+    let words: Vec<String> = s
+        .split_inclusive(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+        .map(|w| {
+            let (word, sep) = w.split_at(w.trim_end_matches([' ', '\n', ',', '[', ']']).len());
+            let masked = if word.starts_with("http://127.0.0.1:") || word.starts_with("127.0.0.1:")
+            {
+                "<endpoint>".to_string()
+            } else if word.len() >= 12 && word.chars().all(|c| c.is_ascii_hexdigit()) {
+                "<id>".to_string()
+            } else if word.len() >= 8 && word.chars().all(|c| c.is_ascii_digit()) {
+                "<n>".to_string()
+            } else if word.ends_with("ms") || word.ends_with("µs") {
+                "<took>".to_string()
+            } else {
+                word.to_string()
+            };
+            format!("{masked}{sep}")
+        })
+        .collect();
+    words.concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_answers_as_etcd_does_with_either_endpoint_form() {
+    use common::etcdctl_stdin;
+    let (_etcd, cairn, e, c) = fresh_pair().await;
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let names = ["ref", cairn.members[0].name.as_str()];
+    // (arguments, stdin); each command runs with bare and with http://
+    // endpoints in turn.
+    let txn = "value(\"foo\") = \"bar2\"\n\nput t yes\n\nput t no\n\n";
+    let steps: &[(&[&str], Option<&str>)] = &[
+        (&["put", "foo", "bar"], None),
+        (&["put", "foo", "bar2", "--prev-kv"], None),
+        (&["put", "fa", "1"], None),
+        (&["get", "foo"], None),
+        (
+            &[
+                "get",
+                "f",
+                "--prefix",
+                "--sort-by=MODIFY",
+                "--order=DESCEND",
+            ],
+            None,
+        ),
+        (&["get", "f", "--prefix", "-w", "json"], None),
+        (&["get", "foo", "--rev=2", "--print-value-only"], None),
+        (&["get", "a", "--from-key", "--keys-only"], None),
+        (
+            &["get", "f", "--prefix", "--count-only", "-w", "fields"],
+            None,
+        ),
+        (&["txn"], Some(txn)),
+        (&["get", "t"], None),
+        (&["del", "fa", "--prev-kv"], None),
+        (&["del", "nothing"], None),
+        (&["compaction", "3"], None),
+        (&["get", "foo", "--rev=2"], None),
+        (&["alarm", "list"], None),
+        (&["alarm", "disarm"], None),
+        (&["defrag"], None),
+        (&["endpoint", "health"], None),
+        (&["member", "list"], None),
+        (&["user", "add", "alice", "--new-user-password=pw"], None),
+        (&["role", "add", "reader"], None),
+        (
+            &[
+                "role",
+                "grant-permission",
+                "reader",
+                "read",
+                "foo",
+                "--prefix",
+            ],
+            None,
+        ),
+        (&["user", "grant-role", "alice", "reader"], None),
+        (&["user", "get", "alice"], None),
+        (&["role", "get", "reader"], None),
+        (&["user", "list"], None),
+        (&["role", "list"], None),
+        (
+            &["role", "revoke-permission", "reader", "foo", "--prefix"],
+            None,
+        ),
+        (&["user", "revoke-role", "alice", "reader"], None),
+        (&["user", "delete", "alice"], None),
+        (&["role", "delete", "reader"], None),
+        (&["auth", "disable"], None),
+        (&["lock", "mutex", "echo", "held"], None),
+        // History below the compaction: refused by both.
+        (&["watch", "foo", "--rev=1", "--", "true"], None),
+    ];
+    for (i, (args, stdin)) in steps.iter().enumerate() {
+        let (ep_e, ep_c) = if i % 2 == 0 {
+            (e.clone(), c.clone())
+        } else {
+            (format!("http://{e}"), format!("http://{c}"))
+        };
+        let (eok, eout, eerr) = etcdctl_stdin(&ep_e, args, *stdin);
+        let (cok, cout, cerr) = etcdctl_stdin(&ep_c, args, *stdin);
+        let dir = dirs.path().to_str().expect("utf-8");
+        assert_eq!(
+            (cok, masked(&cout, &names, dir)),
+            (eok, masked(&eout, &names, dir)),
+            "etcdctl {args:?} against {ep_c} (Cairn), then etcd: stderr {cerr} / {eerr}"
+        );
+    }
+
+    // Leases: ids and remaining TTLs differ, the rest must not.
+    let lease = |ep: &str| -> String {
+        let (ok, out, err) = etcdctl_stdin(ep, &["lease", "grant", "100"], None);
+        assert!(ok, "{err}");
+        out.split_whitespace().nth(1).expect("lease id").to_string()
+    };
+    let (le, lc) = (lease(&e), lease(&c));
+    for args in [
+        vec!["put", "leased", "v", "--lease=ID"],
+        vec!["lease", "keep-alive", "--once", "ID"],
+        vec!["lease", "list"],
+        vec!["lease", "revoke", "ID"],
+        vec!["get", "leased"],
+    ] {
+        let fill = |id: &str| -> Vec<String> {
+            args.iter().map(|a| a.replace("ID", id)).collect::<Vec<_>>()
+        };
+        let (ea, ca) = (fill(&le), fill(&lc));
+        let ea: Vec<&str> = ea.iter().map(String::as_str).collect();
+        let ca: Vec<&str> = ca.iter().map(String::as_str).collect();
+        let (eok, eout, eerr) = etcdctl_stdin(&e, &ea, None);
+        let (cok, cout, cerr) = etcdctl_stdin(&format!("http://{c}"), &ca, None);
+        let dir = dirs.path().to_str().expect("utf-8");
+        assert!(eok && cok, "{args:?}: {eerr} / {cerr}");
+        assert_eq!(
+            masked(&cout, &names, dir),
+            masked(&eout, &names, dir),
+            "etcdctl {args:?}: Cairn, then etcd"
+        );
+    }
+
+    // Backups: each server's file, read by etcdctl.
+    for (ep, file) in [(&e, "e.db"), (&c, "c.db")] {
+        let path = dirs.path().join(file);
+        let p = path.to_str().expect("utf-8");
+        let (ok, out, err) = etcdctl_stdin(ep, &["snapshot", "save", p], None);
+        assert!(ok && out.contains("Snapshot saved at"), "{out}{err}");
+        let (ok, out, err) = etcdctl_stdin(ep, &["snapshot", "status", p, "-w", "table"], None);
+        assert!(ok && out.contains("REVISION"), "{out}{err}");
+    }
 }
