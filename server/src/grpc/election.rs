@@ -1,7 +1,7 @@
 //! `v3electionpb.Election`: etcd's election service.
 //!
 //! A campaign for `name` takes a place in the queue of keys under
-//! `name/` (see [`super::queue`]): the key `name/<lease in hex>` holding
+//! `name/` (see `grpc/queue.rs`): the key `name/<lease in hex>` holding
 //! the candidate's value, attached to its lease (without one, a lease of
 //! 60 s is granted); the candidate leads once its key is at the head. A
 //! candidate already in the queue with another value proclaims it. The

@@ -1,5 +1,5 @@
 //! `etcdserverpb.KV`: each call translated into the [`Client`]'s;
-//! `RangeStream` chunked by [`super::range_stream`].
+//! `RangeStream` chunked by `grpc/range_stream.rs`.
 
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::kv_server::{Kv, KvServer};

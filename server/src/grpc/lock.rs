@@ -1,7 +1,7 @@
 //! `v3lockpb.Lock`: etcd's lock service.
 //!
 //! Locking `name` takes a place in the queue of keys under `name/` (see
-//! [`super::queue`]): the key `name/<lease in hex>`, empty, attached to
+//! `grpc/queue.rs`): the key `name/<lease in hex>`, empty, attached to
 //! the caller's lease (without one, a lease of 60 s is granted). The
 //! caller holds the lock once its key is at the head; a caller that goes
 //! away while waiting has its key deleted, and a lease that ends while
