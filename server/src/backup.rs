@@ -295,20 +295,6 @@ fn etcd_error(e: crate::migrate::MigrateError) -> BackupError {
     }
 }
 
-/// The kv image of the etcd snapshot file at `path`, converted on a
-/// thread of its own as it is read (its SHA-256 checked first unless
-/// `skip_hash_check`).
-fn etcd_image(path: &Path, skip_hash_check: bool) -> Result<impl Read, BackupError> {
-    let size = std::fs::metadata(path)?.len();
-    require_hash(path, size, skip_hash_check)?;
-    let path = path.to_path_buf();
-    Ok(crate::pipe::Piped::spawn("cairn-etcd-import", move |w| {
-        crate::migrate::from_etcd_db(&path, skip_hash_check, w, b"")
-            .map(|_| ())
-            .map_err(etcd_error)
-    })?)
-}
-
 /// Reads the header of a backup in Cairn's format at `path` and checks
 /// its SHA-256 (unless `skip_hash_check`): the file's size and cluster
 /// id, with the reader positioned at the kv image and limited to it.
@@ -345,32 +331,20 @@ fn open_checked(
     Ok((size, cluster_id, r.take(size - HEADER_LEN - HASH_LEN)))
 }
 
-/// The kv image inside the backup at `path`, its SHA-256 checked first
-/// unless `skip_hash_check` (the image's own checksum is checked by its
-/// reader), with the cluster it was taken from if the file says.
-pub fn open_image(
-    path: &Path,
-    skip_hash_check: bool,
-) -> Result<(Option<u64>, Box<dyn Read + Send>), BackupError> {
-    match format_of(path)? {
-        Format::Etcd => Ok((None, Box::new(etcd_image(path, skip_hash_check)?))),
-        Format::Cairn => {
-            let (_, cluster_id, image) = open_checked(path, skip_hash_check)?;
-            Ok((Some(cluster_id), Box::new(image)))
-        }
-    }
-}
-
 /// Hands the kv image of the backup at `path` to `consume`, the SHA-256
 /// checked first unless `skip_hash_check`; answers the cluster it was
 /// taken from, if the file says, and what `consume` answered. An etcd
 /// file is converted on another thread as it is read; its error, if
 /// any, is the one answered.
-fn with_image<T: Send>(
+pub fn with_image<T, E>(
     path: &Path,
     skip_hash_check: bool,
-    consume: impl FnOnce(&mut dyn Read) -> Result<T, BackupError> + Send,
-) -> Result<(Option<u64>, T), BackupError> {
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, E> + Send,
+) -> Result<(Option<u64>, T), E>
+where
+    T: Send,
+    E: From<BackupError> + From<io::Error> + Send,
+{
     match format_of(path)? {
         Format::Etcd => {
             let size = std::fs::metadata(path)?.len();
@@ -379,7 +353,7 @@ fn with_image<T: Send>(
                 |w| {
                     crate::migrate::from_etcd_db(path, skip_hash_check, w, b"")
                         .map(|_| ())
-                        .map_err(etcd_error)
+                        .map_err(|e| E::from(etcd_error(e)))
                 },
                 consume,
             )?;
@@ -397,7 +371,7 @@ fn with_image<T: Send>(
 pub fn inspect(path: &Path) -> Result<Summary, BackupError> {
     let size = std::fs::metadata(path)?.len();
     let (cluster_id, info) = with_image(path, false, |image| {
-        Ok(cairn_kv::snapshot::inspect(&mut { image })?)
+        Ok::<_, BackupError>(cairn_kv::snapshot::inspect(&mut { image })?)
     })?;
     Ok(Summary {
         cluster_id,
@@ -417,7 +391,7 @@ pub fn restore(
 ) -> Result<Summary, BackupError> {
     let size = std::fs::metadata(path)?.len();
     let (cluster_id, info) = with_image(path, skip_hash_check, |image| {
-        Ok(store.import_with(&mut { image }, how)?)
+        Ok::<_, BackupError>(store.import_with(&mut { image }, how)?)
     })?;
     Ok(Summary {
         cluster_id,

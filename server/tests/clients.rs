@@ -137,54 +137,47 @@ fn compare(who: &str, etcd: &str, cairn: &str) {
     );
 }
 
+/// Runs the client script `who` starts (a command given the endpoint
+/// last) against a fresh etcd and a fresh Cairn; the transcripts must
+/// be equal.
+async fn same_transcript(who: &str, command: impl Fn() -> Command) {
+    let (_etcd, _cairn, e, c) = fresh_pair().await;
+    let on_etcd = transcript(&mut command(), &e, who);
+    let on_cairn = transcript(&mut command(), &c, who);
+    compare(who, &on_etcd, &on_cairn);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_etcd3_client_sees_what_it_sees_on_etcd() {
     let py = python();
-    let (_etcd, _cairn, e, c) = fresh_pair().await;
-    let run = |ep: &str| {
-        transcript(
-            Command::new(py).arg(script("python_etcd3.py")),
-            ep,
-            "python etcd3",
-        )
-    };
-    let on_etcd = run(&e);
-    let on_cairn = run(&c);
-    compare("python etcd3", &on_etcd, &on_cairn);
+    same_transcript("python etcd3", || {
+        let mut cmd = Command::new(py);
+        cmd.arg(script("python_etcd3.py"));
+        cmd
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_json_gateway_answers_etcd3gw_as_etcd_does() {
     let py = python();
-    let (_etcd, _cairn, e, c) = fresh_pair().await;
-    let run = |ep: &str| {
-        transcript(
-            Command::new(py).arg(script("python_etcd3gw.py")),
-            ep,
-            "python etcd3gw",
-        )
-    };
-    let on_etcd = run(&e);
-    let on_cairn = run(&c);
-    compare("python etcd3gw", &on_etcd, &on_cairn);
+    same_transcript("python etcd3gw", || {
+        let mut cmd = Command::new(py);
+        cmd.arg(script("python_etcd3gw.py"));
+        cmd
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_etcd3_package_sees_what_it_sees_on_etcd() {
     let modules = node_modules();
-    let (_etcd, _cairn, e, c) = fresh_pair().await;
-    let run = |ep: &str| {
-        transcript(
-            Command::new("node")
-                .env("NODE_PATH", modules)
-                .arg(script("node_etcd3.js")),
-            ep,
-            "node etcd3",
-        )
-    };
-    let on_etcd = run(&e);
-    let on_cairn = run(&c);
-    compare("node etcd3", &on_etcd, &on_cairn);
+    same_transcript("node etcd3", || {
+        let mut cmd = Command::new("node");
+        cmd.env("NODE_PATH", modules).arg(script("node_etcd3.js"));
+        cmd
+    })
+    .await;
 }
 
 /// The same kind of calls through the Rust `etcd-client` crate; one

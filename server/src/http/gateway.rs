@@ -164,19 +164,22 @@ fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
     serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-/// The client for the caller: the user the token in `Authorization`
-/// (or `token`) names, with auth on.
-fn caller(node: &Node, headers: &HeaderMap) -> Result<Client, Status> {
-    let client = node.client().as_remote(None);
+/// The user the token in `Authorization` (or `token`) names, with auth
+/// on; no one with auth off.
+fn user(node: &Node, headers: &HeaderMap) -> Result<Option<String>, Status> {
     if !node.inner.auth.is_enabled() {
-        return Ok(client);
+        return Ok(None);
     }
     let token = headers
         .get(header::AUTHORIZATION)
         .or_else(|| headers.get("token"))
         .and_then(|v| v.to_str().ok());
-    let user = node.inner.auth.identify(token, None)?;
-    Ok(client.as_remote(user))
+    Ok(node.inner.auth.identify(token, None)?)
+}
+
+/// The client for the caller (see [`user`]).
+fn caller(node: &Node, headers: &HeaderMap) -> Result<Client, Status> {
+    Ok(node.client().as_remote(user(node, headers)?))
 }
 
 /// The client's address, as the connection's accept put it.
@@ -372,17 +375,9 @@ async fn watch(
         Ok(r) => r,
         Err(s) => return refused(s),
     };
-    let user = if node.inner.auth.is_enabled() {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .or_else(|| headers.get("token"))
-            .and_then(|v| v.to_str().ok());
-        match node.inner.auth.identify(token, None) {
-            Ok(u) => u,
-            Err(e) => return refused_from(Status::from(e), remote.as_ref()),
-        }
-    } else {
-        None
+    let user = match user(&node, &headers) {
+        Ok(u) => u,
+        Err(s) => return refused_from(s, remote.as_ref()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(crate::grpc::watch::STREAM_BUFFER);
     let incoming = futures::stream::iter(requests.into_iter().map(Ok))

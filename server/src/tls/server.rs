@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::reload::Reloading;
-use super::verify::{AllowedIdentity, Identity, RootAsClient};
+use super::verify::{ClientCerts, Identity};
 use super::{pem, TlsInfo, TlsSettings};
 
 /// A port's TLS: the certificate it presents and what it requires of the
@@ -81,17 +81,13 @@ fn build(info: &TlsInfo, settings: &TlsSettings) -> Result<ServerConfig, String>
             let v = v
                 .build()
                 .map_err(|e| format!("trusted CA file {}: {e}", ca.display()))?;
-            let v: Arc<dyn rustls::server::danger::ClientCertVerifier> = Arc::new(RootAsClient {
-                inner: v,
-                roots: pem::certs(ca)?,
-            });
             let identity =
                 Identity::from_flags(info.allowed_cn.as_deref(), info.allowed_hostname.as_deref())?;
-            match identity {
-                Some(identity) => builder
-                    .with_client_cert_verifier(Arc::new(AllowedIdentity { inner: v, identity })),
-                None => builder.with_client_cert_verifier(v),
-            }
+            builder.with_client_cert_verifier(Arc::new(ClientCerts {
+                inner: v,
+                roots: pem::certs(ca)?,
+                identity,
+            }))
         }
         _ => builder.with_no_client_auth(),
     };

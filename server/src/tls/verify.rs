@@ -1,16 +1,14 @@
 //! Checks on the other side's certificate beyond a CA's signature.
 //!
-//! - [`AllowedIdentity`]: after the usual verification, only a
-//!   certificate with the allowed common name (`--peer-cert-allowed-cn`)
-//!   or valid for the allowed host (`--peer-cert-allowed-hostname`).
+//! - [`ClientCerts`]: a client certificate verified against the trusted
+//!   CAs (a trusted CA's own certificate taken too), then, where a port
+//!   names one, only one with the allowed common name
+//!   (`--peer-cert-allowed-cn`) or valid for the allowed host
+//!   (`--peer-cert-allowed-hostname`, `--client-cert-allowed-hostname`).
 //! - [`SelfSignedPeer`]: a member with `--peer-auto-tls` dials peers
 //!   whose certificates are self-signed, so it verifies only that the
 //!   handshake is signed by the certificate presented (as etcd, which
 //!   skips verification there).
-//! - [`RootAsClient`]: a client may present a trusted CA certificate
-//!   itself (a self-signed CA used as the client's own certificate, as
-//!   etcd's tests and some small deployments do; Go accepts it, webpki
-//!   refuses a CA as an end entity).
 //! - [`common_name`]: a certificate's subject common name.
 
 use std::sync::Arc;
@@ -71,75 +69,25 @@ impl Identity {
     }
 }
 
-/// A client verifier that also requires an [`Identity`].
+/// The client verifier of a port that requires client certificates:
+/// webpki's verification against the trusted CAs, except that one of the
+/// trusted CA certificates itself is also taken as a client's while it is
+/// valid (a self-signed CA used as the client's own certificate, as
+/// etcd's tests and some small deployments do; Go accepts it, webpki
+/// refuses a CA as an end entity). Whoever holds a trusted CA's key can
+/// issue any client certificate anyway, so this trusts no one new, and
+/// the handshake must still be signed with that certificate's key. Then,
+/// if the port names one, the certificate must have the allowed
+/// [`Identity`].
 #[derive(Debug)]
-pub(super) struct AllowedIdentity {
-    pub(super) inner: Arc<dyn ClientCertVerifier>,
-    pub(super) identity: Identity,
-}
-
-impl ClientCertVerifier for AllowedIdentity {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        self.identity.check(end_entity)?;
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// A client verifier that also accepts, as the client's certificate, one
-/// of the trusted CA certificates itself while it is valid. Whoever holds
-/// a trusted CA's key can issue any client certificate anyway, so this
-/// trusts no one new; the handshake must still be signed with that
-/// certificate's key.
-#[derive(Debug)]
-pub(super) struct RootAsClient {
+pub(super) struct ClientCerts {
     pub(super) inner: Arc<dyn ClientCertVerifier>,
     /// The trusted CA certificates, DER.
     pub(super) roots: Vec<CertificateDer<'static>>,
+    pub(super) identity: Option<Identity>,
 }
 
-impl RootAsClient {
+impl ClientCerts {
     fn is_valid_root(&self, cert: &CertificateDer<'_>, now: UnixTime) -> bool {
         if !self.roots.iter().any(|r| r.as_ref() == cert.as_ref()) {
             return false;
@@ -155,7 +103,7 @@ impl RootAsClient {
     }
 }
 
-impl ClientCertVerifier for RootAsClient {
+impl ClientCertVerifier for ClientCerts {
     fn offer_client_auth(&self) -> bool {
         self.inner.offer_client_auth()
     }
@@ -174,13 +122,17 @@ impl ClientCertVerifier for RootAsClient {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        match self
+        let verified = match self
             .inner
             .verify_client_cert(end_entity, intermediates, now)
         {
-            Err(_) if self.is_valid_root(end_entity, now) => Ok(ClientCertVerified::assertion()),
-            r => r,
+            Err(_) if self.is_valid_root(end_entity, now) => ClientCertVerified::assertion(),
+            r => r?,
+        };
+        if let Some(identity) = &self.identity {
+            identity.check(end_entity)?;
         }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(

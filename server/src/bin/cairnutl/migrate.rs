@@ -96,9 +96,9 @@ fn to_etcd(to: &Path, a: &MigrateArgs) -> Result<()> {
     };
     let s = match (&a.snapshot, &a.member.data_dir) {
         (Some(file), _) => {
-            let (_, mut image) = cairn::backup::open_image(file, a.skip_hash_check)
-                .with_context(|| format!("reading {}", file.display()))?;
-            consume(&mut image)?
+            cairn::backup::with_image(file, a.skip_hash_check, consume)
+                .with_context(|| format!("reading {}", file.display()))?
+                .1
         }
         (None, Some(dir)) => {
             let (store, _) = crate::open_store(dir)?;
