@@ -73,6 +73,7 @@
 
 pub mod backend;
 pub mod compact;
+pub mod cursor;
 pub mod error;
 pub mod hash;
 pub mod history;
@@ -94,6 +95,7 @@ pub mod txn;
 #[cfg(feature = "sled")]
 pub use backend::SledBackend;
 pub use backend::{Backend, BackendKind, Engine, FjallBackend, WriteBatch};
+pub use cursor::RangeCursor;
 pub use error::{Error, Result};
 pub use history::History;
 pub use lease::{Lease, Revoked, RevokedKeys};

@@ -128,18 +128,7 @@ pub fn finish(
     mut kvs: Vec<KeyValue>,
     header_revision: i64,
 ) -> RangeResponse {
-    if req.max_mod_revision != 0 {
-        kvs.retain(|kv| kv.mod_revision <= req.max_mod_revision);
-    }
-    if req.min_mod_revision != 0 {
-        kvs.retain(|kv| kv.mod_revision >= req.min_mod_revision);
-    }
-    if req.max_create_revision != 0 {
-        kvs.retain(|kv| kv.create_revision <= req.max_create_revision);
-    }
-    if req.min_create_revision != 0 {
-        kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
-    }
+    kvs.retain(|kv| passes_filters(req, kv));
     let mut order = req.sort_order;
     if req.sort_target != SortTarget::Key && order == SortOrder::None {
         // Records come in key order; any other target sorts ascending.
@@ -182,6 +171,15 @@ pub fn finish(
         more,
         count: plan.count,
     }
+}
+
+/// Whether `kv` passes `req`'s mod and create revision filters (0: no
+/// bound).
+pub fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
+    (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+        && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+        && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+        && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
 }
 
 fn sort_by(kvs: &mut [KeyValue], desc: bool, f: impl Fn(&KeyValue) -> i64) {

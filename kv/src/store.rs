@@ -198,23 +198,8 @@ impl<B: Backend> Store<B> {
 
     /// Reads keys with every option of etcd's Range.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        self.inner.check()?;
-        txn::validate_range(req)?;
         let _reading = self.inner.reading()?;
-        let (plan, current) = {
-            let mut st = self.inner.read_state()?;
-            // Looped: a revoke may land between the write lock and the
-            // read lock taken again.
-            while revoke::touches(&st.revokes, &req.key, &req.range_end) {
-                drop(st);
-                self.inner.write_state()?.settle(usize::MAX);
-                st = self.inner.read_state()?;
-            }
-            (
-                range::plan(&st.index, st.current, st.compacted, req)?,
-                st.current,
-            )
-        };
+        let (plan, current) = self.plan_range(req)?;
         let kvs = plan
             .revs
             .iter()
@@ -222,6 +207,25 @@ impl<B: Backend> Store<B> {
             .collect::<Result<Vec<_>>>();
         let kvs = self.inner.guard(kvs)?;
         Ok(range::finish(req, &plan, kvs, current))
+    }
+
+    /// Checks `req` and picks its records (with the store's revision),
+    /// after settling the pending revokes it touches.
+    pub(crate) fn plan_range(&self, req: &RangeRequest) -> Result<(range::Plan, i64)> {
+        self.inner.check()?;
+        txn::validate_range(req)?;
+        let mut st = self.inner.read_state()?;
+        // Looped: a revoke may land between the write lock and the read
+        // lock taken again.
+        while revoke::touches(&st.revokes, &req.key, &req.range_end) {
+            drop(st);
+            self.inner.write_state()?.settle(usize::MAX);
+            st = self.inner.read_state()?;
+        }
+        Ok((
+            range::plan(&st.index, st.current, st.compacted, req)?,
+            st.current,
+        ))
     }
 
     /// Runs one write transaction and commits it with `applied`.

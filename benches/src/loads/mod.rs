@@ -8,6 +8,7 @@ use clap::Subcommand;
 use crate::options::Common;
 use crate::report::Report;
 
+pub mod big_range;
 pub mod k8s;
 pub mod lease;
 pub mod put;
@@ -38,6 +39,8 @@ pub enum Load {
     /// Put latency and server memory before and while a snapshot is
     /// streamed (`etcdctl snapshot save`).
     SnapshotSave(snapshot::Args),
+    /// Server memory while one very large prefix is read whole.
+    BigRange(big_range::Args),
 }
 
 impl Load {
@@ -51,6 +54,7 @@ impl Load {
             Load::K8s(_) => "k8s",
             Load::LeaseRevoke(_) => "lease-revoke",
             Load::SnapshotSave(_) => "snapshot-save",
+            Load::BigRange(_) => "big-range",
         }
     }
 
@@ -66,6 +70,7 @@ impl Load {
             Load::K8s(a) => k8s::run(c, a).await,
             Load::LeaseRevoke(a) => revoke::run(c, a).await,
             Load::SnapshotSave(a) => snapshot::run(c, a).await,
+            Load::BigRange(a) => big_range::run(c, a).await,
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::report::Report;
 use crate::runner::{closed_loop, preload, Pool, Worker};
 
 /// Where the prefix lists live.
-const LIST_PREFIX: &[u8] = b"list/";
+pub const LIST_PREFIX: &[u8] = b"list/";
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {

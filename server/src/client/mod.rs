@@ -10,6 +10,7 @@
 //! hub ([`crate::watch`]) directly.
 
 mod auth;
+mod large_range;
 
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ use crate::error::Error;
 use crate::node::{apply_result, member_id, MemberInfo, Node};
 use crate::raft::forward::MembershipChange;
 use crate::raft::Member;
+
+pub(crate) use self::large_range::{kv_len, LargeRange, RangeRead};
 
 /// The etcd API version Cairn reports (`Maintenance.Status.version`).
 pub const ETCD_VERSION: &str = "3.5.17";
@@ -168,7 +171,18 @@ impl Client {
 
     /// etcd's Range. Linearizable unless `serializable` is set.
     pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {
-        let kreq = convert::range_request(&req);
+        let kreq = self.admit_range(&req).await?;
+        let store = Arc::clone(&self.node.inner.store);
+        let resp = blocking(move || store.range(&kreq)).await?;
+        let mut resp = convert::range_response(resp);
+        resp.header = self.header(resp.header);
+        Ok(resp)
+    }
+
+    /// Checks a Range as etcd does before reading it, and waits for the
+    /// read barrier unless it is `serializable`.
+    async fn admit_range(&self, req: &pb::RangeRequest) -> Result<kv::RangeRequest> {
+        let kreq = convert::range_request(req);
         kv::validate_range(&kreq)?;
         if !req.serializable {
             self.node.inner.read_barrier().await?;
@@ -178,12 +192,8 @@ impl Client {
             return Err(Error::Corrupt);
         }
         // After the barrier: the auth state is at least as new as the read.
-        self.check(|| perm::needs_of_range(&req))?;
-        let store = Arc::clone(&self.node.inner.store);
-        let resp = blocking(move || store.range(&kreq)).await?;
-        let mut resp = convert::range_response(resp);
-        resp.header = self.header(resp.header);
-        Ok(resp)
+        self.check(|| perm::needs_of_range(req))?;
+        Ok(kreq)
     }
 
     /// etcd's Put.

@@ -10,7 +10,8 @@
 //!   [`auth`], [`lock`], [`election`]: etcd's services; `watch_stream`:
 //!   one watch stream's task; `queue`: the keys queued by creation that
 //!   locks and elections are made of; `range_stream`: a range in
-//!   chunks (etcd 3.7's `KV.RangeStream`).
+//!   chunks (etcd 3.7's `KV.RangeStream`); [`large_range`]: a Range
+//!   answer too large to hold, encoded while it is sent.
 //! - [`refusals`]: every refused call logged with the client's address.
 //! - `metadata`: the `hasleader` request metadata; [`authority`]: any
 //!   `:authority` a client sends accepted, as etcd does.
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod coalesce;
 pub mod election;
 pub mod kv;
+pub mod large_range;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
