@@ -155,6 +155,9 @@ pub struct Config {
     /// `--grpc-keepalive-timeout`: how long a ping may go unanswered
     /// before the connection is closed.
     pub grpc_keepalive_timeout: std::time::Duration,
+    /// `--shutdown-grace`: on a stop, how long requests in flight and
+    /// open streams get before every connection is closed.
+    pub shutdown_grace: std::time::Duration,
     /// How far a lease's remaining TTL may drift from its last Raft
     /// checkpoint before the leader records it again (etcd's
     /// `--experimental-lease-checkpoint-interval`; etcd's default is 5m and
@@ -228,6 +231,7 @@ impl Default for Config {
             watch_progress_notify_interval: std::time::Duration::from_secs(600),
             grpc_keepalive_interval: Some(std::time::Duration::from_secs(30)),
             grpc_keepalive_timeout: std::time::Duration::from_secs(20),
+            shutdown_grace: std::time::Duration::from_secs(3),
             lease_checkpoint_interval: std::time::Duration::from_secs(5),
             backend: BackendKind::default(),
             client_tls: TlsInfo::default(),

@@ -202,15 +202,31 @@ pub async fn serve(
         }));
     }
     shutdown.await;
+    // Every connection is told to go away (HTTP/2 GOAWAY) and its calls
+    // in flight get `--shutdown-grace` to end; streams a client keeps
+    // open (watches, keep-alives) would hold the server forever, so what
+    // is left then is cut.
+    let deadline = tokio::time::Instant::now() + node.config().shutdown_grace;
     let _ = stop_tx.send(true);
     for a in accepts {
         let _ = a.await;
     }
-    for t in tasks {
-        match t.await {
-            Ok(r) => r?,
-            Err(e) => tracing::error!(error = %e, "client server task"),
+    let mut cut = 0;
+    for mut t in tasks {
+        match tokio::time::timeout_at(deadline, &mut t).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(e)) => tracing::error!(error = %e, "client server task"),
+            Err(_) => {
+                t.abort();
+                cut += 1;
+            }
         }
+    }
+    if cut > 0 {
+        tracing::info!(
+            grace = ?node.config().shutdown_grace,
+            "closed client connections still open after the grace period"
+        );
     }
     Ok(())
 }

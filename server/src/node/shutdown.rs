@@ -17,10 +17,6 @@ use tokio::task::JoinHandle;
 
 use super::Inner;
 
-/// How long the servers and background tasks get to end on their own
-/// once the member stops.
-const TASKS_GRACE: Duration = Duration::from_secs(3);
-
 impl Inner {
     pub(super) async fn shutdown(&self) {
         if self.shutting_down.swap(true, Ordering::SeqCst) {
@@ -58,12 +54,16 @@ impl Inner {
                 }
             }
         }
+        // How long servers, background tasks and Raft get to end on their
+        // own (`--shutdown-grace`).
+        let grace = self.config.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
         self.stop.send_replace(true);
-        match tokio::time::timeout(TASKS_GRACE, self.raft.shutdown()).await {
+        match tokio::time::timeout_at(deadline, self.raft.shutdown()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "raft shutdown"),
             Err(_) => {
-                tracing::warn!(grace = ?TASKS_GRACE, "raft did not stop within the grace period")
+                tracing::warn!(grace = ?grace, "raft did not stop within the grace period")
             }
         }
         let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
@@ -73,7 +73,6 @@ impl Inner {
         // Servers end gracefully (answering what is in flight) unless a
         // connection keeps them: then they are cut, so that a stop is
         // bounded whatever a client or peer does.
-        let deadline = tokio::time::Instant::now() + TASKS_GRACE;
         let mut cut = 0;
         for mut t in tasks {
             if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
@@ -84,7 +83,7 @@ impl Inner {
         if cut > 0 {
             tracing::warn!(
                 tasks = cut,
-                grace = ?TASKS_GRACE,
+                grace = ?grace,
                 "stopped tasks that had not ended within the grace period"
             );
         }

@@ -170,6 +170,10 @@ struct Flags {
     /// How long a ping may go unanswered before the connection is closed.
     #[arg(long, env = "ETCD_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s")]
     grpc_keepalive_timeout: String,
+    /// On SIGTERM, how long requests in flight and open streams get
+    /// before the member closes every connection and exits (e.g. 3s).
+    #[arg(long, env = "CAIRN_SHUTDOWN_GRACE", default_value = "3s")]
+    shutdown_grace: String,
     /// How far a lease's remaining TTL may drift before the leader
     /// checkpoints it through Raft (bounds what a leader change adds).
     #[arg(
@@ -305,6 +309,7 @@ struct FileConfig {
     experimental_watch_progress_notify_interval: Option<String>,
     grpc_keepalive_interval: Option<String>,
     grpc_keepalive_timeout: Option<String>,
+    shutdown_grace: Option<String>,
     experimental_lease_checkpoint_interval: Option<String>,
     experimental_enable_lease_checkpoint: Option<bool>,
     log_level: Option<String>,
@@ -452,6 +457,7 @@ fn from_yaml(raw: &str) -> Result<(Flags, Vec<inert::Given>), String> {
             .grpc_keepalive_interval
             .unwrap_or(d.grpc_keepalive_interval),
         grpc_keepalive_timeout: f.grpc_keepalive_timeout.unwrap_or(d.grpc_keepalive_timeout),
+        shutdown_grace: f.shutdown_grace.unwrap_or(d.shutdown_grace),
         experimental_lease_checkpoint_interval: f
             .experimental_lease_checkpoint_interval
             .unwrap_or(d.experimental_lease_checkpoint_interval),
@@ -533,6 +539,8 @@ fn to_config(f: &Flags) -> Result<Config, String> {
         )?,
         grpc_keepalive_timeout: parse_duration(&f.grpc_keepalive_timeout)
             .map_err(|e| format!("--grpc-keepalive-timeout: {e}"))?,
+        shutdown_grace: parse_duration(&f.shutdown_grace)
+            .map_err(|e| format!("--shutdown-grace: {e}"))?,
         lease_checkpoint_interval: parse_duration(&f.experimental_lease_checkpoint_interval)
             .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?,
         backend: f.backend.parse().map_err(|e| format!("--backend: {e}"))?,
