@@ -69,7 +69,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let method = self.metrics.method(req.uri().path()).cloned();
-        if let Some(m) = &method {
+        if let (true, Some(m)) = (crate::metrics::ON, &method) {
             m.started.inc();
         }
         ObservedFuture {

@@ -172,14 +172,18 @@ struct Counted(prometheus::IntGauge);
 
 impl Counted {
     fn new(gauge: &prometheus::IntGauge) -> Counted {
-        gauge.inc();
+        if crate::metrics::ON {
+            gauge.inc();
+        }
         Counted(gauge.clone())
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.dec();
+        if crate::metrics::ON {
+            self.0.dec();
+        }
     }
 }
 

@@ -169,7 +169,9 @@ impl Node {
         let log = LogStore::open_with(
             &member_dir.join("wal"),
             Some(Arc::new(move |took: std::time::Duration| {
-                fsyncs.observe(took.as_secs_f64())
+                if crate::metrics::ON {
+                    fsyncs.observe(took.as_secs_f64())
+                }
             })),
         )?;
         let store = Arc::new(Store::open_path_with(

@@ -157,7 +157,7 @@ impl Drop for LeaderInbound {
 impl Inbound for LeaderInbound {
     async fn next_message(&mut self) -> Result<Option<Bytes>, Unreachable<TypeConfig>> {
         let m = self.frames.next().await.map_err(|e| Unreachable::new(&e))?;
-        if let (Some(c), Some(m)) = (&self.received, &m) {
+        if let (true, Some(c), Some(m)) = (crate::metrics::ON, &self.received, &m) {
             c.inc_by(4 + m.len() as u64);
         }
         Ok(m)
@@ -287,7 +287,7 @@ where
                 tracing::debug!(error = %e, "append connection: write failed");
                 return;
             }
-            if let Some(c) = &sent {
+            if let (true, Some(c)) = (crate::metrics::ON, &sent) {
                 c.inc_by(4 + m.payload.len() as u64);
             }
         }

@@ -380,9 +380,11 @@ impl StateMachine {
         } else {
             let t = std::time::Instant::now();
             let r = self.store.write_batch(&batch, &pos).map_err(kv_err)?;
-            self.metrics
-                .backend_commit
-                .observe(t.elapsed().as_secs_f64());
+            if crate::metrics::ON {
+                self.metrics
+                    .backend_commit
+                    .observe(t.elapsed().as_secs_f64());
+            }
             r
         };
         drop(batch);

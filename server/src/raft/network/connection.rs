@@ -147,7 +147,7 @@ impl PeerConnection {
                     let (answer, reusable) = pipe.round(&req, timeout).await;
                     // A heartbeat's answer is one round trip: etcd's
                     // peer round-trip time.
-                    if let (Some(m), Ok(_)) = (&metrics, &answer) {
+                    if let (true, Some(m), Ok(_)) = (crate::metrics::ON, &metrics, &answer) {
                         m.round_trip.observe(sent.elapsed().as_secs_f64());
                     }
                     (answer, reusable.then_some(pipe))
