@@ -210,6 +210,7 @@ impl Cluster {
             pids: self.pids(),
             data_dirs: self.data_dirs(),
             quiet: true,
+            tls: Default::default(),
         }
     }
 

@@ -470,6 +470,7 @@ async fn big_run(system: System, bin: &Path, keys: u64, work: &Path) -> Result<V
         pids: vec![],
         data_dirs: vec![],
         quiet: true,
+        tls: Default::default(),
     };
     let pool = Pool::connect(&c).await?;
     let t = Instant::now();

@@ -43,12 +43,17 @@ const MAX_MESSAGE: usize = 1 << 30;
 pub struct Conn {
     send: SendRequest<Bytes>,
     authority: Authority,
+    scheme: Scheme,
 }
 
 impl Conn {
-    /// Connects to `endpoint` (`host:port`, or `http://host:port`).
-    pub async fn connect(endpoint: &str) -> Result<Conn> {
-        let addr = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+    /// Connects to `endpoint` (`host:port`, `http://host:port` or, with
+    /// `tls`, `https://host:port`).
+    pub async fn connect(endpoint: &str, tls: Option<&tokio_rustls::TlsConnector>) -> Result<Conn> {
+        let addr = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"))
+            .unwrap_or(endpoint);
         let addr = addr.trim_end_matches('/');
         let authority: Authority = addr
             .parse()
@@ -61,18 +66,45 @@ impl Conn {
         .with_context(|| format!("connect to {addr}: timed out"))?
         .with_context(|| format!("connect to {addr}"))?;
         tcp.set_nodelay(true).context("TCP_NODELAY")?;
-        let (send, connection) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONN_WINDOW)
-            .handshake::<_, Bytes>(tcp)
-            .await
-            .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
-        tokio::spawn(async move {
-            // Ends when the server closes the connection or every handle
-            // is dropped; calls in flight then fail with the cause.
-            let _ = connection.await;
-        });
-        Ok(Conn { send, authority })
+        let mut h2 = h2::client::Builder::new();
+        h2.initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW);
+        let send = match tls {
+            Some(tls) => {
+                let stream = crate::tls::connect(tls, authority.host(), tcp).await?;
+                let (send, connection) = h2
+                    .handshake::<_, Bytes>(stream)
+                    .await
+                    .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                send
+            }
+            None => {
+                let (send, connection) = h2
+                    .handshake::<_, Bytes>(tcp)
+                    .await
+                    .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
+                tokio::spawn(async move {
+                    // Ends when the server closes the connection or every
+                    // handle is dropped; calls in flight then fail with
+                    // the cause.
+                    let _ = connection.await;
+                });
+                send
+            }
+        };
+        let scheme = if tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        Ok(Conn {
+            send,
+            authority,
+            scheme,
+        })
     }
 
     /// A KV client over this connection.
@@ -94,7 +126,7 @@ impl Conn {
             .map_err(|e| Status::internal(format!("encode: {e}")))?;
 
         let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(PathAndQuery::from_static(path))
             .build()

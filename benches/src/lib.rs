@@ -34,3 +34,4 @@ pub mod pair;
 pub mod process;
 pub mod report;
 pub mod runner;
+pub mod tls;

@@ -66,6 +66,9 @@ pub struct Common {
     /// No progress bar.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// TLS to the endpoints.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsFiles,
 }
 
 impl Common {
@@ -169,6 +172,7 @@ mod tests {
             pids: vec![],
             data_dirs: vec![],
             quiet: true,
+            tls: Default::default(),
         };
         c.validate().expect("valid");
         let mut rng = fastrand::Rng::with_seed(1);

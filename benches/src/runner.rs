@@ -33,19 +33,26 @@ impl Pool {
     pub async fn connect(c: &Common) -> Result<Pool> {
         let mut conns = Vec::with_capacity(c.conns);
         let mut channels = Vec::with_capacity(c.conns);
+        let tls = if c.tls.enabled() {
+            Some((c.tls.connector()?, c.tls.tonic()?))
+        } else {
+            None
+        };
         for i in 0..c.conns {
             let ep = &c.endpoints[i % c.endpoints.len()];
-            let url = if ep.contains("://") {
-                ep.clone()
-            } else {
-                format!("http://{ep}")
+            let host = ep.split("://").last().unwrap_or(ep);
+            let url = match &tls {
+                Some(_) => format!("https://{host}"),
+                None => format!("http://{host}"),
             };
-            let ch = Endpoint::from_shared(url.clone())
+            let mut ch = Endpoint::from_shared(url.clone())
                 .with_context(|| format!("endpoint {ep:?}"))?
-                .connect_timeout(Duration::from_secs(5))
-                .connect_lazy();
-            channels.push(ch);
-            conns.push(Conn::connect(ep).await?);
+                .connect_timeout(Duration::from_secs(5));
+            if let Some((_, config)) = &tls {
+                ch = ch.tls_config(config.clone()).context("TLS settings")?;
+            }
+            channels.push(ch.connect_lazy());
+            conns.push(Conn::connect(&url, tls.as_ref().map(|(c, _)| c)).await?);
         }
         Ok(Pool { conns, channels })
     }

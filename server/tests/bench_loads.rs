@@ -12,10 +12,11 @@ use std::time::Duration;
 use cairn::proto::etcdserverpb::{compare as cmp, request_op, response_op};
 use cairn::proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use cairn_bench::grpc::{Conn, Kv};
-use cairn_bench::loads::{k8s, range, revoke, snapshot, txn, watch, Load};
+use cairn_bench::loads::{big_range, k8s, range, revoke, snapshot, txn, watch, Load};
 use cairn_bench::options::{Common, Consistency};
+use cairn_bench::tls::TlsFiles;
 use cairn_bench::{compare, pair};
-use common::{cairnutl, which, Cluster, Etcd};
+use common::{cairnutl, certs, tls_flags, tls_mode, which, Cluster, Etcd};
 use tonic::Code;
 
 fn common(endpoints: Vec<String>, pids: Vec<u32>) -> Common {
@@ -33,6 +34,22 @@ fn common(endpoints: Vec<String>, pids: Vec<u32>) -> Common {
         pids,
         data_dirs: vec![],
         quiet: true,
+        tls: if tls_mode() {
+            client_tls()
+        } else {
+            Default::default()
+        },
+    }
+}
+
+/// The test client's certificate files, as cairn-bench takes them.
+fn client_tls() -> TlsFiles {
+    let p = certs::Pki::get();
+    let c = p.pair("client");
+    TlsFiles {
+        cacert: Some(p.ca().into()),
+        cert: Some(c.cert.into()),
+        key: Some(c.key.into()),
     }
 }
 
@@ -123,7 +140,10 @@ async fn lean_client_reads_cairn_and_etcd_alike() {
     let etcd = Etcd::start();
     etcd.kv().await; // up
     let endpoint = etcd.client_url.clone();
-    let mut kv = Conn::connect(&endpoint).await.expect("connect etcd").kv();
+    let mut kv = Conn::connect(&endpoint, None)
+        .await
+        .expect("connect etcd")
+        .kv();
     lean_client_calls(&mut kv, "etcd").await;
     // The server goes away: a call fails as unavailable, it does not hang.
     drop(etcd);
@@ -132,10 +152,10 @@ async fn lean_client_reads_cairn_and_etcd_alike() {
         .await
         .expect_err("etcd stopped");
     assert_eq!(gone.code(), Code::Unavailable, "{gone:?}");
-    assert!(Conn::connect(&endpoint).await.is_err());
+    assert!(Conn::connect(&endpoint, None).await.is_err());
 
     let c = Cluster::start(1, &[]).await;
-    let mut kv = Conn::connect(&c.members[0].endpoint())
+    let mut kv = Conn::connect(&c.members[0].endpoint(), None)
         .await
         .expect("connect cairn")
         .kv();
@@ -187,6 +207,18 @@ async fn every_load_runs_against_cairn() {
             },
         ),
         (
+            Load::BigRange(big_range::Args {
+                list_size: 3000,
+                reads: 2,
+                settle: Duration::from_millis(100),
+            }),
+            Common {
+                pids: c.members[0].pid().into_iter().collect(),
+                val_size: 2000,
+                ..base.clone()
+            },
+        ),
+        (
             Load::SnapshotSave(snapshot::Args {
                 save_to: Some(c.dir.path().join("saved.db")),
             }),
@@ -210,6 +242,14 @@ async fn every_load_runs_against_cairn() {
             // 20 puts seen by 50 watchers each.
             Load::WatchLatency(_) => assert_eq!(r.extra("events"), Some(1000.0)),
             Load::K8s(_) => assert!(r.extra("watch events").unwrap_or(0.0) > 0.0),
+            // 3000 keys of 2000 bytes: over the size a member holds whole.
+            Load::BigRange(_) => {
+                assert!(r.extra("answer MiB").unwrap_or(0.0) > 5.0, "{r:?}");
+                assert!(
+                    r.extra("server RSS growth, first read MiB").is_some(),
+                    "{r:?}"
+                );
+            }
             Load::LeaseRevoke(_) => {
                 assert!(r.latency("during").is_some(), "{r:?}");
                 assert!(r.extra("slowest revoke ms").unwrap_or(0.0) > 0.0, "{r:?}");
@@ -322,4 +362,56 @@ async fn pair_loads_two_builds_at_once() {
     assert!(pair::rounds(&missing).await.is_err());
     let no_rounds = pair::Args { rounds: 0, ..args };
     assert!(pair::rounds(&no_rounds).await.is_err());
+}
+
+/// The loads over mutual TLS (etcdctl's `--cacert`, `--cert`, `--key`):
+/// the lean unary client and tonic's streams both connect and run
+/// without errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_run_over_mutual_tls() {
+    let flags = tls_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let c = Cluster::launch(1, &flags, "https", "https");
+    let p = certs::Pki::get();
+    let cl = p.pair("client");
+    let ctl = [
+        format!("--cacert={}", p.ca()),
+        format!("--cert={}", cl.cert),
+        format!("--key={}", cl.key),
+    ];
+    let ctl: Vec<&str> = ctl.iter().map(String::as_str).collect();
+    c.wait_ready_ctl(&ctl, Duration::from_secs(30));
+    let base = Common {
+        tls: client_tls(),
+        ..common(vec![c.members[0].endpoint()], vec![])
+    };
+    assert!(base.endpoints[0].starts_with("https://"));
+    for load in [
+        Load::Put,
+        Load::K8s(k8s::Args {
+            watchers: 2,
+            page_size: 50,
+        }),
+    ] {
+        let r = load
+            .run(&Common {
+                key_space_size: 120,
+                ..base.clone()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:#}", load.name()));
+        assert_eq!(r.errors, 0, "{}: {:?}", load.name(), r.first_error);
+        assert!(r.ops > 0, "{}", load.name());
+    }
+    // Without the client certificate the member refuses the connection.
+    let refused = Load::Put
+        .run(&Common {
+            tls: TlsFiles {
+                cacert: Some(p.ca().into()),
+                ..Default::default()
+            },
+            ..base.clone()
+        })
+        .await;
+    assert!(refused.is_err() || refused.is_ok_and(|r| r.errors > 0));
 }

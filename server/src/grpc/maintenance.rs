@@ -38,6 +38,44 @@ fn snapshot_failed(e: &std::io::Error) -> Status {
     Status::internal(format!("snapshot failed: {e}"))
 }
 
+/// A snapshot's pieces as etcd's answers. Each piece is sent once the
+/// next is known: `remaining_bytes` is what is known to follow (the next
+/// piece; the export's total is not known before it ends), 0 on the last
+/// (the SHA-256). Also what the JSON gateway streams.
+pub(crate) fn snapshot_stream(
+    header: Option<pb::ResponseHeader>,
+    pieces: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+) -> impl Stream<Item = Result<pb::SnapshotResponse, Status>> + Send {
+    futures::stream::unfold(
+        (pieces, None::<bytes::Bytes>),
+        move |(mut pieces, held)| async move {
+            let held = match held {
+                Some(h) => h,
+                None => match pieces.recv().await? {
+                    Ok(b) => b,
+                    Err(e) => return Some((Err(snapshot_failed(&e)), (pieces, None))),
+                },
+            };
+            let (next, remaining) = match pieces.recv().await {
+                Some(Ok(b)) => {
+                    let n = b.len() as u64;
+                    (Some(b), n)
+                }
+                Some(Err(e)) => {
+                    return Some((Err(snapshot_failed(&e)), (pieces, None)));
+                }
+                None => (None, 0),
+            };
+            let resp = pb::SnapshotResponse {
+                header,
+                remaining_bytes: remaining,
+                blob: held,
+            };
+            Some((Ok(resp), (pieces, next)))
+        },
+    )
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     type SnapshotStream = SnapshotStream;
@@ -96,37 +134,7 @@ impl Maintenance for MaintenanceService {
         req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let (header, pieces) = caller(&self.node, &self.client, &req)?.snapshot()?;
-        // Each piece is sent once the next is known: `remaining_bytes` is
-        // what is known to follow (the next piece; the export's total is
-        // not known before it ends), 0 on the last (the SHA-256).
-        let stream = futures::stream::unfold(
-            (pieces, None::<bytes::Bytes>),
-            move |(mut pieces, held)| async move {
-                let held = match held {
-                    Some(h) => h,
-                    None => match pieces.recv().await? {
-                        Ok(b) => b,
-                        Err(e) => return Some((Err(snapshot_failed(&e)), (pieces, None))),
-                    },
-                };
-                let (next, remaining) = match pieces.recv().await {
-                    Some(Ok(b)) => {
-                        let n = b.len() as u64;
-                        (Some(b), n)
-                    }
-                    Some(Err(e)) => {
-                        return Some((Err(snapshot_failed(&e)), (pieces, None)));
-                    }
-                    None => (None, 0),
-                };
-                let resp = pb::SnapshotResponse {
-                    header,
-                    remaining_bytes: remaining,
-                    blob: held,
-                };
-                Some((Ok(resp), (pieces, next)))
-            },
-        );
+        let stream = snapshot_stream(header, pieces);
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -58,6 +58,7 @@ pub fn router(node: Node) -> Router {
         .route("/maintenance/alarm", post(alarm))
         .route("/maintenance/defragment", post(defragment))
         .route("/maintenance/hash", post(hash))
+        .route("/maintenance/snapshot", post(snapshot))
         .route("/maintenance/transfer-leadership", post(move_leader))
         .route("/auth/authenticate", post(authenticate))
         .route("/auth/enable", post(auth_enable))
@@ -363,14 +364,6 @@ async fn watch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    #[derive(Serialize)]
-    struct Line<'a> {
-        result: &'a pb::WatchResponse,
-    }
-    #[derive(Serialize)]
-    struct Failed<'a> {
-        error: ErrorBody<'a>,
-    }
     let requests = match watch_requests(&body) {
         Ok(r) => r,
         Err(s) => return refused(s),
@@ -393,7 +386,44 @@ async fn watch(
         false,
         user,
     ));
-    let lines = tokio_stream::wrappers::ReceiverStream::new(rx).map(|(resp, _share)| {
+    json_lines(tokio_stream::wrappers::ReceiverStream::new(rx).map(|(resp, _share)| resp))
+}
+
+/// `/v3/maintenance/snapshot`: the backup streamed as etcd's gateway
+/// streams it, one `{"result": SnapshotResponse}` per line (the bytes in
+/// base64).
+async fn snapshot(
+    State(node): State<Node>,
+    remote: Option<Remote>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(s) = parse::<pb::SnapshotRequest>(&body) {
+        return refused(s);
+    }
+    let started = caller(&node, &headers).and_then(|c| Ok(c.snapshot()?));
+    match started {
+        Ok((header, pieces)) => {
+            json_lines(crate::grpc::maintenance::snapshot_stream(header, pieces))
+        }
+        Err(s) => refused_from(s, remote.as_ref()),
+    }
+}
+
+/// A streamed answer as grpc-gateway sends one: each message a line of
+/// `{"result": …}`, an error a line of `{"error": …}`.
+fn json_lines<T: Serialize + Send + 'static>(
+    answers: impl futures::Stream<Item = Result<T, Status>> + Send + 'static,
+) -> Response {
+    #[derive(Serialize)]
+    struct Line<'a, T> {
+        result: &'a T,
+    }
+    #[derive(Serialize)]
+    struct Failed<'a> {
+        error: ErrorBody<'a>,
+    }
+    let lines = answers.map(|resp| {
         let line = match &resp {
             Ok(r) => serde_json::to_string(&Line { result: r }),
             Err(s) => serde_json::to_string(&Failed {
