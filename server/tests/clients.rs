@@ -557,6 +557,7 @@ async fn the_json_gateway_answers_curl_as_etcd_does() {
     }
     // A backup through the gateway: JSON lines of base64 pieces making
     // a snapshot file etcdctl reads, at the same revision as etcd's.
+    let dir = cairn.dir.path();
     let revision_of = |ep: &str, who: &str| -> u64 {
         let out = Command::new("curl")
             .args(["-s", "-X", "POST", "-d", "{}"])
@@ -581,7 +582,7 @@ async fn the_json_gateway_answers_curl_as_etcd_does() {
                 .expect("write");
             file.extend(dec.wait_with_output().expect("base64").stdout);
         }
-        let path = scratch().join(format!("gateway-{who}.db"));
+        let path = dir.join(format!("gateway-{who}.db"));
         std::fs::write(&path, &file).expect("write the snapshot");
         let (ok, status, err) = etcdctl(
             "",

@@ -65,30 +65,41 @@ impl<S: NamedService> NamedService for LargeRanges<S> {
 impl<S, B> tower_service::Service<http::Request<B>> for LargeRanges<S>
 where
     S: tower_service::Service<http::Request<B>, Response = http::Response<Body>>,
-    S::Future: Send + 'static,
+    S::Future: Unpin,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<http::Response<Body>, S::Error>> + Send>>;
+    type Future = Swapped<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let answer = self.0.call(req);
-        Box::pin(async move {
-            let mut resp = answer.await?;
-            if let Some(large) = resp
-                .extensions_mut()
-                .remove::<Pending>()
-                .and_then(|p| p.take())
-            {
-                *resp.body_mut() = Body::new(stream(large));
-            }
-            Ok(resp)
-        })
+        Swapped(self.0.call(req))
+    }
+}
+
+/// An answer whose body is replaced by the streamed one when it carries
+/// a [`Pending`] range.
+pub struct Swapped<F>(F);
+
+impl<F, E> std::future::Future for Swapped<F>
+where
+    F: std::future::Future<Output = Result<http::Response<Body>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut resp = std::task::ready!(Pin::new(&mut self.0).poll(cx))?;
+        if let Some(large) = resp
+            .extensions_mut()
+            .remove::<Pending>()
+            .and_then(|p| p.take())
+        {
+            *resp.body_mut() = Body::new(stream(large));
+        }
+        Poll::Ready(Ok(resp))
     }
 }
 
