@@ -2,15 +2,16 @@
 //!
 //! gRPC frames a message with its length first, so a unary answer is
 //! normally encoded whole before its first byte leaves. For a
-//! [`LargeRange`] the length is known from the first pass (the client's
+//! `LargeRange` the length is known from the first pass (the client's
 //! `large_range`), and the message is written field by field in the
 //! order prost writes it — header, keys, `more`, `count` — a batch of
 //! keys at a time, by a blocking task that reads the next batch only as
-//! the connection takes the previous ones. Clients receive the same bytes
+//! the connection takes the previous ones (`ENCODERS` such tasks at
+//! most, so that slow readers cannot take every blocking thread). Clients receive the same bytes
 //! a whole answer would have been.
 //!
 //! The KV service answers such a range with an empty message carrying
-//! the [`LargeRange`] in its extensions; [`LargeRanges`], wrapped around
+//! the `LargeRange` in its extensions; [`LargeRanges`], wrapped around
 //! the service, puts the streamed body in place of tonic's. An error
 //! after the first byte (the range compacted away, a failed read) ends
 //! the body with that error's status in the trailers, as gRPC ends any
@@ -54,7 +55,7 @@ impl Pending {
     }
 }
 
-/// A service whose [`Pending`] answers are sent as they are encoded.
+/// A service whose `Pending` answers are sent as they are encoded.
 #[derive(Clone)]
 pub struct LargeRanges<S>(pub S);
 
@@ -81,7 +82,7 @@ where
 }
 
 /// An answer whose body is replaced by the streamed one when it carries
-/// a [`Pending`] range.
+/// a `Pending` range.
 pub struct Swapped<F>(F);
 
 impl<F, E> std::future::Future for Swapped<F>
@@ -103,22 +104,43 @@ where
     }
 }
 
+/// Large answers being encoded at once, each on a blocking thread it
+/// keeps while its client takes the chunks: so that clients that read
+/// slowly (or not at all) can hold at most this many of the threads the
+/// member's store reads run on; further large answers wait their turn.
+const ENCODERS: usize = 16;
+
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ENCODERS);
+
 /// The gRPC body of `large`: its message, then the trailers.
 fn stream(mut large: LargeRange) -> Streamed {
     let (tx, rx) = mpsc::channel(QUEUED);
-    tokio::task::spawn_blocking(move || {
-        let status = match write(&mut large, &tx) {
-            Ok(()) => Status::ok(""),
-            Err(Sent::Gone) => return,
-            Err(Sent::Failed(status)) => status,
+    tokio::spawn(async move {
+        let Ok(turn) = TURNS.acquire().await else {
+            return;
         };
-        let mut trailers = http::HeaderMap::new();
-        if status.add_header(&mut trailers).is_err() {
-            trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
+        let encoded = tokio::task::spawn_blocking(move || encode(&mut large, &tx)).await;
+        drop(turn);
+        if let Err(e) = encoded {
+            tracing::error!(error = %e, "encoding a large range answer");
         }
-        let _ = tx.blocking_send(Frame::trailers(trailers));
     });
     Streamed(rx)
+}
+
+/// Sends `large`'s message and trailers to `tx`. Blocks on the store and
+/// on the connection.
+fn encode(large: &mut LargeRange, tx: &mpsc::Sender<Frame<Bytes>>) {
+    let status = match write(large, tx) {
+        Ok(()) => Status::ok(""),
+        Err(Sent::Gone) => return,
+        Err(Sent::Failed(status)) => status,
+    };
+    let mut trailers = http::HeaderMap::new();
+    if status.add_header(&mut trailers).is_err() {
+        trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
+    }
+    let _ = tx.blocking_send(Frame::trailers(trailers));
 }
 
 /// Why a body stopped before its end.
