@@ -46,6 +46,23 @@ pub struct Conn {
     scheme: Scheme,
 }
 
+/// HTTP/2 over `io`, its connection driven by a task of its own.
+async fn handshake<T>(h2: &h2::client::Builder, io: T, addr: &str) -> Result<SendRequest<Bytes>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) = h2
+        .handshake::<_, Bytes>(io)
+        .await
+        .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
+    tokio::spawn(async move {
+        // Ends when the server closes the connection or every handle is
+        // dropped; calls in flight then fail with the cause.
+        let _ = connection.await;
+    });
+    Ok(send)
+}
+
 impl Conn {
     /// Connects to `endpoint` (`host:port`, `http://host:port` or, with
     /// `tls`, `https://host:port`).
@@ -72,28 +89,9 @@ impl Conn {
         let send = match tls {
             Some(tls) => {
                 let stream = crate::tls::connect(tls, authority.host(), tcp).await?;
-                let (send, connection) = h2
-                    .handshake::<_, Bytes>(stream)
-                    .await
-                    .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                send
+                handshake(&h2, stream, addr).await?
             }
-            None => {
-                let (send, connection) = h2
-                    .handshake::<_, Bytes>(tcp)
-                    .await
-                    .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
-                tokio::spawn(async move {
-                    // Ends when the server closes the connection or every
-                    // handle is dropped; calls in flight then fail with
-                    // the cause.
-                    let _ = connection.await;
-                });
-                send
-            }
+            None => handshake(&h2, tcp, addr).await?,
         };
         let scheme = if tls.is_some() {
             Scheme::HTTPS

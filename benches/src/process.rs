@@ -13,6 +13,46 @@ pub fn status_mib(pid: u32, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The summed resident memory of `pids`, in MiB.
+pub fn rss_mib(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|p| status_mib(*p, "VmRSS")).sum()
+}
+
+/// Samples the resident memory of some processes every `every` until
+/// stopped, keeping the most seen, and what it was at the start.
+pub struct RssPeak {
+    base: f64,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<f64>,
+}
+
+impl RssPeak {
+    /// Starts sampling `pids`.
+    pub fn start(pids: &[u32], every: std::time::Duration) -> RssPeak {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let (flag, pids) = (done.clone(), pids.to_vec());
+        RssPeak {
+            base: rss_mib(&pids),
+            done,
+            task: tokio::spawn(async move {
+                let mut most: f64 = 0.0;
+                while !flag.load(Ordering::Acquire) {
+                    most = most.max(rss_mib(&pids));
+                    tokio::time::sleep(every).await;
+                }
+                most
+            }),
+        }
+    }
+
+    /// Stops sampling: how far the memory rose above its start, in MiB.
+    pub async fn growth(self) -> anyhow::Result<f64> {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        Ok(self.task.await? - self.base)
+    }
+}
+
 /// CPU time (user + system) a process has used so far, in seconds
 /// (`/proc/<pid>/stat`, in clock ticks of 1/100 s as Linux reports them).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {

@@ -546,15 +546,18 @@ async fn the_json_gateway_answers_curl_as_etcd_does() {
         ("/v3/lease/revoke", r#"{"ID":"77"}"#),
         ("/v3/auth/authenticate", r#"{"name":"x","password":"y"}"#),
     ];
-    for (path, body) in calls {
-        let (ecode, ejson) = gateway_post(&format!("http://{e}{path}"), body);
-        let (ccode, cjson) = gateway_post(&format!("http://{c}{path}"), body);
-        assert_eq!(
-            (ccode, &cjson),
-            (ecode, &ejson),
-            "POST {path} {body}: Cairn, then etcd"
-        );
-    }
+    let same_answers = |calls: &[(&str, &str)]| {
+        for (path, body) in calls {
+            let (ecode, ejson) = gateway_post(&format!("http://{e}{path}"), body);
+            let (ccode, cjson) = gateway_post(&format!("http://{c}{path}"), body);
+            assert_eq!(
+                (ccode, &cjson),
+                (ecode, &ejson),
+                "POST {path} {body}: Cairn, then etcd"
+            );
+        }
+    };
+    same_answers(calls);
     // A backup through the gateway: JSON lines of base64 pieces making
     // a snapshot file etcdctl reads, at the same revision as etcd's.
     let dir = cairn.dir.path();
@@ -625,15 +628,7 @@ async fn the_json_gateway_answers_curl_as_etcd_does() {
         ),
         ("/v3/cluster/member/add", r#"{"peerURLs":["not a url"]}"#),
     ];
-    for (path, body) in admin {
-        let (ecode, ejson) = gateway_post(&format!("http://{e}{path}"), body);
-        let (ccode, cjson) = gateway_post(&format!("http://{c}{path}"), body);
-        assert_eq!(
-            (ccode, &cjson),
-            (ecode, &ejson),
-            "POST {path} {body}: Cairn, then etcd"
-        );
-    }
+    same_answers(admin);
     let token = |ep: &str, user: &str, pw: &str| -> String {
         let (code, v) = gateway_post(
             &format!("http://{ep}/v3/auth/authenticate"),

@@ -12,8 +12,6 @@
 //! times and answer size (each checked against the list size: a short
 //! answer is an error).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -24,7 +22,7 @@ use prost::Message;
 
 use crate::loads::range;
 use crate::options::{prefix_end, Common, Consistency};
-use crate::process::{self, status_mib};
+use crate::process::{self, RssPeak};
 use crate::report::{histogram, record, Latency, Report};
 use crate::runner::{preload, Pool};
 
@@ -49,25 +47,12 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
     preload(&pool, range::keys(c, &ranges), c.value()).await?;
     tokio::time::sleep(a.settle).await;
     let mut kv = KvClient::new(pool.channel(0)).max_decoding_message_size(usize::MAX);
-    let rss = |pids: &[u32]| -> f64 { pids.iter().filter_map(|p| status_mib(*p, "VmRSS")).sum() };
     let mut lat = histogram();
     let mut growth = Vec::new();
     let mut answer_mib = 0.0;
     let started = Instant::now();
     for _ in 0..a.reads {
-        let base = rss(&c.pids);
-        let done = Arc::new(AtomicBool::new(false));
-        let sampler = {
-            let (done, pids) = (done.clone(), c.pids.clone());
-            tokio::spawn(async move {
-                let mut most: f64 = 0.0;
-                while !done.load(Ordering::Acquire) {
-                    most = most.max(rss(&pids));
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                most
-            })
-        };
+        let peak = RssPeak::start(&c.pids, Duration::from_millis(10));
         let t = Instant::now();
         let resp = kv
             .range(RangeRequest {
@@ -80,8 +65,7 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
             .context("range")?
             .into_inner();
         record(&mut lat, t.elapsed());
-        done.store(true, Ordering::Release);
-        let most = sampler.await.context("rss sampler")?;
+        let grew = peak.growth().await.context("rss sampler")?;
         if resp.kvs.len() as u64 != a.list_size || resp.count as u64 != a.list_size {
             bail!(
                 "read {} keys (count {}), wrote {}",
@@ -91,7 +75,7 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
             );
         }
         answer_mib = resp.encoded_len() as f64 / (1 << 20) as f64;
-        growth.push(most - base);
+        growth.push(grew);
     }
     let seconds = started.elapsed().as_secs_f64();
     let mut extra = vec![("answer MiB".into(), answer_mib)];

@@ -14,7 +14,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use cairn_proto::etcdserverpb::SnapshotRequest;
 use crate::loads::put::Putter;
 use crate::loads::windows::{Timed, Windows};
 use crate::options::Common;
-use crate::process::status_mib;
+use crate::process::RssPeak;
 use crate::report::Report;
 use crate::runner::{closed_loop, Pool};
 
@@ -49,22 +48,7 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
         let windows = windows.clone();
         tokio::spawn(async move {
             tokio::time::sleep(duration / 4).await;
-            let rss =
-                |pids: &[u32]| -> f64 { pids.iter().filter_map(|p| status_mib(*p, "VmRSS")).sum() };
-            let base = rss(&pids);
-            let done = Arc::new(AtomicBool::new(false));
-            let sampler = {
-                let done = done.clone();
-                let pids = pids.clone();
-                tokio::spawn(async move {
-                    let mut most: f64 = 0.0;
-                    while !done.load(Ordering::Acquire) {
-                        most = most.max(rss(&pids));
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    most
-                })
-            };
+            let peak = RssPeak::start(&pids, Duration::from_millis(20));
             let mut file = match &save_to {
                 Some(p) => Some(std::io::BufWriter::new(
                     std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
@@ -90,9 +74,8 @@ pub async fn run(c: &Common, a: &Args) -> Result<Report> {
             }
             let took = t.elapsed();
             windows.close(0);
-            done.store(true, Ordering::Release);
-            let most = sampler.await.context("rss sampler")?;
-            let growth = (!pids.is_empty()).then_some(most - base);
+            let grew = peak.growth().await.context("rss sampler")?;
+            let growth = (!pids.is_empty()).then_some(grew);
             anyhow::Ok((took, bytes, growth))
         })
     };
