@@ -18,6 +18,10 @@ use cairn_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmT
 use tokio::sync::watch;
 
 use super::Inner;
+
+/// How long the start-up check waits for Raft to publish the membership
+/// it loaded from disk.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(5);
 use crate::error::Error;
 use crate::raft::forward::{ForwardRequest, ForwardResponse};
 
@@ -60,6 +64,25 @@ impl Inner {
     /// etcd's `--experimental-initial-corrupt-check`: refuses to serve a
     /// store that differs from a reachable member's.
     pub(crate) async fn initial_corrupt_check(&self) -> Result<(), Error> {
+        // Raft publishes the membership it loaded from disk a moment after
+        // it starts; comparing before that would compare with no one.
+        let me = self.id;
+        let loaded = self
+            .raft
+            .wait(Some(MEMBERSHIP_WAIT))
+            .metrics(
+                |m| {
+                    m.membership_config
+                        .membership()
+                        .nodes()
+                        .any(|(id, _)| *id == me)
+                },
+                "membership loaded",
+            )
+            .await;
+        if loaded.is_err() {
+            tracing::warn!("membership not known yet; the initial corruption check compares with the members known now");
+        }
         let differ = self.differing_members().await?;
         if differ.is_empty() {
             tracing::info!("initial corruption check passed");
@@ -90,19 +113,35 @@ impl Inner {
                     .forward(url, ForwardRequest::HashKv { revision: current }),
             )
             .await;
-            let Ok(Ok(ForwardResponse::HashKv {
-                hash,
-                compact_revision,
-                revision,
-            })) = answer
-            else {
-                continue;
+            let (hash, compact_revision, revision) = match answer {
+                Ok(Ok(ForwardResponse::HashKv {
+                    hash,
+                    compact_revision,
+                    revision,
+                })) => (hash, compact_revision, revision),
+                other => {
+                    tracing::warn!(
+                        member = %format!("{:x}", m.id),
+                        answer = ?other,
+                        "cannot fetch the hash of a member; not compared"
+                    );
+                    continue;
+                }
             };
             let store = Arc::clone(&self.store);
             let mine = tokio::task::spawn_blocking(move || store.hash_kv(revision))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??;
-            if compact_revision != mine.compact_revision || hash == mine.hash {
+            if compact_revision != mine.compact_revision {
+                tracing::warn!(
+                    member = %format!("{:x}", m.id),
+                    compact_revision,
+                    mine = mine.compact_revision,
+                    "a member is compacted differently; hashes not compared"
+                );
+                continue;
+            }
+            if hash == mine.hash {
                 continue;
             }
             tracing::error!(
