@@ -202,6 +202,7 @@ impl Cluster {
             clients,
             total: 0,
             duration: Some(duration),
+            rate: 0,
             key_size: 8,
             val_size: 256,
             key_space_size: 10_000,

@@ -462,6 +462,7 @@ async fn big_run(system: System, bin: &Path, keys: u64, work: &Path) -> Result<V
         clients: 16,
         total: 0,
         duration: None,
+        rate: 0,
         key_size: 8,
         val_size: 256,
         key_space_size: keys.max(1),

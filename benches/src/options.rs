@@ -42,6 +42,12 @@ pub struct Common {
     /// Run for this long instead of a fixed total ("10s", "500ms", "2m").
     #[arg(long, global = true, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Requests per second in all, sent on a fixed schedule (0: each
+    /// client sends its next request as soon as the last is answered). A
+    /// request's latency counts from when the schedule meant to send it,
+    /// so a server that falls behind is charged for the wait.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub rate: u64,
     /// Key size in bytes.
     #[arg(long, global = true, default_value_t = 8)]
     pub key_size: usize,
@@ -164,6 +170,7 @@ mod tests {
             clients: 1,
             total: 1,
             duration: None,
+            rate: 0,
             key_size: 6,
             val_size: 4,
             key_space_size: 1000,

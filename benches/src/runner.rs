@@ -104,6 +104,12 @@ pub fn progress(c: &Common, label: &str, len: u64) -> ProgressBar {
     bar
 }
 
+/// When the `op`-th request of a run started at `started` is due at
+/// `rate` requests per second (none when the rate is unlimited).
+fn scheduled(started: Instant, rate: u64, op: u64) -> Option<Instant> {
+    (rate > 0).then(|| started + Duration::from_secs_f64(op as f64 / rate as f64))
+}
+
 /// Runs one worker per client until `--total` requests were sent or
 /// `--duration` has passed, and reports.
 pub async fn closed_loop<W: Worker>(c: &Common, load: &str, workers: Vec<W>) -> Result<Report> {
@@ -121,6 +127,7 @@ pub async fn closed_loop<W: Worker>(c: &Common, load: &str, workers: Vec<W>) -> 
         Some(d) => progress(c, load, d.as_secs().max(1)),
         None => progress(c, load, c.total),
     };
+    let rate = c.rate;
     let mut tasks = Vec::new();
     for mut w in workers {
         let next = next.clone();
@@ -137,7 +144,17 @@ pub async fn closed_loop<W: Worker>(c: &Common, load: &str, workers: Vec<W>) -> 
                 if op >= total || deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
-                let t0 = Instant::now();
+                let due = scheduled(started, rate, op);
+                if due.zip(deadline).is_some_and(|(at, d)| at >= d) {
+                    break;
+                }
+                let t0 = match due {
+                    Some(at) => {
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => Instant::now(),
+                };
                 match w.call(op).await {
                     Ok(name) => {
                         record(t.series.entry(name).or_insert_with(histogram), t0.elapsed());
@@ -277,4 +294,20 @@ pub async fn preload(pool: &Pool, keys: Vec<Bytes>, value: Bytes) -> Result<()> 
         t.await.context("preload task")?.context("preload txn")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_due_on_the_rate_schedule() {
+        let t = Instant::now();
+        assert_eq!(scheduled(t, 0, 7), None);
+        assert_eq!(scheduled(t, 100, 0), Some(t));
+        assert_eq!(
+            scheduled(t, 100, 250),
+            Some(t + Duration::from_millis(2500))
+        );
+    }
 }

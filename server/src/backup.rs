@@ -78,42 +78,6 @@ pub enum BackupError {
     Image(#[from] cairn_kv::Error),
 }
 
-/// Nice value of the threads that export backups, so that an export
-/// takes the CPU the member's requests leave: at the default priority, a
-/// save of a 1 GiB store on 2 cores took put p99 from 1.7 to 5.2 ms
-/// (`cairn-bench snapshot-save`).
-const EXPORT_NICE: i32 = 10;
-
-/// Runs `f` on a new thread of lower priority ([`EXPORT_NICE`]; Linux
-/// keeps a nice value per thread, and the thread ends with `f`, so no
-/// pooled thread is left slowed).
-fn spawn_export<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> io::Result<std::thread::JoinHandle<T>> {
-    std::thread::Builder::new()
-        .name("cairn-backup".into())
-        .spawn(move || {
-            let me = rustix::thread::gettid();
-            if let Err(e) = rustix::process::setpriority_process(Some(me), EXPORT_NICE) {
-                tracing::debug!(error = %e, "lowering the backup thread's priority");
-            }
-            f()
-        })
-}
-
-/// Runs `f` (a blocking export) on a thread of its own at the export's
-/// lower priority, as streamed backups are, and waits for it.
-pub async fn in_background<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    spawn_export(move || {
-        let _ = tx.send(f());
-    })?;
-    rx.await
-        .map_err(|_| io::Error::other("the backup thread ended without an answer"))?
-}
-
 /// Streams a backup of `store`: pieces of at most [`CHUNK`] bytes, the
 /// last ending with the SHA-256. Made on a thread of its own, at a lower
 /// priority than the member's requests, in a scratch file in
@@ -121,7 +85,7 @@ pub async fn in_background<T: Send + 'static>(
 pub fn stream(store: Arc<Store>, scratch_dir: PathBuf) -> mpsc::Receiver<io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let failed = tx.clone();
-    let spawned = spawn_export(move || {
+    let spawned = crate::background::spawn("cairn-backup", move || {
         let pieces = tx.clone();
         let send = move |piece: Vec<u8>| {
             pieces.blocking_send(Ok(Bytes::from(piece))).map_err(|_| {

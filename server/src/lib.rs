@@ -49,6 +49,7 @@
 pub mod accept;
 pub mod alarm;
 pub mod auth;
+pub mod background;
 pub mod backup;
 pub mod client;
 pub mod config;

@@ -26,6 +26,7 @@ fn common(endpoints: Vec<String>, pids: Vec<u32>) -> Common {
         clients: 4,
         total: 200,
         duration: None,
+        rate: 0,
         key_size: 8,
         val_size: 64,
         key_space_size: 500,

@@ -45,7 +45,7 @@ impl Inner {
             }
             let me = Arc::clone(&self);
             let into = dir.clone();
-            let r = crate::backup::in_background(move || me.write_backup(&into)).await;
+            let r = crate::background::run("cairn-backup", move || me.write_backup(&into)).await;
             match r {
                 Ok((path, revision)) => tracing::info!(
                     path = %path.display(),
@@ -102,13 +102,18 @@ fn prune(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<()> {
         if name.ends_with(SUFFIX) {
             backups.push(name);
         } else if name.ends_with(".part") {
-            std::fs::remove_file(dir.join(&name))?;
+            crate::background::remove_file(&dir.join(&name))?;
         }
     }
     backups.sort();
     let excess = backups.len().saturating_sub(keep);
     for name in &backups[..excess] {
-        std::fs::remove_file(dir.join(name))?;
+        // No longer a backup by its name before its blocks are freed, a
+        // few MiB at a time (a crash part way leaves a `.part` file,
+        // removed by the next prune).
+        let part = dir.join(format!("{name}.part"));
+        std::fs::rename(dir.join(name), &part)?;
+        crate::background::remove_file(&part)?;
     }
     crate::durable::sync_dir(dir)
 }

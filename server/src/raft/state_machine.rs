@@ -32,6 +32,7 @@ use super::apply::{ApplyObserver, Unobserved};
 use super::{decode, encode, CommandResponse, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::alarm::Alarms;
 use crate::auth::{perm, Auth, Need};
+use crate::background::PacedFile;
 use crate::convert;
 use crate::durable::{sync_dir, write_file};
 use crate::error::Error;
@@ -590,7 +591,8 @@ fn lock(files: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
 }
 
 /// Removes every snapshot file but those of `keep`.
-fn remove_others(dir: &Path, keep: &str) -> io::Result<()> {
+fn remove_others(dir: &Path, keep: &str) -> io::Result<Vec<PathBuf>> {
+    let mut removing = Vec::new();
     for ent in fs::read_dir(dir)? {
         let ent = ent?;
         let name = ent.file_name().to_string_lossy().to_string();
@@ -598,11 +600,38 @@ fn remove_others(dir: &Path, keep: &str) -> io::Result<()> {
         // writer's file on its way (a snapshot being built while one is
         // installed), and removing it failed that writer's rename.
         let finished = name.ends_with(".img") || name.ends_with(".meta");
-        if finished && name.starts_with("snapshot-") && !name.starts_with(&format!("{keep}.")) {
-            fs::remove_file(ent.path())?;
+        let mine = name.starts_with(&format!("{keep}."));
+        if name.starts_with("snapshot-") && name.ends_with(REMOVING) {
+            // Left by a removal a crash cut short.
+            removing.push(ent.path());
+        } else if finished && name.starts_with("snapshot-") && !mine {
+            if name.ends_with(".img") {
+                // Out of the readers' sight at once; its blocks are
+                // freed later, a few MiB at a time.
+                let away = dir.join(format!("{name}{REMOVING}"));
+                fs::rename(ent.path(), &away)?;
+                removing.push(away);
+            } else {
+                fs::remove_file(ent.path())?;
+            }
         }
     }
-    sync_dir(dir)
+    sync_dir(dir)?;
+    Ok(removing)
+}
+
+/// Suffix of a replaced snapshot image being removed.
+const REMOVING: &str = ".removing";
+
+/// Frees replaced snapshot images (see [`remove_others`]) without a burst
+/// on the disk; outside the snapshot files' lock. A failure is logged:
+/// the next snapshot removes what is left.
+fn free_replaced(files: Vec<PathBuf>) {
+    for f in files {
+        if let Err(e) = crate::background::remove_file(&f) {
+            tracing::warn!(file = %f.display(), error = %e, "removing a replaced snapshot image");
+        }
+    }
 }
 
 /// Builds snapshots from a live store.
@@ -619,9 +648,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let store = Arc::clone(&self.store);
         let dir = self.snap_dir.clone();
         let files = Arc::clone(&self.snapshot_files);
-        tokio::task::spawn_blocking(move || build(&store, &dir, &files))
-            .await
-            .map_err(io::Error::other)?
+        // Yields to the member's requests: a copy of the whole store.
+        crate::background::run("cairn-snapshot", move || build(&store, &dir, &files)).await
     }
 }
 
@@ -630,10 +658,9 @@ fn build(store: &Store, dir: &Path, files: &Mutex<()>) -> io::Result<Snapshot> {
     // log below it can be purged.
     store.flush().map_err(kv_err)?;
     let tmp = dir.join("building.img");
-    let mut w = BufWriter::new(File::create(&tmp)?);
+    let mut w = BufWriter::new(PacedFile::new(File::create(&tmp)?));
     let info = store.export(&mut w).map_err(kv_err)?;
-    let f = w.into_inner().map_err(|e| e.into_error())?;
-    f.sync_all()?;
+    w.into_inner().map_err(|e| e.into_error())?.finish()?;
     let applied: Applied = match &info.applied {
         Some(raw) if !raw.is_empty() => decode(raw)?,
         _ => Applied::default(),
@@ -645,7 +672,7 @@ fn build(store: &Store, dir: &Path, files: &Mutex<()>) -> io::Result<Snapshot> {
     };
     let img = dir.join(format!("{id}.img"));
     let meta_path = dir.join(format!("{id}.meta"));
-    let _files = lock(files);
+    let guard = lock(files);
     // A snapshot installed from the leader while this one was exported
     // is newer: it stays the current one, this image is dropped.
     let ours = applied.log_id.map(|l| (l.leader_id.term, l.index));
@@ -661,11 +688,11 @@ fn build(store: &Store, dir: &Path, files: &Mutex<()>) -> io::Result<Snapshot> {
     }
     fs::rename(&tmp, &img)?;
     write_file(&meta_path, &encode(&meta)?)?;
-    remove_others(dir, &id)?;
-    Ok(Snapshot {
-        meta,
-        snapshot: File::open(&img)?,
-    })
+    let replaced = remove_others(dir, &id)?;
+    let snapshot = File::open(&img)?;
+    drop(guard);
+    free_replaced(replaced);
+    Ok(Snapshot { meta, snapshot })
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -759,13 +786,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut f = r.into_inner();
             use std::io::{Seek, SeekFrom};
             f.seek(SeekFrom::Start(0))?;
-            let mut out = File::create(dir.join("installing.img"))?;
+            let mut out = PacedFile::new(File::create(dir.join("installing.img"))?);
             io::copy(&mut f, &mut out)?;
-            out.sync_all()?;
-            let _files = lock(&files);
+            out.finish()?;
+            let files = lock(&files);
             fs::rename(dir.join("installing.img"), &img)?;
             write_file(&meta_path, &encode(&meta)?)?;
-            remove_others(&dir, &id)?;
+            let replaced = remove_others(&dir, &id)?;
+            drop(files);
+            free_replaced(replaced);
             match &info.applied {
                 Some(raw) if !raw.is_empty() => decode(raw),
                 _ => Ok(Applied::default()),
