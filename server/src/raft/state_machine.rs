@@ -822,3 +822,50 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn replaced_snapshots_leave_the_readers_sight_then_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in [
+            "snapshot-1-5.img",
+            "snapshot-1-5.meta",
+            "snapshot-1-9.img",
+            "snapshot-1-9.meta",
+            // A removal a crash cut short, and another writer's file.
+            "snapshot-1-3.img.removing",
+            "building.img",
+        ] {
+            fs::write(dir.path().join(f), vec![7u8; 1000]).expect("write");
+        }
+        let replaced = remove_others(dir.path(), "snapshot-1-9").expect("remove others");
+        assert_eq!(
+            names(dir.path()),
+            [
+                "building.img",
+                "snapshot-1-3.img.removing",
+                "snapshot-1-5.img.removing",
+                "snapshot-1-9.img",
+                "snapshot-1-9.meta"
+            ]
+        );
+        assert_eq!(replaced.len(), 2);
+        free_replaced(replaced);
+        assert_eq!(
+            names(dir.path()),
+            ["building.img", "snapshot-1-9.img", "snapshot-1-9.meta"]
+        );
+    }
+}
