@@ -21,7 +21,9 @@
 //!
 //! Modules, bottom up (each uses only those above it):
 //! - [`durable`]: small files written so a crash leaves the old or the
-//!   new; [`tls`]: TLS for both ports (rustls), etcd's TLS flags.
+//!   new; [`background`]: copies of the whole store kept from crowding
+//!   requests (a lower-priority thread, paced disk writes and removals);
+//!   [`tls`]: TLS for both ports (rustls), etcd's TLS flags.
 //! - [`config`]: a member's configuration, etcd's flags' meanings;
 //!   [`metrics`]: Prometheus metrics under etcd's names.
 //! - [`error`]: the typed [`Error`]; [`status`]: etcd's gRPC code and
