@@ -28,11 +28,11 @@ const NICE: i32 = 10;
 /// between two of [`remove_file`].
 const PACE: u64 = 8 << 20;
 
-/// Pause between two steps of [`remove_file`]: at most [`PACE`] bytes
+/// Pause between two steps of [`remove_file`]: at most `PACE` bytes
 /// freed per pause, so about 400 MiB/s.
 const STEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Runs `f` on a new thread of lower priority ([`NICE`]; Linux keeps a
+/// Runs `f` on a new thread of lower priority (`NICE`; Linux keeps a
 /// nice value per thread, threads it starts inherit it, and the thread
 /// ends with `f`, so no pooled thread is left slowed).
 pub fn spawn<T: Send + 'static>(
@@ -64,7 +64,7 @@ pub async fn run<T: Send + 'static>(
         .map_err(|_| io::Error::other("a background thread ended without an answer"))?
 }
 
-/// A file being written that is made durable [`PACE`] bytes at a time,
+/// A file being written that is made durable `PACE` bytes at a time,
 /// so its final `sync_all` has little left to write.
 pub struct PacedFile {
     file: File,
@@ -100,8 +100,8 @@ impl Write for PacedFile {
     }
 }
 
-/// Removes the file at `path`, truncating it [`PACE`] bytes at a time
-/// from its end, each step made durable before the next ([`STEP_PAUSE`]
+/// Removes the file at `path`, truncating it `PACE` bytes at a time
+/// from its end, each step made durable before the next (`STEP_PAUSE`
 /// apart). Meant for files
 /// already on disk (written and synced): a step's sync would first write
 /// out whatever of the file is still only in memory. A crash part way
