@@ -625,12 +625,29 @@ const REMOVING: &str = ".removing";
 
 /// Frees replaced snapshot images (see [`remove_others`]) without a burst
 /// on the disk; outside the snapshot files' lock. A failure is logged:
-/// the next snapshot removes what is left.
+/// the next snapshot removes what is left. One already gone was freed by
+/// another snapshot's removal that found it.
 fn free_replaced(files: Vec<PathBuf>) {
     for f in files {
-        if let Err(e) = crate::background::remove_file(&f) {
-            tracing::warn!(file = %f.display(), error = %e, "removing a replaced snapshot image");
+        match crate::background::remove_file(&f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %f.display(), error = %e, "removing a replaced snapshot image")
+            }
         }
+    }
+}
+
+/// Frees replaced snapshot images on a background thread of their own:
+/// neither the snapshot just made nor the applies after an install wait
+/// for it.
+fn free_replaced_later(files: Vec<PathBuf>) {
+    if files.is_empty() {
+        return;
+    }
+    if let Err(e) = crate::background::spawn("cairn-snapshot-free", move || free_replaced(files)) {
+        tracing::warn!(error = %e, "starting the removal of replaced snapshot images");
     }
 }
 
@@ -691,7 +708,7 @@ fn build(store: &Store, dir: &Path, files: &Mutex<()>) -> io::Result<Snapshot> {
     let replaced = remove_others(dir, &id)?;
     let snapshot = File::open(&img)?;
     drop(guard);
-    free_replaced(replaced);
+    free_replaced_later(replaced);
     Ok(Snapshot { meta, snapshot })
 }
 
@@ -794,7 +811,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             write_file(&meta_path, &encode(&meta)?)?;
             let replaced = remove_others(&dir, &id)?;
             drop(files);
-            free_replaced(replaced);
+            free_replaced_later(replaced);
             match &info.applied {
                 Some(raw) if !raw.is_empty() => decode(raw),
                 _ => Ok(Applied::default()),
