@@ -18,12 +18,12 @@ use cairn_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmT
 use tokio::sync::watch;
 
 use super::Inner;
+use crate::error::Error;
+use crate::raft::forward::{ForwardRequest, ForwardResponse};
 
 /// How long the start-up check waits for Raft to publish the membership
 /// it loaded from disk.
 const MEMBERSHIP_WAIT: Duration = Duration::from_secs(5);
-use crate::error::Error;
-use crate::raft::forward::{ForwardRequest, ForwardResponse};
 
 impl Inner {
     /// Checks every `every` while this member leads, until it stops.
