@@ -102,18 +102,13 @@ fn prune(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<()> {
         if name.ends_with(SUFFIX) {
             backups.push(name);
         } else if name.ends_with(".part") {
-            crate::background::remove_file(&dir.join(&name))?;
+            std::fs::remove_file(dir.join(&name))?;
         }
     }
     backups.sort();
     let excess = backups.len().saturating_sub(keep);
     for name in &backups[..excess] {
-        // No longer a backup by its name before its blocks are freed, a
-        // few MiB at a time (a crash part way leaves a `.part` file,
-        // removed by the next prune).
-        let part = dir.join(format!("{name}.part"));
-        std::fs::rename(dir.join(name), &part)?;
-        crate::background::remove_file(&part)?;
+        std::fs::remove_file(dir.join(name))?;
     }
     crate::durable::sync_dir(dir)
 }

@@ -591,8 +591,7 @@ fn lock(files: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
 }
 
 /// Removes every snapshot file but those of `keep`.
-fn remove_others(dir: &Path, keep: &str) -> io::Result<Vec<PathBuf>> {
-    let mut removing = Vec::new();
+fn remove_others(dir: &Path, keep: &str) -> io::Result<()> {
     for ent in fs::read_dir(dir)? {
         let ent = ent?;
         let name = ent.file_name().to_string_lossy().to_string();
@@ -600,55 +599,11 @@ fn remove_others(dir: &Path, keep: &str) -> io::Result<Vec<PathBuf>> {
         // writer's file on its way (a snapshot being built while one is
         // installed), and removing it failed that writer's rename.
         let finished = name.ends_with(".img") || name.ends_with(".meta");
-        let mine = name.starts_with(&format!("{keep}."));
-        if name.starts_with("snapshot-") && name.ends_with(REMOVING) {
-            // Left by a removal a crash cut short.
-            removing.push(ent.path());
-        } else if finished && name.starts_with("snapshot-") && !mine {
-            if name.ends_with(".img") {
-                // Out of the readers' sight at once; its blocks are
-                // freed later, a few MiB at a time.
-                let away = dir.join(format!("{name}{REMOVING}"));
-                fs::rename(ent.path(), &away)?;
-                removing.push(away);
-            } else {
-                fs::remove_file(ent.path())?;
-            }
+        if finished && name.starts_with("snapshot-") && !name.starts_with(&format!("{keep}.")) {
+            fs::remove_file(ent.path())?;
         }
     }
-    sync_dir(dir)?;
-    Ok(removing)
-}
-
-/// Suffix of a replaced snapshot image being removed.
-const REMOVING: &str = ".removing";
-
-/// Frees replaced snapshot images (see [`remove_others`]) without a burst
-/// on the disk; outside the snapshot files' lock. A failure is logged:
-/// the next snapshot removes what is left. One already gone was freed by
-/// another snapshot's removal that found it.
-fn free_replaced(files: Vec<PathBuf>) {
-    for f in files {
-        match crate::background::remove_file(&f) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(file = %f.display(), error = %e, "removing a replaced snapshot image")
-            }
-        }
-    }
-}
-
-/// Frees replaced snapshot images on a background thread of their own:
-/// neither the snapshot just made nor the applies after an install wait
-/// for it.
-fn free_replaced_later(files: Vec<PathBuf>) {
-    if files.is_empty() {
-        return;
-    }
-    if let Err(e) = crate::background::spawn("cairn-snapshot-free", move || free_replaced(files)) {
-        tracing::warn!(error = %e, "starting the removal of replaced snapshot images");
-    }
+    sync_dir(dir)
 }
 
 /// Builds snapshots from a live store.
@@ -705,10 +660,11 @@ fn build(store: &Store, dir: &Path, files: &Mutex<()>) -> io::Result<Snapshot> {
     }
     fs::rename(&tmp, &img)?;
     write_file(&meta_path, &encode(&meta)?)?;
-    let replaced = remove_others(dir, &id)?;
+    // Unlinked, not truncated: a replaced image may still be read through
+    // a handle (sent to a follower), and is freed when that is closed.
+    remove_others(dir, &id)?;
     let snapshot = File::open(&img)?;
     drop(guard);
-    free_replaced_later(replaced);
     Ok(Snapshot { meta, snapshot })
 }
 
@@ -809,9 +765,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let files = lock(&files);
             fs::rename(dir.join("installing.img"), &img)?;
             write_file(&meta_path, &encode(&meta)?)?;
-            let replaced = remove_others(&dir, &id)?;
+            remove_others(&dir, &id)?;
             drop(files);
-            free_replaced_later(replaced);
             match &info.applied {
                 Some(raw) if !raw.is_empty() => decode(raw),
                 _ => Ok(Applied::default()),
@@ -837,52 +792,5 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: File::open(img)?,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut n: Vec<String> = fs::read_dir(dir)
-            .expect("read dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        n.sort();
-        n
-    }
-
-    #[test]
-    fn replaced_snapshots_leave_the_readers_sight_then_the_disk() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for f in [
-            "snapshot-1-5.img",
-            "snapshot-1-5.meta",
-            "snapshot-1-9.img",
-            "snapshot-1-9.meta",
-            // A removal a crash cut short, and another writer's file.
-            "snapshot-1-3.img.removing",
-            "building.img",
-        ] {
-            fs::write(dir.path().join(f), vec![7u8; 1000]).expect("write");
-        }
-        let replaced = remove_others(dir.path(), "snapshot-1-9").expect("remove others");
-        assert_eq!(
-            names(dir.path()),
-            [
-                "building.img",
-                "snapshot-1-3.img.removing",
-                "snapshot-1-5.img.removing",
-                "snapshot-1-9.img",
-                "snapshot-1-9.meta"
-            ]
-        );
-        assert_eq!(replaced.len(), 2);
-        free_replaced(replaced);
-        assert_eq!(
-            names(dir.path()),
-            ["building.img", "snapshot-1-9.img", "snapshot-1-9.meta"]
-        );
     }
 }
