@@ -644,7 +644,7 @@ fn build(store: &Store, dir: &Path, files: &Mutex<()>) -> io::Result<Snapshot> {
     };
     let img = dir.join(format!("{id}.img"));
     let meta_path = dir.join(format!("{id}.meta"));
-    let guard = lock(files);
+    let _files = lock(files);
     // A snapshot installed from the leader while this one was exported
     // is newer: it stays the current one, this image is dropped.
     let ours = applied.log_id.map(|l| (l.leader_id.term, l.index));
@@ -663,9 +663,10 @@ fn build(store: &Store, dir: &Path, files: &Mutex<()>) -> io::Result<Snapshot> {
     // Unlinked, not truncated: a replaced image may still be read through
     // a handle (sent to a follower), and is freed when that is closed.
     remove_others(dir, &id)?;
-    let snapshot = File::open(&img)?;
-    drop(guard);
-    Ok(Snapshot { meta, snapshot })
+    Ok(Snapshot {
+        meta,
+        snapshot: File::open(&img)?,
+    })
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -762,11 +763,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut out = PacedFile::new(File::create(dir.join("installing.img"))?);
             io::copy(&mut f, &mut out)?;
             out.finish()?;
-            let files = lock(&files);
+            let _files = lock(&files);
             fs::rename(dir.join("installing.img"), &img)?;
             write_file(&meta_path, &encode(&meta)?)?;
             remove_others(&dir, &id)?;
-            drop(files);
             match &info.applied {
                 Some(raw) if !raw.is_empty() => decode(raw),
                 _ => Ok(Applied::default()),
