@@ -191,6 +191,18 @@ fn bad(reason: &str) -> Error {
 impl<B: Backend> Store<B> {
     /// Writes a point-in-time image of the store to `w`.
     pub fn export(&self, w: &mut impl Write) -> Result<ImageInfo> {
+        self.export_fixed(w, |_| {})
+    }
+
+    /// [`Store::export`], handing `fixed` the image's applied position as
+    /// soon as the image's moment is fixed, before any record is written:
+    /// a caller can describe an image while it is still being written
+    /// (and writes go on).
+    pub fn export_fixed(
+        &self,
+        w: &mut impl Write,
+        fixed: impl FnOnce(Option<&Bytes>),
+    ) -> Result<ImageInfo> {
         let inner = self.inner();
         let _reading = inner.reading()?;
         let (current, compacted, applied, leases) = {
@@ -210,6 +222,7 @@ impl<B: Backend> Store<B> {
             }
             (st.current, st.compacted, st.applied.clone(), leases)
         };
+        fixed(applied.as_ref());
         let mut out = ImageWriter::new(
             w,
             current,

@@ -601,6 +601,74 @@ fn export_import_round_trip() {
     assert_eq!(get(&bstore, "k0", 0).unwrap().kvs[0].value, b("35"));
 }
 
+/// Writes through to a `Vec`, putting a key into the store at its first
+/// write: a write landing while an image is being written.
+struct WritesDuring<'a> {
+    store: &'a Store,
+    image: Vec<u8>,
+    wrote: bool,
+}
+
+impl std::io::Write for WritesDuring<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.wrote {
+            self.wrote = true;
+            self.store
+                .put(
+                    &PutRequest {
+                        key: b("late"),
+                        value: b("during the export"),
+                        ..Default::default()
+                    },
+                    b"position after",
+                )
+                .map_err(std::io::Error::other)?;
+        }
+        self.image.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_image_is_described_by_the_position_fixed_before_it_is_written() {
+    let a = Store::open_temporary().unwrap();
+    for i in 0..10 {
+        a.put(
+            &PutRequest {
+                key: b(&format!("k{i}")),
+                value: b("v"),
+                ..Default::default()
+            },
+            b"position before",
+        )
+        .unwrap();
+    }
+    let mut fixed = None;
+    let mut w = WritesDuring {
+        store: &a,
+        image: Vec::new(),
+        wrote: false,
+    };
+    let info = a
+        .export_fixed(&mut w, |applied| fixed = Some(applied.cloned()))
+        .unwrap();
+    assert!(w.wrote, "the store was written while the image was");
+    assert_eq!(fixed, Some(Some(b("position before"))));
+    assert_eq!(info.applied, Some(b("position before")));
+    assert_eq!(info.revision, 11);
+    assert_eq!(a.current_revision(), 12);
+    let image = w.image;
+    let restored = Store::open_temporary().unwrap();
+    restored.import(&mut image.as_slice()).unwrap();
+    assert_eq!(restored.current_revision(), 11);
+    assert_eq!(restored.applied(), Some(b("position before")));
+    assert!(get(&restored, "late", 0).unwrap().kvs.is_empty());
+}
+
 #[test]
 fn an_image_read_entry_by_entry_and_written_again_imports_the_same_store() {
     let a = Store::open_temporary().unwrap();

@@ -26,6 +26,7 @@ pub mod forward_stream;
 mod heartbeat;
 pub mod log_store;
 pub mod network;
+pub mod snapshot;
 pub mod state_machine;
 
 use std::fmt;

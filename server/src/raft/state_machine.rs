@@ -8,18 +8,18 @@
 //! crash, `applied_state` names the last write that survived and openraft
 //! applies the rest again.
 //!
-//! Snapshots are kv images ([`cairn_kv::snapshot`]) in `<dir>/`, one
-//! current `snapshot-<term>-<index>` pair (`.img` data, `.meta`
-//! description). Building one flushes the store first, so the log below it
-//! may be purged.
+//! A snapshot is the store itself ([`super::snapshot`]): building one
+//! makes the store durable, so the log below its applied position may be
+//! purged, and the current snapshot is the store at its applied
+//! position, exported as a follower reads it.
 //!
 //! Length: over 500 lines, as the apply path and the snapshots share the
 //! applied position and must be read together.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
 
 use cairn_kv::{Store, Write as KvBatchWrite, Written};
 use cairn_proto::cairnpb::{self, command::Op, command_response::Result as Res};
@@ -29,17 +29,17 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::apply::{ApplyObserver, Unobserved};
+use super::snapshot::SnapshotData;
 use super::{decode, encode, CommandResponse, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::alarm::Alarms;
 use crate::auth::{perm, Auth, Need};
-use crate::background::PacedFile;
 use crate::convert;
-use crate::durable::{sync_dir, write_file};
+use crate::durable::sync_dir;
 use crate::error::Error;
 use crate::status::msg;
 
-/// A snapshot whose data is an image file.
-pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, File>;
+/// A snapshot: its meta and its [`SnapshotData`].
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
 /// What is stored as the kv store's applied position.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -51,11 +51,6 @@ struct Applied {
 /// The replicated state machine of one member.
 pub struct StateMachine {
     store: Arc<Store>,
-    snap_dir: PathBuf,
-    /// Held while snapshot files are written, removed or opened: a
-    /// snapshot built while one is installed (or opened to be sent) would
-    /// otherwise remove the other's files under it.
-    snapshot_files: Arc<Mutex<()>>,
     applied: Applied,
     /// Told of each applied revision's events and of lease grants and
     /// revokes (watches and the lessor).
@@ -290,13 +285,12 @@ pub fn applied_membership(store: &Store) -> io::Result<StoredMembership> {
 }
 
 impl StateMachine {
-    /// A state machine over `store`, keeping snapshots in `snap_dir`.
+    /// A state machine over `store`. `snap_dir` is where snapshots are
+    /// received; what an earlier format kept there is removed.
     pub fn new(store: Arc<Store>, snap_dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(snap_dir)?;
-        let applied = match store.applied() {
-            Some(raw) if !raw.is_empty() => decode(&raw)?,
-            _ => Applied::default(),
-        };
+        remove_leftovers(snap_dir)?;
+        let applied = decode_applied(store.applied().as_ref())?;
         let auth = Auth::open(
             &store,
             "simple",
@@ -305,8 +299,6 @@ impl StateMachine {
         )
         .map_err(io::Error::other)?;
         Ok(Self {
-            snap_dir: snap_dir.to_path_buf(),
-            snapshot_files: Arc::default(),
             applied,
             observer: Arc::new(Unobserved),
             auth: Arc::new(auth),
@@ -542,135 +534,73 @@ impl StateMachine {
             result: Some(result),
         }))
     }
-
-    fn snapshot_paths(&self, id: &str) -> (PathBuf, PathBuf) {
-        (
-            self.snap_dir.join(format!("{id}.img")),
-            self.snap_dir.join(format!("{id}.meta")),
-        )
-    }
-
-    /// The current snapshot's id, from the `.meta` files present.
-    fn current_snapshot_id(&self) -> io::Result<Option<String>> {
-        Ok(newest_snapshot(&self.snap_dir)?.map(|(_, id)| id))
-    }
 }
 
-/// The newest finished snapshot in `dir`: its (term, index) and id.
-fn newest_snapshot(dir: &Path) -> io::Result<Option<((u64, u64), String)>> {
-    let mut best: Option<((u64, u64), String)> = None;
-    for ent in fs::read_dir(dir)? {
-        let name = ent?.file_name().to_string_lossy().to_string();
-        let Some(id) = name.strip_suffix(".meta") else {
-            continue;
-        };
-        let mut parts = id.strip_prefix("snapshot-").unwrap_or("").split('-');
-        let (Some(Ok(t)), Some(Ok(i))) =
-            (parts.next().map(str::parse), parts.next().map(str::parse))
-        else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|(at, _)| (t, i) > *at) {
-            best = Some(((t, i), id.to_string()));
-        }
-    }
-    Ok(best)
-}
-
-fn snapshot_id(meta_log: &Option<LogId>) -> String {
-    match meta_log {
-        Some(l) => format!("snapshot-{}-{}", l.leader_id.term, l.index),
-        None => "snapshot-0-0".into(),
-    }
-}
-
-/// Takes the snapshot files' lock (a panic while it was held left the
-/// files as they were on disk, which every reader copes with).
-fn lock(files: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
-    files.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Removes every snapshot file but those of `keep`.
-fn remove_others(dir: &Path, keep: &str) -> io::Result<()> {
+/// Removes what snapshots of an earlier format left in `dir` (a copy of
+/// the store per snapshot, and the files of one being made or received
+/// when the member stopped): snapshots are now the store itself.
+fn remove_leftovers(dir: &Path) -> io::Result<()> {
+    let mut removed = 0;
     for ent in fs::read_dir(dir)? {
         let ent = ent?;
         let name = ent.file_name().to_string_lossy().to_string();
-        // Only finished snapshots' files: a `.tmp` beside them is another
-        // writer's file on its way (a snapshot being built while one is
-        // installed), and removing it failed that writer's rename.
-        let finished = name.ends_with(".img") || name.ends_with(".meta");
-        if finished && name.starts_with("snapshot-") && !name.starts_with(&format!("{keep}.")) {
+        let image_or_meta = name.ends_with(".img") || name.ends_with(".meta");
+        if image_or_meta && !ent.file_type()?.is_dir() {
             fs::remove_file(ent.path())?;
+            removed += 1;
         }
     }
-    sync_dir(dir)
+    if removed > 0 {
+        tracing::info!(files = removed, dir = %dir.display(), "removed earlier snapshot files");
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
-/// Builds snapshots from a live store.
+/// The meta of the snapshot an applied position describes.
+fn meta_of(applied: Applied) -> SnapshotMeta {
+    SnapshotMeta {
+        last_log_id: applied.log_id,
+        last_membership: applied.membership,
+    }
+}
+
+/// Builds snapshots of a live store: makes it durable, copies nothing.
 pub struct SnapshotBuilder {
     store: Arc<Store>,
-    snap_dir: PathBuf,
-    snapshot_files: Arc<Mutex<()>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = File;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let store = Arc::clone(&self.store);
-        let dir = self.snap_dir.clone();
-        let files = Arc::clone(&self.snapshot_files);
-        // Yields to the member's requests: a copy of the whole store.
-        crate::background::run("cairn-snapshot", move || build(&store, &dir, &files)).await
+        tokio::task::spawn_blocking(move || -> io::Result<Snapshot> {
+            // The position first: the flush after it makes durable
+            // everything up to it (and maybe more), so the log below it
+            // may be purged.
+            let applied = decode_applied(store.applied().as_ref())?;
+            store.flush().map_err(kv_err)?;
+            Ok(Snapshot {
+                meta: meta_of(applied),
+                snapshot: SnapshotData::in_store(),
+            })
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 }
 
-fn build(store: &Store, dir: &Path, files: &Mutex<()>) -> io::Result<Snapshot> {
-    // Everything in the image must be durable in the store too before the
-    // log below it can be purged.
-    store.flush().map_err(kv_err)?;
-    let tmp = dir.join("building.img");
-    let mut w = BufWriter::new(PacedFile::new(File::create(&tmp)?));
-    let info = store.export(&mut w).map_err(kv_err)?;
-    w.into_inner().map_err(|e| e.into_error())?.finish()?;
-    let applied: Applied = match &info.applied {
-        Some(raw) if !raw.is_empty() => decode(raw)?,
-        _ => Applied::default(),
-    };
-    let id = snapshot_id(&applied.log_id);
-    let meta = SnapshotMeta {
-        last_log_id: applied.log_id,
-        last_membership: applied.membership,
-    };
-    let img = dir.join(format!("{id}.img"));
-    let meta_path = dir.join(format!("{id}.meta"));
-    let _files = lock(files);
-    // A snapshot installed from the leader while this one was exported
-    // is newer: it stays the current one, this image is dropped.
-    let ours = applied.log_id.map(|l| (l.leader_id.term, l.index));
-    if let Some((at, newer)) = newest_snapshot(dir)? {
-        if Some(at) > ours {
-            fs::remove_file(&tmp)?;
-            let meta: SnapshotMeta = decode(&fs::read(dir.join(format!("{newer}.meta")))?)?;
-            return Ok(Snapshot {
-                meta,
-                snapshot: File::open(dir.join(format!("{newer}.img")))?,
-            });
-        }
+/// An applied position as stored (none stored: the default).
+fn decode_applied(raw: Option<&bytes::Bytes>) -> io::Result<Applied> {
+    match raw {
+        Some(raw) if !raw.is_empty() => decode(raw),
+        _ => Ok(Applied::default()),
     }
-    fs::rename(&tmp, &img)?;
-    write_file(&meta_path, &encode(&meta)?)?;
-    // Unlinked, not truncated: a replaced image may still be read through
-    // a handle (sent to a follower), and is freed when that is closed.
-    remove_others(dir, &id)?;
-    Ok(Snapshot {
-        meta,
-        snapshot: File::open(&img)?,
-    })
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = File;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -740,57 +670,54 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             store: Arc::clone(&self.store),
-            snap_dir: self.snap_dir.clone(),
-            snapshot_files: Arc::clone(&self.snapshot_files),
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: File) -> io::Result<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> io::Result<()> {
         let store = Arc::clone(&self.store);
-        let dir = self.snap_dir.clone();
-        let meta = meta.clone();
-        let id = snapshot_id(&meta.last_log_id);
-        let (img, meta_path) = self.snapshot_paths(&id);
-        let installed = id.clone();
-        let files = Arc::clone(&self.snapshot_files);
         let applied = tokio::task::spawn_blocking(move || -> io::Result<Applied> {
-            let mut r = BufReader::new(snapshot);
+            let mut r = snapshot;
             let info = store.import(&mut r).map_err(kv_err)?;
-            // Keep the received image as the current snapshot.
-            let mut f = r.into_inner();
-            use std::io::{Seek, SeekFrom};
-            f.seek(SeekFrom::Start(0))?;
-            let mut out = PacedFile::new(File::create(dir.join("installing.img"))?);
-            io::copy(&mut f, &mut out)?;
-            out.finish()?;
-            let _files = lock(&files);
-            fs::rename(dir.join("installing.img"), &img)?;
-            write_file(&meta_path, &encode(&meta)?)?;
-            remove_others(&dir, &id)?;
-            match &info.applied {
-                Some(raw) if !raw.is_empty() => decode(raw),
-                _ => Ok(Applied::default()),
-            }
+            decode_applied(info.applied.as_ref())
         })
         .await
         .map_err(io::Error::other)??;
-        tracing::info!(snapshot = %installed, "installed a snapshot from the leader");
+        // The image is the store as of its meta: anything else is a
+        // leader's error, and the state below openraft would not be what
+        // it believes.
+        if applied.log_id != meta.last_log_id {
+            return Err(io::Error::other(format!(
+                "a snapshot image holds entries up to {:?}, its meta says {:?}",
+                applied.log_id, meta.last_log_id
+            )));
+        }
+        tracing::info!(last = ?meta.last_log_id, "installed a snapshot from the leader");
         self.auth.reload(&self.store)?;
         self.alarms.reload(&self.store)?;
         self.applied = applied;
         Ok(())
     }
 
+    /// The store as it stands, exported as it is read: a snapshot at the
+    /// current applied position (openraft reads only the meta at startup,
+    /// and the data when it sends the snapshot to a follower).
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
-        let _files = lock(&self.snapshot_files);
-        let Some(id) = self.current_snapshot_id()? else {
+        if self.applied.log_id.is_none() {
             return Ok(None);
-        };
-        let (img, meta_path) = self.snapshot_paths(&id);
-        let meta: SnapshotMeta = decode(&fs::read(meta_path)?)?;
+        }
+        // Durable first: openraft may purge the log below this position.
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.flush().map_err(kv_err))
+            .await
+            .map_err(io::Error::other)??;
+        let (data, applied) = SnapshotData::export(Arc::clone(&self.store)).await?;
         Ok(Some(Snapshot {
-            meta,
-            snapshot: File::open(img)?,
+            meta: meta_of(decode_applied(applied.as_ref())?),
+            snapshot: data,
         }))
     }
 }

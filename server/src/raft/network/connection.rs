@@ -279,7 +279,7 @@ enum Rpc {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
-    type SnapshotData = std::fs::File;
+    type SnapshotData = crate::raft::snapshot::SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -389,7 +389,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         // Chunks are read on a blocking thread and fed through a small
         // channel, so at most a few chunks are in memory at once.
         let (tx, rx) = tokio::sync::mpsc::channel::<RaftMessage>(2);
-        let mut file = snapshot.snapshot;
+        // An image being exported from the store as it is read.
+        let mut image = snapshot.snapshot;
         let reader = tokio::task::spawn_blocking(move || -> io::Result<()> {
             if tx
                 .blocking_send(RaftMessage {
@@ -403,7 +404,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 let mut buf = vec![0u8; SNAPSHOT_CHUNK];
                 let mut filled = 0;
                 while filled < buf.len() {
-                    let n = file.read(&mut buf[filled..])?;
+                    let n = image.read(&mut buf[filled..])?;
                     if n == 0 {
                         break;
                     }

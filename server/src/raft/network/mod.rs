@@ -9,9 +9,10 @@
 //! share addresses never mix logs.
 //!
 //! Snapshots travel as a client stream: a header (vote and snapshot meta),
-//! then the image file in chunks, written by the receiver to a temporary
-//! file under its snapshot directory and installed once complete. Neither
-//! side holds the whole image in memory.
+//! then the image in chunks as the leader exports it from its store,
+//! written by the receiver to a temporary file under its snapshot
+//! directory and installed once complete. Neither side holds the whole
+//! image in memory.
 //!
 //! Files: [`peers`] (the channels to other members, and forwarding
 //! requests to the leader), [`connection`] (openraft's connection to one

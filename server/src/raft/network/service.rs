@@ -182,15 +182,15 @@ impl Peer for PeerService {
         drop(file);
         let snapshot = Snapshot {
             meta: header.meta,
-            snapshot: reader,
+            snapshot: crate::raft::snapshot::SnapshotData::file(reader),
         };
         let result = self
             .raft
             .install_full_snapshot(header.vote, snapshot)
             .await
             .map_err(|e| e.to_string());
-        // `path` is removed when dropped; the state machine kept its own
-        // copy if it installed the image.
+        // `path` is removed when dropped: the image, once imported, is
+        // the store.
         drop(path);
         reply(result)
     }
