@@ -33,6 +33,10 @@ pub struct ClusterOptions {
     /// Raft timings (etcd's flags), in milliseconds.
     pub heartbeat_ms: u64,
     pub election_ms: u64,
+    /// Entries between Raft snapshots (`--snapshot-count`; etcd's
+    /// default if `None`). A fifth of it is kept behind each snapshot, so
+    /// a member that falls further behind catches up from a snapshot.
+    pub snapshot_count: Option<u64>,
     /// Where member logs go.
     pub log_dir: PathBuf,
 }
@@ -64,6 +68,7 @@ pub struct Cluster {
     bin: PathBuf,
     heartbeat_ms: u64,
     election_ms: u64,
+    snapshot_count: Option<u64>,
     replaced: usize,
     members: Vec<Member>,
     endpoints: Vec<String>,
@@ -111,6 +116,7 @@ impl Cluster {
             bin: opts.bin.clone(),
             heartbeat_ms: opts.heartbeat_ms,
             election_ms: opts.election_ms,
+            snapshot_count: opts.snapshot_count,
             replaced: 0,
             members,
             endpoints,
@@ -161,8 +167,8 @@ impl Cluster {
             .append(true)
             .open(&m.log)
             .with_context(|| format!("open {}", m.log.display()))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &m.namespace])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &m.namespace])
             .arg(&self.bin)
             .args(["--name", &m.name])
             .arg("--data-dir")
@@ -174,7 +180,14 @@ impl Cluster {
             .args(["--initial-cluster", &m.initial.0])
             .args(["--initial-cluster-state", m.initial.1])
             .args(["--heartbeat-interval", &self.heartbeat_ms.to_string()])
-            .args(["--election-timeout", &self.election_ms.to_string()])
+            .args(["--election-timeout", &self.election_ms.to_string()]);
+        if let Some(n) = self.snapshot_count {
+            cmd.args(["--snapshot-count", &n.to_string()]).args([
+                "--experimental-snapshot-catchup-entries",
+                &(n / 5).max(1).to_string(),
+            ]);
+        }
+        let child = cmd
             .env(
                 "RUST_LOG",
                 std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),

@@ -69,6 +69,12 @@ struct Args {
     /// Raft election timeout (ms), passed to the members.
     #[arg(long, default_value_t = 1000)]
     election_timeout: u64,
+    /// Raft log entries between snapshots, passed to the members
+    /// (`--snapshot-count`, with a fifth of it kept behind each snapshot):
+    /// small values make members that fell behind catch up from
+    /// snapshots under the faults. etcd's default when absent.
+    #[arg(long)]
+    snapshot_count: Option<u64>,
     /// Instead of a run: check the registers of a recorded history.jsonl.
     #[arg(long, value_name = "HISTORY")]
     check: Option<PathBuf>,
@@ -180,6 +186,7 @@ fn options(args: Args) -> Result<RunOptions> {
         seed,
         heartbeat_ms: args.heartbeat_interval,
         election_ms: args.election_timeout,
+        snapshot_count: args.snapshot_count,
     })
 }
 

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub seed: u64,
     pub heartbeat_ms: u64,
     pub election_ms: u64,
+    /// Entries between Raft snapshots (see [`ClusterOptions`]).
+    pub snapshot_count: Option<u64>,
 }
 
 /// TTL of the lease workload's leases, in seconds.
@@ -58,6 +60,7 @@ pub async fn run(opts: &RunOptions) -> Result<Summary> {
         members: opts.members,
         heartbeat_ms: opts.heartbeat_ms,
         election_ms: opts.election_ms,
+        snapshot_count: opts.snapshot_count,
         log_dir: opts.out.join("logs"),
     })
     .await?;

@@ -36,6 +36,9 @@ fn options(out: PathBuf, secs: u64, nemesis: &str, seed: u64) -> RunOptions {
         seed,
         heartbeat_ms: 50,
         election_ms: 500,
+        // Members killed, paused or cut off fall more than 200 entries
+        // behind and catch up from the leader's snapshots.
+        snapshot_count: Some(1000),
     }
 }
 
@@ -164,6 +167,7 @@ fn members_further_apart_than_the_heartbeat_interval_still_commit() {
             members: 3,
             heartbeat_ms: 50,
             election_ms: 1000,
+            snapshot_count: None,
             log_dir: dir.path().join("logs"),
         })
         .await

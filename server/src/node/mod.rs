@@ -25,7 +25,7 @@
 //! <data-dir>/member/cluster   identity: cluster id, member id, name (JSON)
 //! <data-dir>/member/wal/      the Raft log (cairn-raft-log)
 //! <data-dir>/member/kv/       the MVCC store (cairn-kv over fjall or sled)
-//! <data-dir>/member/snap/     the current snapshot image and its meta
+//! <data-dir>/member/snap/     a snapshot being received from the leader
 //! ```
 //!
 //! The identity file is written (durably, by rename) only once the member
