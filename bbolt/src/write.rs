@@ -146,15 +146,28 @@ impl<W: Write + Seek> BucketWriter<'_, W> {
     }
 }
 
-/// A tree being built bottom-up: the leaf being filled, and the first
-/// key and page of each leaf written.
+/// A tree being built bottom-up as its keys arrive: the leaf being
+/// filled, and above it one branch page being filled per level. A page
+/// is written as soon as it is full, so memory holds one page per level
+/// whatever the tree's size.
 #[derive(Debug, Default)]
 struct Tree {
     leaf: Vec<(u32, Vec<u8>, Vec<u8>)>,
     /// Bytes the leaf's elements take (headers, keys, values).
     leaf_bytes: usize,
-    leaves: Vec<(Vec<u8>, u64)>,
+    /// The branch page being filled at each level above the leaves
+    /// (level 0 points to leaves).
+    levels: Vec<Level>,
     last: Option<Vec<u8>>,
+}
+
+/// A branch page being filled: (first key, page id) of each page below
+/// it, and how many pages this level has had in all.
+#[derive(Debug, Default)]
+struct Level {
+    group: Vec<(Vec<u8>, [u8; 8])>,
+    bytes: usize,
+    total: usize,
 }
 
 impl Tree {
@@ -182,6 +195,7 @@ impl Tree {
         Ok(())
     }
 
+    /// Writes the leaf being filled and records it in the level above.
     fn flush<W: Write + Seek>(&mut self, db: &mut Writer<W>) -> Result<()> {
         let items: Vec<(u32, &[u8], &[u8])> = self
             .leaf
@@ -190,37 +204,57 @@ impl Tree {
             .collect();
         let id = db.node(LEAF, &items)?;
         let first = self.leaf.first().map(|e| e.1.clone()).unwrap_or_default();
-        self.leaves.push((first, id));
         self.leaf.clear();
         self.leaf_bytes = 0;
+        self.point(db, 0, first, id)
+    }
+
+    /// Adds a page (its first key and id) to the branch being filled at
+    /// `level`, writing that branch first if the page does not fit in it.
+    fn point<W: Write + Seek>(
+        &mut self,
+        db: &mut Writer<W>,
+        level: usize,
+        key: Vec<u8>,
+        id: u64,
+    ) -> Result<()> {
+        if self.levels.len() == level {
+            self.levels.push(Level::default());
+        }
+        let size = ELEMENT + key.len();
+        let l = &mut self.levels[level];
+        if !l.group.is_empty() && HEADER + l.bytes + size > db.page_size {
+            let full = std::mem::take(&mut l.group);
+            l.bytes = 0;
+            let (first, above) = branch(db, &full)?;
+            self.point(db, level + 1, first, above)?;
+        }
+        let l = &mut self.levels[level];
+        l.group.push((key, id.to_le_bytes()));
+        l.bytes += size;
+        l.total += 1;
         Ok(())
     }
 
     /// Writes what is left and every branch level; the root page id.
     fn finish<W: Write + Seek>(mut self, db: &mut Writer<W>) -> Result<u64> {
-        if !self.leaf.is_empty() || self.leaves.is_empty() {
+        if !self.leaf.is_empty() || self.levels.is_empty() {
             // An empty bucket is one empty leaf.
             self.flush(db)?;
         }
-        let mut level = self.leaves;
-        while level.len() > 1 {
-            let mut above = Vec::new();
-            let mut group: Vec<(Vec<u8>, [u8; 8])> = Vec::new();
-            let mut bytes = 0;
-            for (key, id) in level {
-                let size = ELEMENT + key.len();
-                if !group.is_empty() && HEADER + bytes + size > db.page_size {
-                    above.push(branch(db, &group)?);
-                    group.clear();
-                    bytes = 0;
-                }
-                group.push((key, id.to_le_bytes()));
-                bytes += size;
+        let mut level = 0;
+        loop {
+            let l = &mut self.levels[level];
+            if l.total == 1 {
+                // The one page of the top level is the root.
+                let id = l.group.first().map(|(_, id)| u64::from_le_bytes(*id));
+                return id.ok_or_else(|| Error::Misuse("a tree level without pages".into()));
             }
-            above.push(branch(db, &group)?);
-            level = above;
+            let rest = std::mem::take(&mut l.group);
+            let (first, above) = branch(db, &rest)?;
+            self.point(db, level + 1, first, above)?;
+            level += 1;
         }
-        Ok(level[0].1)
     }
 }
 
