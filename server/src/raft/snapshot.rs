@@ -6,8 +6,10 @@
 //! An exported image describes itself: its meta (log id, membership) is
 //! the applied position fixed at the moment the export starts, and the
 //! records written are those of that moment, while the member goes on
-//! applying. A follower's received image is read from the file it was
-//! received into, and is not kept once imported.
+//! applying. While an image is being sent, the store's physical
+//! compaction waits for it, as for a backup; dropping the data (a send
+//! that failed) ends the export. A follower's received image is read
+//! from the file it was received into, and is not kept once imported.
 //!
 //! etcd's snapshot is likewise its backend file, sent only to a member
 //! that needs it; copying the whole store every `--snapshot-count`

@@ -269,19 +269,13 @@ fn kv_err(e: cairn_kv::Error) -> io::Error {
 /// The log id of the last entry `store` applied, read from its applied
 /// position (`None` for a store that applied nothing).
 pub fn applied_log_id(store: &Store) -> io::Result<Option<LogId>> {
-    match store.applied() {
-        Some(raw) if !raw.is_empty() => Ok(decode::<Applied>(&raw)?.log_id),
-        _ => Ok(None),
-    }
+    Ok(decode_applied(store.applied().as_ref())?.log_id)
 }
 
 /// The membership a store's applied position records (the default, empty
 /// one if none).
 pub fn applied_membership(store: &Store) -> io::Result<StoredMembership> {
-    match store.applied() {
-        Some(raw) if !raw.is_empty() => Ok(decode::<Applied>(&raw)?.membership),
-        _ => Ok(StoredMembership::default()),
-    }
+    Ok(decode_applied(store.applied().as_ref())?.membership)
 }
 
 impl StateMachine {
