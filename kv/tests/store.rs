@@ -13,13 +13,18 @@ fn b(s: &str) -> Bytes {
 }
 
 fn put(s: &Store<impl Backend>, k: &str, v: &str) -> Applied<PutResponse> {
+    put_at(s, k, v, b"")
+}
+
+/// Puts `k` = `v`, recording `applied` as the applied position.
+fn put_at(s: &Store<impl Backend>, k: &str, v: &str, applied: &[u8]) -> Applied<PutResponse> {
     s.put(
         &PutRequest {
             key: b(k),
             value: b(v),
             ..Default::default()
         },
-        b"",
+        applied,
     )
     .unwrap()
 }
@@ -613,16 +618,7 @@ impl std::io::Write for WritesDuring<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if !self.wrote {
             self.wrote = true;
-            self.store
-                .put(
-                    &PutRequest {
-                        key: b("late"),
-                        value: b("during the export"),
-                        ..Default::default()
-                    },
-                    b"position after",
-                )
-                .map_err(std::io::Error::other)?;
+            put_at(self.store, "late", "during the export", b"position after");
         }
         self.image.extend_from_slice(buf);
         Ok(buf.len())
@@ -637,15 +633,7 @@ impl std::io::Write for WritesDuring<'_> {
 fn an_image_is_described_by_the_position_fixed_before_it_is_written() {
     let a = Store::open_temporary().unwrap();
     for i in 0..10 {
-        a.put(
-            &PutRequest {
-                key: b(&format!("k{i}")),
-                value: b("v"),
-                ..Default::default()
-            },
-            b"position before",
-        )
-        .unwrap();
+        put_at(&a, &format!("k{i}"), "v", b"position before");
     }
     let mut fixed = None;
     let mut w = WritesDuring {

@@ -22,7 +22,7 @@
 //! Modules, bottom up (each uses only those above it):
 //! - [`durable`]: small files written so a crash leaves the old or the
 //!   new; [`background`]: copies of the whole store kept from crowding
-//!   requests (a lower-priority thread, paced disk writes);
+//!   requests (a lower-priority thread);
 //!   [`tls`]: TLS for both ports (rustls), etcd's TLS flags.
 //! - [`config`]: a member's configuration, etcd's flags' meanings;
 //!   [`metrics`]: Prometheus metrics under etcd's names.

@@ -6,8 +6,8 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 
 /// Bytes buffered on each side of a pipe: an image is written and read
 /// in small pieces (a record's header, its key), one system call each
-/// without a buffer.
-const BUFFER: usize = 256 << 10;
+/// without a buffer. Also the buffers of a Raft snapshot's export.
+pub(crate) const BUFFER: usize = 256 << 10;
 
 /// Runs `produce` (writing) and `consume` (reading) on two threads
 /// joined by a pipe. The producer's error comes first: a consumer that

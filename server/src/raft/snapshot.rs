@@ -28,9 +28,7 @@ use std::sync::{mpsc, Arc};
 use bytes::Bytes;
 use cairn_kv::Store;
 
-/// Bytes buffered on each side of an export's pipe (an image is written
-/// in small pieces: a record's header, its key).
-const BUFFER: usize = 256 << 10;
+use crate::pipe::BUFFER;
 
 /// The data of a Raft snapshot: nothing to read (the snapshot is the
 /// store as it stands), an image file, or an image being exported.
