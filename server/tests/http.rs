@@ -6,42 +6,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cairn::proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn::proto::etcdserverpb::{AlarmRequest, AlarmType};
 use common::*;
-
-/// One HTTP/1.1 request: (status, body).
-fn http(addr: &str, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(request.as_bytes()).expect("write");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn get(addr: &str, path: &str) -> (u16, String) {
-    http(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-    )
-}
 
 fn host(url: &str) -> String {
     url.trim_start_matches("http://").to_string()
@@ -74,20 +44,20 @@ async fn probes_version_and_metrics_on_both_ports() {
 
     // Healthy, on both ports.
     for addr in [&client, &metrics] {
-        let (status, body) = get(addr, "/health");
+        let (status, body) = http_get(addr, "/health");
         assert_eq!(
             (status, body.as_str()),
             (200, r#"{"health":"true","reason":""}"#)
         );
-        assert_eq!(get(addr, "/livez"), (200, "ok\n".into()));
-        assert_eq!(get(addr, "/readyz"), (200, "ok\n".into()));
-        let (status, body) = get(addr, "/readyz?verbose");
+        assert_eq!(http_get(addr, "/livez"), (200, "ok\n".into()));
+        assert_eq!(http_get(addr, "/readyz"), (200, "ok\n".into()));
+        let (status, body) = http_get(addr, "/readyz?verbose");
         assert_eq!(status, 200);
         assert_eq!(
             body,
             "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\nok\n"
         );
-        let (status, body) = get(addr, "/version");
+        let (status, body) = http_get(addr, "/version");
         assert_eq!(status, 200);
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(v["etcdcluster"], "3.5.0");
@@ -104,7 +74,7 @@ async fn probes_version_and_metrics_on_both_ports() {
         ctl(&ep, &["put", &format!("k{i}"), "v"]);
     }
     ctl(&ep, &["get", "k", "--prefix"]);
-    let (status, text) = get(&metrics_urls[leader], "/metrics");
+    let (status, text) = http_get(&metrics_urls[leader], "/metrics");
     assert_eq!(status, 200);
     let put_ok = r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}"#;
     assert!(sample(&text, put_ok) >= Some(20.0), "{text}");
@@ -155,7 +125,7 @@ async fn probes_version_and_metrics_on_both_ports() {
         .expect("etcdctl watch");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, text) = get(&metrics_urls[leader], "/metrics");
+        let (_, text) = http_get(&metrics_urls[leader], "/metrics");
         if sample(&text, "etcd_debugging_mvcc_watcher_total") == Some(1.0) {
             break;
         }
@@ -166,8 +136,8 @@ async fn probes_version_and_metrics_on_both_ports() {
     let _ = watch.wait();
 
     // Unknown paths and bad HTTP get HTTP errors; gRPC goes on.
-    assert_eq!(get(&client, "/nope").0, 404);
-    assert_eq!(get(&metrics, "/v3/kv/range").0, 404);
+    assert_eq!(http_get(&client, "/nope").0, 404);
+    assert_eq!(http_get(&metrics, "/v3/kv/range").0, 404);
     assert_eq!(http(&client, "GARBAGE\r\n\r\n").0, 400);
     assert_eq!(
         http(&metrics, "GET /health HTTP/1.1\r\nBad Header\r\n\r\n").0,
@@ -186,13 +156,17 @@ async fn probes_version_and_metrics_on_both_ports() {
     m.alarm(alarm(AlarmAction::Activate))
         .await
         .expect("raise NOSPACE");
-    let (status, body) = get(&client, "/health");
+    let (status, body) = http_get(&client, "/health");
     assert_eq!(
         (status, body.as_str()),
-        (503, r#"{"health":"false","reason":"ALARM NOSPACE"}"#)
+        (503, "{\"health\":\"false\",\"reason\":\"ALARM NOSPACE\"}\n")
     );
-    assert_eq!(get(&client, "/health?exclude=NOSPACE").0, 200);
-    assert_eq!(get(&metrics, "/readyz").0, 200, "NOSPACE is not corruption");
+    assert_eq!(http_get(&client, "/health?exclude=NOSPACE").0, 200);
+    assert_eq!(
+        http_get(&metrics, "/readyz").0,
+        200,
+        "NOSPACE is not corruption"
+    );
     m.alarm(alarm(AlarmAction::Deactivate))
         .await
         .expect("clear NOSPACE");
@@ -205,7 +179,7 @@ async fn probes_version_and_metrics_on_both_ports() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, body) = get(&client, "/health");
+        let (status, body) = http_get(&client, "/health");
         if status == 503 {
             assert!(
                 body.contains("RAFT NO LEADER") || body.contains("QGET ERROR"),
@@ -216,12 +190,130 @@ async fn probes_version_and_metrics_on_both_ports() {
         assert!(Instant::now() < deadline, "still healthy without a quorum");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(get(&metrics, "/livez").0, 200);
-    let (status, body) = get(&metrics, "/readyz");
+    assert_eq!(http_get(&metrics, "/livez").0, 200);
+    let (status, body) = http_get(&metrics, "/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("[-]linearizable_read failed") && body.ends_with("readyz check failed\n"),
         "{body}"
     );
-    assert_eq!(get(&metrics, "/readyz?exclude=linearizable_read").0, 200);
+    assert_eq!(
+        http_get(&metrics, "/readyz?exclude=linearizable_read").0,
+        200
+    );
+}
+
+/// One answer: (what was asked, status or gRPC code, the headers that
+/// describe the body, body or message).
+type Answer = (String, u16, Vec<(String, String)>, String);
+
+/// An HTTP request's answer, with the headers etcd sets on its own.
+fn answer(addr: &str, method: &str, path: &str) -> Answer {
+    let (status, headers, body) = http_full(
+        addr,
+        &format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    );
+    let mut kept: Vec<_> = headers
+        .into_iter()
+        .filter(|(k, _)| ["content-type", "x-content-type-options", "allow"].contains(&k.as_str()))
+        .collect();
+    kept.sort();
+    (format!("{method} {path}"), status, kept, body)
+}
+
+/// The probes' answers through a NOSPACE alarm, and a put refused by
+/// it; before that, other methods than GET and an unknown path.
+async fn probes_through_an_alarm(client: &str, ch: tonic::transport::Channel) -> Vec<Answer> {
+    let mut out = Vec::new();
+    for path in [
+        "/health",
+        "/health?serializable=true",
+        "/health?exclude=NOSPACE",
+    ] {
+        out.push(answer(client, "GET", path));
+    }
+    out.push(answer(client, "POST", "/health"));
+    out.push(answer(client, "PUT", "/version"));
+    out.push(answer(client, "GET", "/no-such-path"));
+    let mut m = MaintenanceClient::new(ch.clone());
+    let member_id = m
+        .status(cairn::proto::etcdserverpb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .header
+        .map_or(0, |h| h.member_id);
+    let alarm = |action: AlarmAction| AlarmRequest {
+        action: action as i32,
+        member_id,
+        alarm: AlarmType::Nospace as i32,
+    };
+    m.alarm(alarm(AlarmAction::Activate))
+        .await
+        .expect("raise NOSPACE");
+    for path in [
+        "/health",
+        "/health?serializable=true",
+        "/health?exclude=NOSPACE",
+        "/health?exclude=NOSPACE&serializable=true",
+        "/health?exclude=CORRUPT",
+    ] {
+        out.push(answer(client, "GET", path));
+    }
+    let put = cairn::proto::etcdserverpb::kv_client::KvClient::new(ch)
+        .put(cairn::proto::etcdserverpb::PutRequest {
+            key: b"k".to_vec().into(),
+            value: b"v".to_vec().into(),
+            ..Default::default()
+        })
+        .await;
+    out.push(match put {
+        Ok(_) => ("put".into(), 0, vec![], String::new()),
+        Err(e) => (
+            "put".into(),
+            e.code() as u16,
+            vec![],
+            e.message().to_string(),
+        ),
+    });
+    m.alarm(alarm(AlarmAction::Deactivate))
+        .await
+        .expect("clear NOSPACE");
+    out.push(answer(client, "GET", "/health"));
+    out
+}
+
+/// etcd 3.4 answers `/health` without a reason; Cairn answers as etcd
+/// 3.5 does, compared here with a real etcd 3.5.1, headers and bytes:
+/// healthy, under a NOSPACE alarm (excluded or not, serializable or
+/// not), a put refused, cleared again; methods other than GET; and
+/// `/version`'s fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_as_etcd_3_5_does() {
+    let c = Cluster::start(1, &[]).await;
+    let got = probes_through_an_alarm(
+        &host(&c.members[0].client_url),
+        c.members[0].channel().await,
+    )
+    .await;
+    let etcd = Etcd::start_bin(&etcd35());
+    let _ = etcd.kv().await;
+    let addr = host(&etcd.client_url);
+    let want = probes_through_an_alarm(&addr, etcd.channel()).await;
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "etcd 3.5.1 answers otherwise");
+    }
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got.iter()
+            .any(|(_, s, _, b)| *s == 503 && b.contains("ALARM NOSPACE")),
+        "the alarm was never reported: {got:?}"
+    );
+    let fields = |addr: &str| {
+        let (status, body) = http_get(addr, "/version");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let server = v["etcdserver"].as_str().unwrap_or_default().to_string();
+        (status, v["etcdcluster"].clone(), server.starts_with("3.5."))
+    };
+    assert_eq!(fields(&host(&c.members[0].client_url)), fields(&addr));
 }

@@ -503,7 +503,8 @@ async fn stalled_shared_stream_loses_and_repeats_nothing() {
 /// not miss a delete made in that revision. etcd 3.5 serves a start at
 /// the compacted revision (only one below it is compacted) and keeps the
 /// tombstones of that revision through compaction; so does Cairn. (etcd
-/// 3.4.23, the reference here, still drops the DELETE: not compared.)
+/// 3.4.23 and 3.5.1, the references here, still drop the DELETE; 3.5.16
+/// fixed it: not compared.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_at_the_compaction_revision_sees_its_deletes() {
     let c = Cluster::start(1, &[]).await;

@@ -4,7 +4,8 @@
 //! knows a leader, no alarm is raised (but those named by `?exclude=`)
 //! and a read of the key `health` succeeds — linearizable, or
 //! serializable with `?serializable=true`; otherwise `"false"` with the
-//! reason and 503.
+//! reason and 503. The headers and bodies are etcd's byte for byte (a
+//! plain-text type, and a line end after an unhealthy answer).
 //!
 //! `/livez` (a serializable read) and `/readyz` (no CORRUPT alarm, a
 //! serializable and a linearizable read), in the format Kubernetes
@@ -99,15 +100,24 @@ pub async fn health(
             .map(|e| format!("QGET ERROR:{e}"))
     }
     .await;
-    let (status, healthy, reason) = match reason {
-        None => (StatusCode::OK, "true", String::new()),
-        Some(r) => {
-            tracing::warn!(reason = %r, "/health error");
-            (StatusCode::SERVICE_UNAVAILABLE, "false", r)
-        }
-    };
-    let body = serde_json::json!({ "health": healthy, "reason": reason }).to_string();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let healthy = reason.is_none();
+    let body = serde_json::json!({
+        "health": if healthy { "true" } else { "false" },
+        "reason": reason.as_deref().unwrap_or(""),
+    })
+    .to_string();
+    if let Some(r) = reason {
+        tracing::warn!(reason = %r, "/health error");
+        // etcd answers an unhealthy member as Go's http.Error does.
+        return super::plain_error(StatusCode::SERVICE_UNAVAILABLE, &body);
+    }
+    // etcd sets no type; Go's sniffing of the JSON gives this one.
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, super::TEXT_PLAIN)],
+        body,
+    )
+        .into_response()
 }
 
 /// Runs the named checks and answers in Kubernetes' probe format.

@@ -74,12 +74,37 @@ pub fn serve(
 /// The endpoints, over `node`.
 pub fn router(node: Node) -> Router {
     Router::new()
-        .route("/health", get(health::health))
+        .route("/health", get(health::health).fallback(get_only))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
-        .route("/version", get(version))
+        .route("/version", get(version).fallback(get_only))
         .route("/metrics", get(metrics))
         .with_state(node)
+}
+
+/// The type Go gives a text answer.
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// An error as Go's `http.Error` writes it, and so etcd: plain text,
+/// no sniffing, the message and a line end.
+fn plain_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, TEXT_PLAIN),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+/// etcd's answer to a method other than GET on `/health` and `/version`.
+async fn get_only() -> Response {
+    let mut r = plain_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+    r
 }
 
 /// What answers a path no service or endpoint has: gRPC's
@@ -95,7 +120,7 @@ pub async fn not_found(req: axum::extract::Request) -> Response {
             .into_http::<axum::body::Body>()
             .into_response();
     }
-    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+    plain_error(StatusCode::NOT_FOUND, "404 page not found")
 }
 
 /// etcd's `/version`: the server's version and the cluster's.

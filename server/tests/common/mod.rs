@@ -6,6 +6,8 @@
 
 pub mod certs;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -600,7 +602,32 @@ pub async fn get(kv: &mut KvClient<Channel>, k: &str) -> Option<String> {
     .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
 }
 
-/// A real etcd 3.4 process (Debian's etcd-server), single member.
+/// The etcd binary the side-by-side tests compare with: Debian's etcd
+/// 3.4 on PATH, or the one `CAIRN_REFERENCE_ETCD` names (etcd 3.5.1 from
+/// `scripts/etcd-3.5`).
+pub fn reference_etcd() -> PathBuf {
+    match std::env::var_os("CAIRN_REFERENCE_ETCD") {
+        Some(p) => PathBuf::from(p),
+        None => which("etcd"),
+    }
+}
+
+/// etcd 3.5.1, as `scripts/etcd-3.5` installs it (the test command runs
+/// that first), for the cases where 3.4 and 3.5 differ.
+pub fn etcd35() -> PathBuf {
+    let p = std::env::var_os("CAIRN_ETCD35").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/etcd-3.5.1/etcd"),
+        PathBuf::from,
+    );
+    assert!(
+        p.is_file(),
+        "{} not found: run scripts/etcd-3.5 (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A real etcd process (see `reference_etcd`), single member.
 pub struct Etcd {
     child: Child,
     _dir: tempfile::TempDir,
@@ -609,16 +636,30 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Etcd::start_bin(&reference_etcd())
+    }
+
+    /// A fresh single member of the etcd binary `bin`.
+    pub fn start_bin(bin: &std::path::Path) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let peer_url = format!("http://127.0.0.1:{}", free_port());
-        Etcd::start_in(dir, "ref", &peer_url)
+        Etcd::start_bin_in(bin, dir, "ref", &peer_url)
     }
 
     /// etcd on the data dir `dir/data` (made there, or restored there
     /// by `etcdctl snapshot restore --name name` with this peer URL).
     pub fn start_in(dir: tempfile::TempDir, name: &str, peer_url: &str) -> Etcd {
+        Etcd::start_bin_in(&reference_etcd(), dir, name, peer_url)
+    }
+
+    fn start_bin_in(
+        bin: &std::path::Path,
+        dir: tempfile::TempDir,
+        name: &str,
+        peer_url: &str,
+    ) -> Etcd {
         let client_url = format!("http://127.0.0.1:{}", free_port());
-        let child = Command::new(which("etcd"))
+        let child = Command::new(bin)
             .args(["--name", name, "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &client_url])
@@ -687,4 +728,41 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One HTTP/1.1 request: (status, body).
+pub fn http(addr: &str, request: &str) -> (u16, String) {
+    let (status, _, body) = http_full(addr, request);
+    (status, body)
+}
+
+/// One HTTP/1.1 request: (status, headers with lower-case names, body).
+pub fn http_full(addr: &str, request: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+/// A GET of `path`: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
 }
