@@ -381,7 +381,7 @@ async fn same_responses_as_etcd() {
                 // some nested txns that 3.5 answers): nothing to compare
                 // it with from here on.
                 eprintln!(
-                    "seed {seed:#x} step {step}: etcd 3.4 exited on {req:?}; Cairn answered {got:?}"
+                    "seed {seed:#x} step {step}: the reference etcd exited on {req:?}; Cairn answered {got:?}"
                 );
                 crashed += 1;
                 died = true;

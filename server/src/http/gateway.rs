@@ -89,14 +89,17 @@ fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
-        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        // etcd 3.4's gateway answered FailedPrecondition with 412; 3.5's
+        // (grpc-gateway 1.16) answers it with 400, as here.
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+            StatusCode::BAD_REQUEST
+        }
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
         Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
@@ -490,7 +493,7 @@ mod tests {
         assert_eq!(http_status(Code::NotFound), StatusCode::NOT_FOUND);
         assert_eq!(
             http_status(Code::FailedPrecondition),
-            StatusCode::PRECONDITION_FAILED
+            StatusCode::BAD_REQUEST
         );
     }
 }
