@@ -1,6 +1,6 @@
 //! Differential test: the same random sequence of Put / Range /
-//! DeleteRange / Txn / Compact requests sent to a real etcd 3.4 and to a
-//! `cairn` member; every response (kvs, revisions, versions, counts, more,
+//! DeleteRange / Txn / Compact requests sent to a real etcd (Debian's
+//! 3.4, or the one `CAIRN_REFERENCE_ETCD` names) and to a `cairn` member; every response (kvs, revisions, versions, counts, more,
 //! prev kvs, errors with code and message) must be equal, headers aside
 //! from cluster id, member id and raft term.
 

@@ -1,5 +1,6 @@
-//! Watch: differential against a real etcd 3.4 (same writes, same watch
-//! requests, same responses) and etcdctl's `watch`.
+//! Watch: differential against a real etcd (Debian's 3.4, or the one
+//! `CAIRN_REFERENCE_ETCD` names: same writes, same watch requests, same
+//! responses) and etcdctl's `watch`.
 
 mod common;
 
