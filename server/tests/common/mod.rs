@@ -692,8 +692,8 @@ impl Etcd {
         let _ = self.child.wait();
     }
 
-    /// True once the process has exited (etcd 3.4 panics on some
-    /// requests 3.5 answers).
+    /// True once the process has exited (etcd 3.4.23 and 3.5.1 exit on
+    /// some nested txns).
     pub fn exited(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_some()
     }
