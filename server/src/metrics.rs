@@ -379,9 +379,12 @@ impl Metrics {
                 "etcd_debugging_mvcc_watcher_total",
                 "Total number of watchers.",
             ),
-            current_revision: gauge("etcd_mvcc_current_revision", "The revision of the store."),
+            current_revision: gauge(
+                "etcd_debugging_mvcc_current_revision",
+                "The revision of the store.",
+            ),
             compact_revision: gauge(
-                "etcd_mvcc_compact_revision",
+                "etcd_debugging_mvcc_compact_revision",
                 "The revision of the last compaction in store.",
             ),
             registry,

@@ -641,15 +641,20 @@ impl Etcd {
 
     /// A fresh single member of the etcd binary `bin`.
     pub fn start_bin(bin: &std::path::Path) -> Etcd {
+        Etcd::start_bin_with(bin, &[])
+    }
+
+    /// The same, with more flags.
+    pub fn start_bin_with(bin: &std::path::Path, flags: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let peer_url = format!("http://127.0.0.1:{}", free_port());
-        Etcd::start_bin_in(bin, dir, "ref", &peer_url)
+        Etcd::start_bin_in(bin, dir, "ref", &peer_url, flags)
     }
 
     /// etcd on the data dir `dir/data` (made there, or restored there
     /// by `etcdctl snapshot restore --name name` with this peer URL).
     pub fn start_in(dir: tempfile::TempDir, name: &str, peer_url: &str) -> Etcd {
-        Etcd::start_bin_in(&reference_etcd(), dir, name, peer_url)
+        Etcd::start_bin_in(&reference_etcd(), dir, name, peer_url, &[])
     }
 
     fn start_bin_in(
@@ -657,6 +662,7 @@ impl Etcd {
         dir: tempfile::TempDir,
         name: &str,
         peer_url: &str,
+        flags: &[&str],
     ) -> Etcd {
         let client_url = format!("http://127.0.0.1:{}", free_port());
         let child = Command::new(bin)
@@ -668,6 +674,7 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", peer_url])
             .args(["--initial-cluster", &format!("{name}={peer_url}")])
             .args(["--log-level", "error"])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -752,11 +759,34 @@ pub fn http_full(addr: &str, request: &str) -> (u16, Vec<(String, String)>, Stri
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    (status, headers, body.to_string())
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, headers, body)
+}
+
+/// A chunked HTTP/1.1 body's content (Go's servers chunk long answers).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .expect("a chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").expect("a chunk's end");
+    }
+    out
 }
 
 /// A GET of `path`: (status, body).
