@@ -4,7 +4,9 @@
 //! (puts, ranges, deletes, txns, leases, watches, locks, an election,
 //! members, compaction) on a fresh single member of each, and must print the same
 //! transcript; so must OpenStack's `etcd3gw`, which speaks etcd's JSON
-//! gateway, and etcdctl 3.4 with bare and `http://` endpoints. curl's
+//! gateway, and etcdctl with bare and `http://` endpoints (3.4, and
+//! 3.5.1 against etcd 3.5.1 with `CAIRN_ETCDCTL` and
+//! `CAIRN_REFERENCE_ETCD`, as the test command runs it too). curl's
 //! calls to the JSON gateway are compared with etcd 3.5.1, whose HTTP
 //! statuses Cairn follows. The Python and Node clients are installed on first use
 //! into the test's scratch directory under `target/` (pip and npm;

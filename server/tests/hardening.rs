@@ -251,7 +251,7 @@ async fn a_half_open_client_connection_is_closed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A watch: a long-lived stream on one connection.
-    let mut watch = std::process::Command::new(common::which("etcdctl"))
+    let mut watch = std::process::Command::new(common::etcdctl_bin())
         .args([&format!("--endpoints={ep}"), "watch", "k"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

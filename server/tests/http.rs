@@ -117,7 +117,7 @@ async fn probes_version_and_metrics_on_both_ports() {
         );
     }
     // A watch open counts as a watcher.
-    let mut watch = std::process::Command::new(which("etcdctl"))
+    let mut watch = std::process::Command::new(etcdctl_bin())
         .args([&format!("--endpoints={ep}"), "watch", "w"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

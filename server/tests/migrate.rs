@@ -214,7 +214,7 @@ fn an_etcd_keyspace_moves_to_cairn_and_back_to_etcd_unchanged() {
     assert!(!err.contains("warning"), "{err}");
     let edir = tempfile::tempdir().expect("tempdir");
     let peer = format!("http://127.0.0.1:{}", free_port());
-    let restore = std::process::Command::new(which("etcdctl"))
+    let restore = std::process::Command::new(etcdctl_bin())
         .env("ETCDCTL_API", "3")
         .args(["snapshot", "restore", back.to_str().expect("path")])
         .arg("--data-dir")

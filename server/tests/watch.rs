@@ -219,7 +219,7 @@ async fn etcdctl_watch() {
     ctl(&ep, &["put", "foo", "a"]);
     ctl(&ep, &["put", "foo", "b"]);
     ctl(&ep, &["del", "foo"]);
-    let bin = which("etcdctl");
+    let bin = etcdctl_bin();
     let child = std::process::Command::new("timeout")
         .arg("3")
         .arg(bin)

@@ -507,7 +507,7 @@ pub fn etcdctl_stdin(
     stdin: Option<&str>,
 ) -> (bool, String, String) {
     use std::io::Write;
-    let mut cmd = Command::new(which("etcdctl"));
+    let mut cmd = Command::new(etcdctl_bin());
     if tls_mode() {
         cmd.args(ctl_tls_flags());
     }
@@ -609,6 +609,15 @@ pub fn reference_etcd() -> PathBuf {
     match std::env::var_os("CAIRN_REFERENCE_ETCD") {
         Some(p) => PathBuf::from(p),
         None => which("etcd"),
+    }
+}
+
+/// The etcdctl the tests run: Debian's 3.4 on PATH, or the one
+/// `CAIRN_ETCDCTL` names (etcdctl 3.5.1 beside `scripts/etcd-3.5`'s etcd).
+pub fn etcdctl_bin() -> PathBuf {
+    match std::env::var_os("CAIRN_ETCDCTL") {
+        Some(p) => PathBuf::from(p),
+        None => which("etcdctl"),
     }
 }
 
