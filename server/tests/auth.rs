@@ -15,7 +15,7 @@ use cairn::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn::proto::etcdserverpb::watch_client::WatchClient;
 use cairn::proto::etcdserverpb::watch_request::RequestUnion;
 use cairn::proto::etcdserverpb::{
-    compare, request_op, AlarmRequest, AlarmType, AuthenticateRequest, Compare,
+    compare, request_op, AlarmRequest, AlarmType, AuthStatusRequest, AuthenticateRequest, Compare,
     LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
     WatchRequest,
 };
@@ -688,4 +688,148 @@ async fn jwt_tokens() {
         .await
         .expect_err("a forged token");
     assert_eq!(e.code(), Code::Unauthenticated);
+}
+
+/// The auth revision after each of a few changes, through the Auth
+/// service: a new store, users and roles added, a role granted twice,
+/// auth enabled, disabled, and disabled again.
+async fn auth_revisions(ch: Channel) -> Vec<(String, Result<u64, String>)> {
+    use cairn::proto::etcdserverpb::auth_client::AuthClient;
+    use cairn::proto::etcdserverpb::*;
+    let mut a = AuthClient::new(ch.clone());
+    let mut out = Vec::new();
+    async fn status(a: &mut AuthClient<Channel>) -> Result<u64, String> {
+        a.auth_status(AuthStatusRequest {})
+            .await
+            .map(|r| r.into_inner().auth_revision)
+            .map_err(|e| e.message().to_string())
+    }
+    out.push(("new".to_string(), status(&mut a).await));
+    let user = |name: &str| AuthUserAddRequest {
+        name: name.into(),
+        password: "pw".into(),
+        ..Default::default()
+    };
+    let r = a.user_add(user("root")).await.map(|_| ());
+    out.push((format!("root: {r:?}"), status(&mut a).await));
+    let r = a.user_add(user("alice")).await.map(|_| ());
+    out.push((format!("alice: {r:?}"), status(&mut a).await));
+    let r = a
+        .role_add(AuthRoleAddRequest { name: "r".into() })
+        .await
+        .map(|_| ());
+    out.push((format!("role: {r:?}"), status(&mut a).await));
+    for i in 0..2 {
+        let r = a
+            .user_grant_role(AuthUserGrantRoleRequest {
+                user: "alice".into(),
+                role: "r".into(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.message().to_string());
+        out.push((format!("grant {i}: {r:?}"), status(&mut a).await));
+    }
+    let r = a
+        .user_grant_role(AuthUserGrantRoleRequest {
+            user: "root".into(),
+            role: "root".into(),
+        })
+        .await
+        .map(|_| ());
+    out.push((format!("root role: {r:?}"), status(&mut a).await));
+    let r = a.auth_enable(AuthEnableRequest {}).await.map(|_| ());
+    // With auth on, as root (etcd 3.5 answers AuthStatus to root only).
+    let token = a
+        .authenticate(AuthenticateRequest {
+            name: "root".into(),
+            password: "pw".into(),
+        })
+        .await
+        .expect("authenticate")
+        .into_inner()
+        .token;
+    let st = a
+        .auth_status(with_token(AuthStatusRequest {}, &token))
+        .await
+        .map(|r| r.into_inner().auth_revision)
+        .map_err(|e| e.message().to_string());
+    out.push((format!("enable: {r:?}"), st));
+    let r = a
+        .auth_disable(with_token(AuthDisableRequest {}, &token))
+        .await
+        .map(|_| ());
+    out.push((format!("disable: {r:?}"), status(&mut a).await));
+    let r = a.auth_disable(AuthDisableRequest {}).await.map(|_| ());
+    out.push((format!("disable again: {r:?}"), status(&mut a).await));
+    out
+}
+
+/// etcd counts auth revisions from 1 in a new store; `etcdctl auth
+/// status` (3.5) shows them. Compared with etcd 3.5.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_revisions_count_as_etcds() {
+    let c = Cluster::start(1, &[]).await;
+    let got = auth_revisions(c.members[0].channel().await).await;
+    let etcd = common::Etcd::start_bin(&common::etcd35());
+    let _ = etcd.kv().await;
+    let want = auth_revisions(etcd.channel()).await;
+    assert_eq!(got, want, "Cairn, then etcd 3.5.1");
+    assert_eq!(got[0].1, Ok(1), "a new store's");
+}
+
+/// Turning auth on keeps the auth revision, as etcd counts it; a watcher
+/// opened without a user while auth was off is still checked again: the
+/// next event cancels it rather than reaching it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_opened_with_auth_off_is_checked_when_it_turns_on() {
+    let c = Cluster::start(1, &FAST).await;
+    let ep = c.members[0].endpoint();
+    ok(&ep, None, &["user", "add", "root:rootpw"]);
+    ok(&ep, None, &["role", "add", "root"]);
+    ok(&ep, None, &["user", "grant-role", "root", "root"]);
+    let ch = c.members[0].channel().await;
+    let mut a = cairn::proto::etcdserverpb::auth_client::AuthClient::new(ch.clone());
+    let before = a
+        .auth_status(AuthStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .auth_revision;
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"foo".to_vec().into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("queue");
+    let mut answers = WatchClient::new(ch.clone())
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    let r = answers.message().await.expect("answer").expect("open");
+    assert!(r.created && !r.canceled, "{r:?}");
+
+    ok(&ep, None, &["auth", "enable"]);
+    let root = token(ch.clone(), "root", "rootpw").await;
+    let after = a
+        .auth_status(with_token(AuthStatusRequest {}, &root))
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(after.enabled);
+    assert_eq!(after.auth_revision, before, "enabling is not counted");
+
+    ok(&ep, ROOT, &["put", "foo", "1"]);
+    let r = tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .expect("an answer in time")
+        .expect("answer")
+        .expect("open");
+    assert!(r.canceled && r.events.is_empty(), "{r:?}");
+    assert!(r.cancel_reason.contains("user name is empty"), "{r:?}");
 }

@@ -89,11 +89,12 @@ pub struct Role {
 }
 
 /// The replicated auth state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthState {
     /// Whether authentication is on.
     pub enabled: bool,
-    /// Bumped by every change (etcd's auth revision).
+    /// Bumped by every change (etcd's auth revision): 1 in a new store,
+    /// as etcd's.
     pub revision: u64,
     /// Users by name.
     pub users: BTreeMap<String, User>,
@@ -102,6 +103,19 @@ pub struct AuthState {
     /// The key simple tokens are signed with; set when auth is first
     /// enabled.
     pub token_key: Vec<u8>,
+}
+
+impl Default for AuthState {
+    /// A new store's: auth off, no users or roles, revision 1.
+    fn default() -> AuthState {
+        AuthState {
+            enabled: false,
+            revision: 1,
+            users: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            token_key: Vec::new(),
+        }
+    }
 }
 
 impl AuthState {
@@ -131,8 +145,9 @@ impl AuthState {
     }
 
     /// Applies `cmd`: the state after it, or etcd's error (the state
-    /// unchanged). A change that changes nothing (enabling auth that is
-    /// on, granting a role already held) keeps the revision.
+    /// unchanged). The revision counts as etcd's does: a change that
+    /// changes nothing (granting a role already held) keeps it, and so
+    /// does turning auth on (etcd counts turning it off).
     pub fn apply(&self, cmd: &AuthCommand) -> Result<AuthState, Error> {
         let mut next = self.clone();
         let changed = next.change(cmd)?;
@@ -142,6 +157,7 @@ impl AuthState {
         Ok(next)
     }
 
+    /// Makes `cmd`'s change: whether etcd counts it in the revision.
     fn change(&mut self, cmd: &AuthCommand) -> Result<bool, Error> {
         let Some(op) = &cmd.op else {
             return Ok(false);
@@ -153,7 +169,6 @@ impl AuthState {
                     // key (an import from etcd) takes the one given.
                     if self.token_key.is_empty() && !cmd.token_key.is_empty() {
                         self.token_key = cmd.token_key.to_vec();
-                        return Ok(true);
                     }
                     return Ok(false);
                 }
@@ -165,8 +180,14 @@ impl AuthState {
                 if self.token_key.is_empty() {
                     self.token_key = cmd.token_key.to_vec();
                 }
+                return Ok(false);
             }
-            Op::Disable(_) => self.enabled = false,
+            Op::Disable(_) => {
+                if !self.enabled {
+                    return Ok(false);
+                }
+                self.enabled = false;
+            }
             Op::UserAdd(r) => {
                 if r.name.is_empty() {
                     return Err(Error::UserEmpty);
@@ -308,7 +329,8 @@ mod tests {
         let on = s.apply(&enable).unwrap();
         assert!(on.enabled);
         assert_eq!(on.token_key, b"key");
-        assert_eq!(on.revision, s.revision + 1);
+        // etcd does not count turning auth on.
+        assert_eq!(on.revision, s.revision);
         // Enabling again changes nothing, its key included.
         let mut other = enable.clone();
         other.token_key = b"other".to_vec().into();
@@ -318,7 +340,7 @@ mod tests {
         keyless.token_key.clear();
         let keyed = keyless.apply(&other).unwrap();
         assert_eq!(keyed.token_key, b"other");
-        assert!(keyed.enabled && keyed.revision == keyless.revision + 1);
+        assert!(keyed.enabled && keyed.revision == keyless.revision);
         assert_eq!(keyed.apply(&enable).unwrap(), keyed);
         // Root cannot be locked out while auth is on.
         let del = cmd(Op::UserDelete(pb::AuthUserDeleteRequest {

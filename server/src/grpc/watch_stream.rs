@@ -159,10 +159,11 @@ struct Watcher {
     catching_up: Option<JoinHandle<()>>,
     /// What the watcher reads, for the auth checks.
     need: Need,
-    /// The auth revision its permission was last checked at: checked
-    /// again before it is sent anything once auth has changed, so events
-    /// never reach a watcher whose grant was revoked.
-    auth_checked: u64,
+    /// The auth revision, and whether auth was on, when its permission
+    /// was last checked: checked again before it is sent anything once
+    /// either has changed, so events never reach a watcher whose grant
+    /// was revoked (turning auth on keeps the revision, as in etcd).
+    auth_checked: (u64, bool),
     /// Counts it in `etcd_debugging_mvcc_watcher_total` while it lives.
     _counted: Counted,
 }
@@ -344,7 +345,7 @@ impl Hub {
                 quiet: false,
                 catching_up: None,
                 need,
-                auth_checked: auth.revision,
+                auth_checked: (auth.revision, auth.enabled),
                 _counted: Counted::new(&self.node.inner.metrics.watchers),
             },
         );
@@ -571,11 +572,11 @@ impl Hub {
         let Some(w) = self.watchers.get_mut(&id) else {
             return Ok(());
         };
-        if w.auth_checked == auth.revision {
+        if w.auth_checked == (auth.revision, auth.enabled) {
             return Ok(());
         }
         perm::check(&auth, self.user.as_deref(), std::slice::from_ref(&w.need))?;
-        w.auth_checked = auth.revision;
+        w.auth_checked = (auth.revision, auth.enabled);
         Ok(())
     }
 
