@@ -97,7 +97,7 @@ pub fn code(e: &Error) -> Code {
         | Error::RoleNotFound
         | Error::RoleNotGranted
         | Error::PermissionNotGranted => Code::FailedPrecondition,
-        Error::LeaseNotFound | Error::MemberNotFound | Error::BadLeaderTransferee => Code::NotFound,
+        Error::LeaseNotFound | Error::MemberNotFound => Code::NotFound,
         Error::LeaseExists
         | Error::NotLeader
         | Error::PeerUrlExists
@@ -105,6 +105,7 @@ pub fn code(e: &Error) -> Code {
         | Error::NotEnoughStartedMembers
         | Error::MemberNotLearner
         | Error::LearnerNotReady
+        | Error::BadLeaderTransferee
         | Error::MembershipRefused(_) => Code::FailedPrecondition,
         Error::NoLeader
         | Error::LeaderChanged
@@ -216,5 +217,9 @@ mod tests {
         assert_eq!(s.code(), Code::Unavailable);
         assert_eq!(s.message(), "etcdserver: boom");
         assert_eq!(Error::NoLeader.to_string(), "etcdserver: no leader");
+        // etcdctl move-leader to a member that is not there.
+        let s = Status::from(Error::BadLeaderTransferee);
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(s.message(), "etcdserver: bad leader transferee");
     }
 }

@@ -149,6 +149,12 @@ impl Client {
         Some(self.node.inner.header(rev))
     }
 
+    /// The header of the Cluster service's answers: etcd's carries no
+    /// revision.
+    fn cluster_header(&self) -> Option<pb::ResponseHeader> {
+        Some(self.node.inner.header(0))
+    }
+
     /// A header at the current revision.
     fn current_header(&self) -> Option<pb::ResponseHeader> {
         Some(
@@ -339,7 +345,7 @@ impl Client {
             .await?;
         inner.wait_members(|ms| ms.iter().any(|m| m.id == id)).await;
         Ok(pb::MemberAddResponse {
-            header: self.current_header(),
+            header: self.cluster_header(),
             member: Some(pb::Member {
                 id,
                 name: String::new(),
@@ -364,7 +370,7 @@ impl Client {
             .await?;
         inner.wait_members(|ms| ms.iter().all(|m| m.id != id)).await;
         Ok(pb::MemberRemoveResponse {
-            header: self.current_header(),
+            header: self.cluster_header(),
             members: self.members(),
         })
     }
@@ -390,7 +396,7 @@ impl Client {
             })
             .await;
         Ok(pb::MemberUpdateResponse {
-            header: self.current_header(),
+            header: self.cluster_header(),
             members: self.members(),
         })
     }
@@ -410,7 +416,7 @@ impl Client {
             .wait_members(|ms| ms.iter().any(|m| m.id == id && !m.is_learner))
             .await;
         Ok(pb::MemberPromoteResponse {
-            header: self.current_header(),
+            header: self.cluster_header(),
             members: self.members(),
         })
     }
@@ -422,7 +428,7 @@ impl Client {
             self.node.inner.read_barrier().await?;
         }
         Ok(pb::MemberListResponse {
-            header: self.current_header(),
+            header: self.cluster_header(),
             members: self.members(),
         })
     }
