@@ -90,7 +90,7 @@ fn http_status(code: Code) -> StatusCode {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
         // etcd 3.4's gateway answered FailedPrecondition with 412; 3.5's
-        // (grpc-gateway 1.16) answers it with 400, as here.
+        // answers it with 400 (seen with etcd 3.5.1), as here.
         Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
             StatusCode::BAD_REQUEST
         }
