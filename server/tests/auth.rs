@@ -17,7 +17,7 @@ use cairn::proto::etcdserverpb::watch_request::RequestUnion;
 use cairn::proto::etcdserverpb::{
     compare, request_op, AlarmRequest, AlarmType, AuthStatusRequest, AuthenticateRequest, Compare,
     LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest,
+    WatchRequest, WatchResponse,
 };
 use common::{etcdctl, Cluster};
 use tonic::metadata::MetadataValue;
@@ -118,6 +118,47 @@ fn with_token<T>(msg: T, token: &str) -> Request<T> {
         MetadataValue::try_from(token).expect("token metadata"),
     );
     r
+}
+
+/// A request creating a watch of `key` to `range_end`.
+fn watch_create(key: &[u8], range_end: &[u8]) -> WatchRequest {
+    WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: key.to_vec().into(),
+            range_end: range_end.to_vec().into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A watch stream opened with `first` queued (as `token`'s user, if
+/// any): its request side and its answers.
+async fn watch_stream(
+    ch: Channel,
+    token: Option<&str>,
+    first: WatchRequest,
+) -> (
+    tokio::sync::mpsc::Sender<WatchRequest>,
+    tonic::Streaming<WatchResponse>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(first).await.expect("queue");
+    let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut w = WatchClient::new(ch);
+    let opened = match token {
+        Some(t) => w.watch(with_token(requests, t)).await,
+        None => w.watch(requests).await,
+    };
+    (tx, opened.expect("watch").into_inner())
+}
+
+/// The stream's next answer, within 10 s.
+async fn answer_in_time(answers: &mut tonic::Streaming<WatchResponse>) -> WatchResponse {
+    tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .expect("an answer in time")
+        .expect("answer")
+        .expect("open")
 }
 
 fn put(key: &str) -> RequestOp {
@@ -495,25 +536,8 @@ async fn the_attacks_that_broke_etcds_rbac_are_refused() {
 
     // GHSA-xg4h-6gfc-h4m8: a watch from an exactly granted key with range
     // end "\0" (every later key) is refused at creation.
-    let mut w = WatchClient::new(ch.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: b"k1".to_vec().into(),
-            range_end: vec![0u8].into(),
-            ..Default::default()
-        })),
-    })
-    .await
-    .expect("queue");
-    let mut answers = w
-        .watch(with_token(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-            &alice,
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
+    let (tx, mut answers) =
+        watch_stream(ch.clone(), Some(&alice), watch_create(b"k1", b"\0")).await;
     let r = answers.message().await.expect("answer").expect("open");
     assert!(r.created && r.canceled, "{r:?}");
     assert_eq!(
@@ -522,15 +546,7 @@ async fn the_attacks_that_broke_etcds_rbac_are_refused() {
     );
     // A watch she may make gets events only while she may: once the grant
     // is revoked, the next event cancels it instead of reaching her.
-    tx.send(WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: b"foo".to_vec().into(),
-            range_end: b"fop".to_vec().into(),
-            ..Default::default()
-        })),
-    })
-    .await
-    .expect("queue");
+    tx.send(watch_create(b"foo", b"fop")).await.expect("queue");
     let r = answers.message().await.expect("answer").expect("open");
     assert!(r.created && !r.canceled, "{r:?}");
     let id = r.watch_id;
@@ -543,11 +559,7 @@ async fn the_attacks_that_broke_etcds_rbac_are_refused() {
         &["role", "revoke-permission", "r", "foo", "--prefix"],
     );
     ok(&ep, ROOT, &["put", "foo-hidden", "1"]);
-    let r = tokio::time::timeout(Duration::from_secs(10), answers.message())
-        .await
-        .expect("an answer in time")
-        .expect("answer")
-        .expect("open");
+    let r = answer_in_time(&mut answers).await;
     assert_eq!(r.watch_id, id);
     assert!(r.canceled && r.events.is_empty(), "{r:?}");
     assert!(r.cancel_reason.contains("permission denied"), "{r:?}");
@@ -797,20 +809,7 @@ async fn a_watch_opened_with_auth_off_is_checked_when_it_turns_on() {
         .into_inner()
         .auth_revision;
 
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: b"foo".to_vec().into(),
-            ..Default::default()
-        })),
-    })
-    .await
-    .expect("queue");
-    let mut answers = WatchClient::new(ch.clone())
-        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("watch")
-        .into_inner();
+    let (_tx, mut answers) = watch_stream(ch.clone(), None, watch_create(b"foo", b"")).await;
     let r = answers.message().await.expect("answer").expect("open");
     assert!(r.created && !r.canceled, "{r:?}");
 
@@ -825,11 +824,7 @@ async fn a_watch_opened_with_auth_off_is_checked_when_it_turns_on() {
     assert_eq!(after.auth_revision, before, "enabling is not counted");
 
     ok(&ep, ROOT, &["put", "foo", "1"]);
-    let r = tokio::time::timeout(Duration::from_secs(10), answers.message())
-        .await
-        .expect("an answer in time")
-        .expect("answer")
-        .expect("open");
+    let r = answer_in_time(&mut answers).await;
     assert!(r.canceled && r.events.is_empty(), "{r:?}");
     assert!(r.cancel_reason.contains("user name is empty"), "{r:?}");
 }

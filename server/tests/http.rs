@@ -146,16 +146,7 @@ async fn probes_version_and_metrics_on_both_ports() {
     ctl(&c.members[0].endpoint(), &["get", "k0"]);
 
     // An alarm: unhealthy unless excluded.
-    let mut m = MaintenanceClient::new(c.members[0].channel().await);
-    let member_id = c.members[0].status().await.map_or(0, |s| s.0);
-    let alarm = |action: AlarmAction| AlarmRequest {
-        action: action as i32,
-        member_id,
-        alarm: AlarmType::Nospace as i32,
-    };
-    m.alarm(alarm(AlarmAction::Activate))
-        .await
-        .expect("raise NOSPACE");
+    nospace(c.members[0].channel().await, AlarmAction::Activate).await;
     let (status, body) = http_get(&client, "/health");
     assert_eq!(
         (status, body.as_str()),
@@ -167,9 +158,7 @@ async fn probes_version_and_metrics_on_both_ports() {
         200,
         "NOSPACE is not corruption"
     );
-    m.alarm(alarm(AlarmAction::Deactivate))
-        .await
-        .expect("clear NOSPACE");
+    nospace(c.members[0].channel().await, AlarmAction::Deactivate).await;
 
     // No leader: the survivor says so; it still serves serializable
     // reads, so it is live but not ready.
@@ -201,6 +190,25 @@ async fn probes_version_and_metrics_on_both_ports() {
         http_get(&metrics, "/readyz?exclude=linearizable_read").0,
         200
     );
+}
+
+/// Raises (or clears) the NOSPACE alarm of the member behind `ch`.
+async fn nospace(ch: tonic::transport::Channel, action: AlarmAction) {
+    let mut m = MaintenanceClient::new(ch);
+    let member_id = m
+        .status(cairn::proto::etcdserverpb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .header
+        .map_or(0, |h| h.member_id);
+    m.alarm(AlarmRequest {
+        action: action as i32,
+        member_id,
+        alarm: AlarmType::Nospace as i32,
+    })
+    .await
+    .expect("NOSPACE alarm");
 }
 
 /// One answer: (what was asked, status or gRPC code, the headers that
@@ -235,22 +243,7 @@ async fn probes_through_an_alarm(client: &str, ch: tonic::transport::Channel) ->
     out.push(answer(client, "POST", "/health"));
     out.push(answer(client, "PUT", "/version"));
     out.push(answer(client, "GET", "/no-such-path"));
-    let mut m = MaintenanceClient::new(ch.clone());
-    let member_id = m
-        .status(cairn::proto::etcdserverpb::StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner()
-        .header
-        .map_or(0, |h| h.member_id);
-    let alarm = |action: AlarmAction| AlarmRequest {
-        action: action as i32,
-        member_id,
-        alarm: AlarmType::Nospace as i32,
-    };
-    m.alarm(alarm(AlarmAction::Activate))
-        .await
-        .expect("raise NOSPACE");
+    nospace(ch.clone(), AlarmAction::Activate).await;
     for path in [
         "/health",
         "/health?serializable=true",
@@ -260,7 +253,7 @@ async fn probes_through_an_alarm(client: &str, ch: tonic::transport::Channel) ->
     ] {
         out.push(answer(client, "GET", path));
     }
-    let put = cairn::proto::etcdserverpb::kv_client::KvClient::new(ch)
+    let put = cairn::proto::etcdserverpb::kv_client::KvClient::new(ch.clone())
         .put(cairn::proto::etcdserverpb::PutRequest {
             key: b"k".to_vec().into(),
             value: b"v".to_vec().into(),
@@ -276,9 +269,7 @@ async fn probes_through_an_alarm(client: &str, ch: tonic::transport::Channel) ->
             e.message().to_string(),
         ),
     });
-    m.alarm(alarm(AlarmAction::Deactivate))
-        .await
-        .expect("clear NOSPACE");
+    nospace(ch, AlarmAction::Deactivate).await;
     out.push(answer(client, "GET", "/health"));
     out
 }

@@ -606,19 +606,18 @@ pub async fn get(kv: &mut KvClient<Channel>, k: &str) -> Option<String> {
 /// 3.4 on PATH, or the one `CAIRN_REFERENCE_ETCD` names (etcd 3.5.1 from
 /// `scripts/etcd-3.5`).
 pub fn reference_etcd() -> PathBuf {
-    match std::env::var_os("CAIRN_REFERENCE_ETCD") {
-        Some(p) => PathBuf::from(p),
-        None => which("etcd"),
-    }
+    named_or_found("CAIRN_REFERENCE_ETCD", "etcd")
+}
+
+/// The binary the environment variable `var` names, or `name` on PATH.
+fn named_or_found(var: &str, name: &str) -> PathBuf {
+    std::env::var_os(var).map_or_else(|| which(name), PathBuf::from)
 }
 
 /// The etcdctl the tests run: Debian's 3.4 on PATH, or the one
 /// `CAIRN_ETCDCTL` names (etcdctl 3.5.1 beside `scripts/etcd-3.5`'s etcd).
 pub fn etcdctl_bin() -> PathBuf {
-    match std::env::var_os("CAIRN_ETCDCTL") {
-        Some(p) => PathBuf::from(p),
-        None => which("etcdctl"),
-    }
+    named_or_found("CAIRN_ETCDCTL", "etcdctl")
 }
 
 /// etcd 3.5.1, as `scripts/etcd-3.5` installs it (the test command runs
